@@ -118,10 +118,10 @@ type Outcome int
 
 // Outcomes.
 const (
-	Released Outcome = iota + 1 // graceful stop: lease released
-	ShardEnd                    // shard read to its end, SHARD_END checkpointed, lease released
-	LostLease                   // a fenced write failed: another node owns it
-	Failed                      // processor failures and FailurePolicy StopShard
+	Released  Outcome = iota + 1 // graceful stop: lease released
+	ShardEnd                     // shard read to its end, SHARD_END checkpointed, lease released
+	LostLease                    // a fenced write failed: another node owns it
+	Failed                       // processor failures and FailurePolicy StopShard
 )
 
 func (o Outcome) String() string {
