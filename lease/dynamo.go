@@ -89,6 +89,7 @@ type DynamoStore struct {
 	log         *slog.Logger
 	onWrite     func(op string, ok bool)
 	waitTimeout time.Duration
+	scanLimit   int32 // page size of List; 0: the server's (tests force pagination)
 }
 
 // Option configures a DynamoStore.
@@ -278,7 +279,11 @@ func (s *DynamoStore) List(ctx context.Context) ([]Lease, error) {
 	var (
 		leases []Lease
 		start  map[string]types.AttributeValue
+		limit  *int32
 	)
+	if s.scanLimit > 0 {
+		limit = aws.Int32(s.scanLimit)
+	}
 	for {
 		var out *dynamodb.ScanOutput
 		err := s.retry(ctx, "list", s.table, func(ctx context.Context) error {
@@ -287,6 +292,7 @@ func (s *DynamoStore) List(ctx context.Context) ([]Lease, error) {
 				TableName:         aws.String(s.table),
 				ConsistentRead:    aws.Bool(true),
 				ExclusiveStartKey: start,
+				Limit:             limit,
 			}, noSDKRetries)
 			return err
 		})
