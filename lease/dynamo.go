@@ -317,7 +317,8 @@ func (s *DynamoStore) List(ctx context.Context) ([]Lease, error) {
 // ---------------------------------------------------------------- writes
 
 // Create writes a new free row (counter 0, no owner, ownerSwitches 0) with
-// l's checkpoint, parents and hash range, if none exists. ErrExists if a row
+// l's checkpoint (TRIM_HORIZON when l has none), parents and hash range, if
+// none exists. ErrExists if a row
 // is there — unless this call's own earlier attempt wrote it (a retry after a
 // server error), in which case Create succeeds.
 func (s *DynamoStore) Create(ctx context.Context, l Lease) (err error) {
