@@ -329,7 +329,14 @@ func IsThrottle(err error) bool { return err != nil && kindOf(err) == ErrThrottl
 
 // NewSDKClient builds a *kinesis.Client from cfg and optFns that does not
 // retry throttling errors (they reach the caller at once, classified as
-// ErrThrottled), while other errors keep the configured retry policy.
+// ErrThrottled), while other errors keep the configured retry policy. This
+// is the recommended way to build the client given to NewClient:
+//
+//	cfg, err := config.LoadDefaultConfig(ctx)
+//	c := stream.NewClient(stream.NewSDKClient(cfg), "my-stream", "")
+//
+// optFns run first (endpoint, RetryMaxAttempts, a custom Retryer ...); the
+// throttle filter then wraps whichever retryer they leave.
 func NewSDKClient(cfg aws.Config, optFns ...func(*kinesis.Options)) *kinesis.Client {
 	fns := make([]func(*kinesis.Options), 0, len(optFns)+1)
 	fns = append(fns, optFns...)
