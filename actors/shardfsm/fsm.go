@@ -349,6 +349,7 @@ type Machine struct {
 	target   lease.Checkpoint // highest checkpoint accepted (written or queued)
 	received lease.Checkpoint // last record received from Kinesis (delivered or buffered)
 	maxSent  lease.Checkpoint // last record delivered to the processor
+	acked    lease.Checkpoint // last record of the last batch the processor acknowledged
 
 	// fetching
 	iterator       string
@@ -673,6 +674,9 @@ func (m *Machine) onReply(now time.Time, r messages.Processed, out *effects) {
 
 // batchDone moves on after the in-flight batch is finished with.
 func (m *Machine) batchDone(now time.Time, out *effects) {
+	if last, ok := m.inFlight.batch.Last(); ok {
+		m.acked = lease.Checkpoint{SequenceNumber: last.SequenceNumber, SubSequenceNumber: last.SubSequenceNumber}
+	}
 	m.inFlight = nil
 	if m.state == ShutdownRequested {
 		m.askShutdown(now, out)
@@ -751,11 +755,12 @@ func (m *Machine) acceptCheckpoint(now time.Time, req messages.Checkpoint, batch
 		return
 	case messages.AtBatchEnd:
 		if batch == nil {
-			// Shutdown ack: after the last record delivered.
-			if m.maxSent.IsSentinel() {
+			// Shutdown ack: after the last batch acknowledged (a batch that
+			// failed on its way out was not processed).
+			if m.acked.IsSentinel() {
 				return
 			}
-			cp = m.maxSent
+			cp = m.acked
 		} else {
 			last, ok := batch.Last()
 			if !ok {

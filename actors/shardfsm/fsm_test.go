@@ -939,3 +939,19 @@ func TestCompareSequences(t *testing.T) {
 		}
 	}
 }
+
+func TestShutdownAfterFailedBatchDoesNotCheckpointIt(t *testing.T) {
+	x := inProcessing(t) // batch 1 = records 1..3
+	x.step(FetchSucceeded{Batch: stream.Batch{Records: recs(4, 2), NextIterator: "n"}})
+	must[WriteCheckpoint](t, x.step(ProcessorReplied{Reply: messages.Processed{BatchID: 1, Checkpoint: messages.CheckpointBatchEnd()}}))
+	x.step(StoreDone{Op: OpCheckpoint})
+	// batch 2 (records 4..5) is with the processor when the stop comes; it fails
+	x.step(StopRequested{})
+	effs := x.step(ProcessorReplied{Reply: messages.Processed{BatchID: 2, Err: errors.New("boom")}})
+	if _, ok := notified[messages.ShutdownRequested](effs); !ok {
+		t.Fatalf("no ShutdownRequested: %s", describe(effs))
+	}
+	effs = x.step(ShutdownAcked{Ack: messages.ShutdownAck{Checkpoint: messages.CheckpointBatchEnd()}})
+	none[WriteCheckpoint](t, effs) // already at record 3; record 5 was never processed
+	must[Release](t, effs)
+}

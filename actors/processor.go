@@ -1,0 +1,54 @@
+package actors
+
+import (
+	"context"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/kinactor/kinactor/messages"
+)
+
+// ProcessorFunc is the plain-function way to process records. It is called
+// with one batch at a time, in order, for one shard. Returning nil
+// acknowledges the batch and checkpoints after its last record (the write is
+// coalesced; see Config.CheckpointInterval). Returning an error, or
+// panicking, has the same batch delivered again after a backoff.
+type ProcessorFunc func(ctx context.Context, batch messages.Records) error
+
+// FuncProcessor turns fn into processor props. Each shard gets its own
+// actor; fn may be called concurrently for different shards.
+func FuncProcessor(fn ProcessorFunc) *actor.Props {
+	return actor.PropsFromProducer(func() actor.Actor { return &funcProcessor{fn: fn} })
+}
+
+type funcProcessor struct {
+	fn     ProcessorFunc
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+func (p *funcProcessor) Receive(ctx actor.Context) {
+	switch msg := ctx.Message().(type) {
+	case *actor.Started:
+		p.ctx, p.cancel = context.WithCancel(context.Background())
+	case *actor.Stopping, *actor.Restarting:
+		if p.cancel != nil {
+			p.cancel()
+		}
+	case messages.Records:
+		// A panic in fn propagates: the supervisor restarts this actor and
+		// the shard actor delivers the batch again.
+		if err := p.fn(p.ctx, msg); err != nil {
+			ctx.Respond(messages.Processed{BatchID: msg.BatchID, Err: err})
+			return
+		}
+		ctx.Respond(messages.Processed{BatchID: msg.BatchID, Checkpoint: messages.CheckpointBatchEnd()})
+	case messages.ShutdownRequested:
+		// Every batch acknowledged so far was processed: checkpoint there.
+		ctx.Respond(messages.ShutdownAck{Checkpoint: messages.CheckpointBatchEnd()})
+	case messages.LeaseLost:
+		if p.cancel != nil {
+			p.cancel()
+		}
+	}
+}

@@ -1,0 +1,407 @@
+// Package actors owns the actor shells of kinactor: the coordinator that
+// supervises one shard actor per owned shard, the shard actor that carries
+// out the effects of its pure state machine (package actors/shardfsm), and
+// the adapters that turn a plain function into a processor actor.
+//
+// The shells hold no decision logic: the shard actor turns mailbox messages
+// into shardfsm events, runs each effect (Kinesis and DynamoDB calls happen
+// on goroutines of their own and come back as messages), and never blocks
+// its mailbox. The coordinator decides which leases to take with a pure
+// function of what it read and delegates the rest to the shard actors.
+//
+// This package must not import the root package or cmd.
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/scheduler"
+
+	"github.com/kinactor/kinactor/actors/shardfsm"
+	"github.com/kinactor/kinactor/lease"
+	"github.com/kinactor/kinactor/messages"
+	"github.com/kinactor/kinactor/metrics"
+	"github.com/kinactor/kinactor/stream"
+)
+
+// StreamAPI is what a shard actor needs from Kinesis; *stream.Client has it.
+type StreamAPI interface {
+	ListShards(ctx context.Context) ([]stream.Shard, error)
+	Iterator(ctx context.Context, shardID string, pos stream.Position) (string, error)
+	GetRecords(ctx context.Context, iterator string, limit int32) (stream.Batch, error)
+}
+
+// DeadLetterFunc receives a batch that exhausted its attempts under the
+// dead-letter policy. It runs on the shard actor before the checkpoint moves
+// past the batch, so a batch is never checkpointed before it was handed over.
+type DeadLetterFunc func(ctx context.Context, shardID string, batch messages.Records, cause error) error
+
+// Deps is what every shard actor of a node shares.
+type Deps struct {
+	Owner      string // this node's worker id, written as leaseOwner
+	Store      lease.Store
+	Stream     StreamAPI
+	Processor  *actor.Props // the user's processor; one instance per shard
+	Machine    shardfsm.Config
+	DeadLetter DeadLetterFunc
+	Metrics    *metrics.Metrics
+	Logger     *slog.Logger
+}
+
+// Messages between the coordinator and shard actors.
+type (
+	// ShardFinished is sent by a shard actor to its parent when its machine
+	// reaches ShutdownComplete, just before it stops.
+	ShardFinished struct {
+		ShardID  string
+		Outcome  shardfsm.Outcome
+		Children []string
+		Err      error
+	}
+	// ShardStateChanged is sent by a shard actor to its parent on every
+	// state change.
+	ShardStateChanged struct {
+		ShardID    string
+		State      shardfsm.State
+		Checkpoint lease.Checkpoint
+	}
+)
+
+// Results of the shell's asynchronous calls.
+type (
+	storeResult struct {
+		op    shardfsm.StoreOp
+		lease lease.Lease
+		err   error
+	}
+	fetchResult struct {
+		batch stream.Batch
+		err   error
+		took  time.Duration
+	}
+	processorCrashed struct{ reason any }
+)
+
+type shardActor struct {
+	deps  *Deps
+	lease lease.Lease
+	m     *shardfsm.Machine
+
+	self      *actor.PID
+	sys       *actor.ActorSystem
+	proc      *actor.PID
+	timers    [16]scheduler.CancelFunc
+	sched     *scheduler.TimerScheduler
+	ctx       context.Context
+	cancel    context.CancelFunc
+	log       *slog.Logger
+	state     shardfsm.State
+	inflight  messages.Records
+	sentAt    time.Time
+	finished  bool
+	restarted atomic.Int64
+}
+
+// NewShardProps returns the props of a shard actor for a lease this node
+// holds. Its children (the processor) are supervised by a strategy that
+// restarts them on panic and tells the shard actor, which delivers the
+// batch again.
+func NewShardProps(deps *Deps, held lease.Lease) *actor.Props {
+	return actor.PropsFromProducer(func() actor.Actor {
+		return &shardActor{deps: deps, lease: held}
+	}, actor.WithSupervisor(processorSupervisor{}))
+}
+
+// processorSupervisor restarts a panicking processor and reports the panic
+// to the shard actor (its parent) as a message, so the shard actor can
+// deliver the same batch again: protoactor drops the message that caused
+// the panic.
+type processorSupervisor struct{}
+
+func (processorSupervisor) HandleFailure(sys *actor.ActorSystem, sup actor.Supervisor, child *actor.PID, _ *actor.RestartStatistics, reason, _ any) {
+	if c, ok := sup.(interface{ Self() *actor.PID }); ok {
+		sys.Root.Send(c.Self(), processorCrashed{reason: reason})
+	}
+	sup.RestartChildren(child)
+}
+
+func (a *shardActor) Receive(ctx actor.Context) {
+	switch msg := ctx.Message().(type) {
+	case *actor.Started:
+		a.self, a.sys = ctx.Self(), ctx.ActorSystem()
+		a.sched = scheduler.NewTimerScheduler(a.sys.Root)
+		a.ctx, a.cancel = context.WithCancel(context.Background())
+		a.log = a.deps.Logger.With("shard", a.lease.Key)
+		a.m = shardfsm.New(a.deps.Machine, a.lease.Key, a.lease.ParentShardIDs, a.lease.Checkpoint)
+		a.proc = ctx.Spawn(a.deps.Processor)
+		a.step(ctx, shardfsm.Start{})
+	case *actor.Stopping, *actor.Restarting:
+		a.stopTimers()
+		if a.cancel != nil {
+			a.cancel()
+		}
+		a.setState(ctx, 0)
+	case *actor.Stopped:
+	case shardfsm.Event:
+		a.step(ctx, msg)
+	case storeResult:
+		a.onStore(ctx, msg)
+	case fetchResult:
+		a.onFetch(ctx, msg)
+	case processorCrashed:
+		a.deps.Metrics.ProcessorRestarts.Inc()
+		a.step(ctx, shardfsm.ProcessorCrashed{Reason: fmt.Sprint(msg.reason)})
+	case messages.Processed:
+		a.onProcessed(ctx, msg)
+	case messages.ShutdownAck:
+		a.step(ctx, shardfsm.ShutdownAcked{Ack: msg})
+	}
+}
+
+func (a *shardActor) onProcessed(ctx actor.Context, r messages.Processed) {
+	if r.BatchID == a.inflight.BatchID && !a.sentAt.IsZero() {
+		a.deps.Metrics.ProcessingLatency.Observe(time.Since(a.sentAt).Seconds())
+		if r.Err == nil {
+			n, b := len(a.inflight.Records), 0
+			for _, rec := range a.inflight.Records {
+				b += len(rec.Data)
+			}
+			a.deps.Metrics.RecordsProcessed.WithLabelValues(a.lease.Key).Add(float64(n))
+			a.deps.Metrics.BytesProcessed.WithLabelValues(a.lease.Key).Add(float64(b))
+			a.sentAt = time.Time{}
+		}
+	}
+	a.step(ctx, shardfsm.ProcessorReplied{Reply: r})
+}
+
+func (a *shardActor) onStore(ctx actor.Context, r storeResult) {
+	res := "ok"
+	switch {
+	case errors.Is(r.err, lease.ErrLeaseLost):
+		res = "lost"
+		a.deps.Metrics.LeaseLosses.Inc()
+		a.log.Warn("lease lost", "op", r.op.String(), "err", r.err)
+	case r.err != nil:
+		res = "error"
+		a.log.Warn("lease write failed, will retry", "op", r.op.String(), "err", r.err)
+	default:
+		a.lease = r.lease
+		if r.op == shardfsm.OpCheckpoint {
+			a.deps.Metrics.CheckpointsWritten.Inc()
+		}
+	}
+	a.deps.Metrics.LeaseWrites.WithLabelValues(r.op.String(), res).Inc()
+	a.step(ctx, shardfsm.StoreDone{Op: r.op, Err: r.err})
+}
+
+func (a *shardActor) onFetch(ctx actor.Context, r fetchResult) {
+	a.deps.Metrics.GetRecordsLatency.Observe(r.took.Seconds())
+	if r.err != nil {
+		a.countFetchError(r.err)
+		a.step(ctx, shardfsm.FetchFailed{Err: r.err})
+		return
+	}
+	a.deps.Metrics.MillisBehindLatest.WithLabelValues(a.lease.Key).Set(float64(r.batch.MillisBehindLatest))
+	a.step(ctx, shardfsm.FetchSucceeded{Batch: r.batch})
+}
+
+func (a *shardActor) countFetchError(err error) {
+	kind := "other"
+	switch {
+	case errors.Is(err, stream.ErrThrottled):
+		kind = "throttled"
+	case errors.Is(err, stream.ErrExpiredIterator):
+		kind = "expired_iterator"
+	}
+	a.deps.Metrics.FetchErrors.WithLabelValues(kind).Inc()
+	if kind == "other" {
+		a.log.Warn("kinesis call failed, backing off", "err", err)
+	}
+}
+
+// step feeds one event to the machine and runs the effects.
+func (a *shardActor) step(ctx actor.Context, ev shardfsm.Event) {
+	if a.finished {
+		return
+	}
+	for _, eff := range a.m.Step(time.Now(), ev) {
+		a.run(ctx, eff)
+	}
+	if !a.finished {
+		a.setState(ctx, a.m.State())
+	}
+}
+
+func (a *shardActor) setState(ctx actor.Context, s shardfsm.State) {
+	if s == a.state {
+		return
+	}
+	if a.state != 0 {
+		a.deps.Metrics.ShardStates.WithLabelValues(a.state.String()).Dec()
+	}
+	if s != 0 {
+		a.deps.Metrics.ShardStates.WithLabelValues(s.String()).Inc()
+	}
+	a.state = s
+	if s != 0 && ctx.Parent() != nil {
+		ctx.Send(ctx.Parent(), ShardStateChanged{ShardID: a.lease.Key, State: s, Checkpoint: a.m.Checkpoint()})
+	}
+}
+
+// async runs f off the actor and sends its result back to the actor.
+func (a *shardActor) async(f func(ctx context.Context) any) {
+	self, sys, c := a.self, a.sys, a.ctx
+	go func() {
+		msg := f(c)
+		if c.Err() == nil {
+			sys.Root.Send(self, msg)
+		}
+	}()
+}
+
+func (a *shardActor) run(ctx actor.Context, eff shardfsm.Effect) {
+	id := a.lease.Key
+	switch e := eff.(type) {
+	case shardfsm.CheckParents:
+		store := a.deps.Store
+		a.async(func(c context.Context) any {
+			for _, p := range e.ShardIDs {
+				l, err := store.Get(c, p)
+				if errors.Is(err, lease.ErrNotFound) {
+					continue // expired from the stream: nothing to wait for
+				}
+				if err != nil {
+					return shardfsm.ParentsChecked{Err: err}
+				}
+				if !l.Checkpoint.IsShardEnd() {
+					return shardfsm.ParentsChecked{Done: false}
+				}
+			}
+			return shardfsm.ParentsChecked{Done: true}
+		})
+	case shardfsm.GetIterator:
+		s := a.deps.Stream
+		a.async(func(c context.Context) any {
+			it, err := s.Iterator(c, id, e.Position)
+			if err != nil {
+				return shardfsm.IteratorFailed{Err: err}
+			}
+			return shardfsm.IteratorReady{Iterator: it}
+		})
+	case shardfsm.Fetch:
+		s := a.deps.Stream
+		a.async(func(c context.Context) any {
+			start := time.Now()
+			b, err := s.GetRecords(c, e.Iterator, e.Limit)
+			return fetchResult{batch: b, err: err, took: time.Since(start)}
+		})
+	case shardfsm.ListChildren:
+		s := a.deps.Stream
+		a.async(func(c context.Context) any {
+			all, err := s.ListShards(c)
+			if err != nil {
+				return shardfsm.ChildrenFound{Err: err}
+			}
+			var ids []string
+			for _, ch := range stream.ChildrenFromList(all, id) {
+				ids = append(ids, ch.ID)
+			}
+			return shardfsm.ChildrenFound{IDs: ids}
+		})
+	case shardfsm.Deliver:
+		a.inflight, a.sentAt = e.Batch, time.Now()
+		ctx.Request(a.proc, e.Batch)
+	case shardfsm.Notify:
+		if _, ok := e.Msg.(messages.ShutdownRequested); ok {
+			ctx.Request(a.proc, e.Msg)
+		} else {
+			ctx.Send(a.proc, e.Msg)
+		}
+	case shardfsm.WriteCheckpoint:
+		store, held := a.deps.Store, a.lease
+		a.async(func(c context.Context) any {
+			l, err := store.Checkpoint(c, held, e.Checkpoint, e.Children)
+			return storeResult{op: shardfsm.OpCheckpoint, lease: l, err: err}
+		})
+	case shardfsm.Renew:
+		store, held := a.deps.Store, a.lease
+		a.async(func(c context.Context) any {
+			l, err := store.Renew(c, held)
+			return storeResult{op: shardfsm.OpRenew, lease: l, err: err}
+		})
+	case shardfsm.Release:
+		store, held := a.deps.Store, a.lease
+		a.async(func(c context.Context) any {
+			err := store.Release(c, held)
+			return storeResult{op: shardfsm.OpRelease, lease: held, err: err}
+		})
+	case shardfsm.StartTimer:
+		a.startTimer(e)
+	case shardfsm.DeadLetterBatch:
+		a.deps.Metrics.ProcessorFailures.WithLabelValues("dead_lettered").Inc()
+		a.deadLetter(e)
+	case shardfsm.CheckpointRefusedEffect:
+		a.deps.Metrics.CheckpointsRefused.Inc()
+		a.log.Warn("checkpoint refused", "err", e.Err)
+	case shardfsm.ProcessorFailure:
+		outcome := "retried"
+		if a.m.State() != shardfsm.Processing {
+			outcome = "during_shutdown"
+		}
+		if a.m.State() == shardfsm.ShuttingDown && a.m.Outcome() == shardfsm.Failed {
+			outcome = "shard_stopped"
+		}
+		a.deps.Metrics.ProcessorFailures.WithLabelValues(outcome).Inc()
+		a.log.Warn("processor failed", "batch", e.BatchID, "attempt", e.Attempt, "crashed", e.Crashed, "err", e.Err)
+	case shardfsm.Finished:
+		a.finish(ctx, e)
+	}
+}
+
+func (a *shardActor) deadLetter(e shardfsm.DeadLetterBatch) {
+	if a.deps.DeadLetter == nil {
+		a.log.Error("batch dead-lettered with no handler configured: its records are skipped", "batch", e.Batch.BatchID, "records", len(e.Batch.Records), "err", e.Err)
+		return
+	}
+	c, cancel := context.WithTimeout(a.ctx, 30*time.Second)
+	defer cancel()
+	if err := a.deps.DeadLetter(c, a.lease.Key, e.Batch, e.Err); err != nil {
+		a.log.Error("dead-letter handler failed", "batch", e.Batch.BatchID, "err", err)
+	}
+}
+
+func (a *shardActor) startTimer(e shardfsm.StartTimer) {
+	if int(e.Kind) < len(a.timers) {
+		if c := a.timers[e.Kind]; c != nil {
+			c()
+		}
+		a.timers[e.Kind] = a.sched.SendOnce(e.After, a.self, shardfsm.TimerFired{Kind: e.Kind, Token: e.Token})
+	}
+}
+
+func (a *shardActor) stopTimers() {
+	for i, c := range a.timers {
+		if c != nil {
+			c()
+			a.timers[i] = nil
+		}
+	}
+}
+
+func (a *shardActor) finish(ctx actor.Context, f shardfsm.Finished) {
+	a.finished = true
+	a.stopTimers()
+	a.setState(ctx, 0)
+	a.deps.Metrics.ShardsFinished.WithLabelValues(f.Outcome.String()).Inc()
+	a.log.Info("shard finished", "outcome", f.Outcome.String(), "checkpoint", a.m.Checkpoint().SequenceNumber, "err", f.Err)
+	if p := ctx.Parent(); p != nil {
+		ctx.Send(p, ShardFinished{ShardID: a.lease.Key, Outcome: f.Outcome, Children: f.Children, Err: f.Err})
+	}
+	ctx.Stop(a.self)
+}

@@ -1,0 +1,87 @@
+// Package metrics owns kinactor's Prometheus collectors. They are created on
+// a registry the caller passes in, never the global one, so two nodes in one
+// process (as in tests) do not collide. Durations are in seconds.
+//
+// This package must not import actors, cluster or the root package.
+package metrics
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics holds every collector. The zero value is not usable; use New.
+type Metrics struct {
+	RecordsProcessed   *prometheus.CounterVec // shard
+	BytesProcessed     *prometheus.CounterVec // shard
+	MillisBehindLatest *prometheus.GaugeVec   // shard
+	GetRecordsLatency  prometheus.Histogram   // seconds
+	ProcessingLatency  prometheus.Histogram   // seconds, delivery to reply
+	FetchErrors        *prometheus.CounterVec // kind: throttled, expired_iterator, other
+	CheckpointsWritten prometheus.Counter     //
+	CheckpointsRefused prometheus.Counter     //
+	LeaseWrites        *prometheus.CounterVec // op, result (ok, lost, error)
+	LeasesHeld         prometheus.Gauge       //
+	LeaseLosses        prometheus.Counter     //
+	ProcessorRestarts  prometheus.Counter     // supervisor restarts after a panic
+	ProcessorFailures  *prometheus.CounterVec // outcome: retried, dead_lettered, shard_stopped, during_shutdown
+	ShardStates        *prometheus.GaugeVec   // state: number of shards in it
+	ShardsFinished     *prometheus.CounterVec // outcome: released, shard-end, lease-lost, failed
+	LeaseTakes         *prometheus.CounterVec // reason: free, released, expired, own
+
+	registry prometheus.Gatherer
+}
+
+// New creates the collectors and registers them on reg. The namespace is
+// "kinactor". If reg also implements prometheus.Gatherer, Handler serves it.
+func New(reg prometheus.Registerer) *Metrics {
+	ns := "kinactor"
+	lat := []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
+	m := &Metrics{
+		RecordsProcessed:   prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "records_processed_total", Help: "Records acknowledged by the processor."}, []string{"shard"}),
+		BytesProcessed:     prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "bytes_processed_total", Help: "Record payload bytes acknowledged by the processor."}, []string{"shard"}),
+		MillisBehindLatest: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "millis_behind_latest", Help: "MillisBehindLatest of the last GetRecords per shard."}, []string{"shard"}),
+		GetRecordsLatency:  prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "get_records_duration_seconds", Help: "GetRecords call latency.", Buckets: lat}),
+		ProcessingLatency:  prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "processing_duration_seconds", Help: "Time from delivering a batch to the processor's reply.", Buckets: lat}),
+		FetchErrors:        prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "fetch_errors_total", Help: "GetRecords/GetShardIterator errors by kind."}, []string{"kind"}),
+		CheckpointsWritten: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "checkpoints_written_total", Help: "Checkpoints written to the lease table."}),
+		CheckpointsRefused: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "checkpoints_refused_total", Help: "Checkpoint requests refused (backwards, beyond delivered, malformed)."}),
+		LeaseWrites:        prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "lease_writes_total", Help: "Lease-table writes by operation and result."}, []string{"op", "result"}),
+		LeasesHeld:         prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "leases_held", Help: "Leases this node holds."}),
+		LeaseLosses:        prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "lease_losses_total", Help: "Leases lost to a failed fenced write."}),
+		ProcessorRestarts:  prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "processor_restarts_total", Help: "Processor actors restarted by their supervisor after a panic."}),
+		ProcessorFailures:  prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "processor_failures_total", Help: "Failed batch deliveries by what happened next."}, []string{"outcome"}),
+		ShardStates:        prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "shards", Help: "Shard actors on this node by state."}, []string{"state"}),
+		ShardsFinished:     prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "shards_finished_total", Help: "Shard actors that finished, by outcome."}, []string{"outcome"}),
+		LeaseTakes:         prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "lease_takes_total", Help: "Leases taken, by reason."}, []string{"reason"}),
+	}
+	if g, ok := reg.(prometheus.Gatherer); ok {
+		m.registry = g
+	}
+	reg.MustRegister(m.RecordsProcessed, m.BytesProcessed, m.MillisBehindLatest, m.GetRecordsLatency,
+		m.ProcessingLatency, m.FetchErrors, m.CheckpointsWritten, m.CheckpointsRefused, m.LeaseWrites,
+		m.LeasesHeld, m.LeaseLosses, m.ProcessorRestarts, m.ProcessorFailures, m.ShardStates,
+		m.ShardsFinished, m.LeaseTakes)
+	return m
+}
+
+// Handler serves /metrics from the registry New was given (if it gathers),
+// and /healthz answering 200 while healthy() is nil.
+func (m *Metrics) Handler(healthy func() error) http.Handler {
+	mux := http.NewServeMux()
+	if m != nil && m.registry != nil {
+		mux.Handle("/metrics", promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{}))
+	}
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if healthy != nil {
+			if err := healthy(); err != nil {
+				http.Error(w, err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	return mux
+}
