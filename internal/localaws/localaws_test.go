@@ -148,7 +148,7 @@ func TestTakenPort(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
+	t.Cleanup(func() { l.Close() }) // after the parallel subtests
 	port := l.Addr().(*net.TCPAddr).Port
 	for _, kind := range Kinds {
 		t.Run(string(kind), func(t *testing.T) {
