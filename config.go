@@ -1,0 +1,262 @@
+// Package kinactor is a Kinesis consumer built on actors: each owned shard
+// is a supervised actor driving a pure state machine, user code is a
+// processor actor (or a plain function), and progress and ownership live in
+// a DynamoDB lease table where every write is fenced by a conditional
+// expression.
+//
+// Start here: fill a Config, call NewNode with the processor's props
+// (ActorProcessor for an actor, FuncProcessor for a function), then Start
+// and, at the end, Stop. Endpoints, region and credentials come from the
+// AWS SDK's usual environment (AWS_ENDPOINT_URL_KINESIS,
+// AWS_ENDPOINT_URL_DYNAMODB, AWS_REGION, ...), so pointing at real AWS
+// changes only the environment.
+package kinactor
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"regexp"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kinactor/kinactor/actors"
+	"github.com/kinactor/kinactor/lease"
+	"github.com/kinactor/kinactor/stream"
+)
+
+// Initial positions for shards that have no checkpoint yet.
+const (
+	TrimHorizon = "TRIM_HORIZON"
+	Latest      = "LATEST"
+	AtTimestamp = "AT_TIMESTAMP"
+)
+
+// Failure policies for a batch the processor keeps failing.
+const (
+	PolicyRetry      = "retry"       // deliver again with capped backoff, forever (default)
+	PolicyDeadLetter = "dead-letter" // after MaxProcessorAttempts, hand to DeadLetter and move on
+	PolicyStopShard  = "stop-shard"  // after MaxProcessorAttempts, stop the shard on this node
+)
+
+// ErrInvalidConfig is wrapped by every configuration error.
+var ErrInvalidConfig = errors.New("kinactor: invalid config")
+
+// Config configures a node. Zero values take the documented defaults.
+type Config struct {
+	// StreamName or StreamARN of the Kinesis stream (one is required).
+	StreamName string
+	StreamARN  string
+	// ApplicationName names the consumer application (required); it is the
+	// lease table's name unless TableName is set.
+	ApplicationName string
+	TableName       string
+	// WorkerID identifies this node in the lease table (leaseOwner).
+	// Default: hostname plus a random suffix, unique per process.
+	WorkerID string
+
+	// InitialPosition for shards without a checkpoint: TRIM_HORIZON
+	// (default), LATEST or AT_TIMESTAMP (with InitialTimestamp).
+	InitialPosition  string
+	InitialTimestamp time.Time
+
+	// MaxRecords per GetRecords call, 1..10000. Default 10000.
+	MaxRecords int32
+	// MinFetchInterval between GetRecords calls on one shard. Kinesis
+	// allows 5 calls per second per shard. Default 200ms.
+	MinFetchInterval time.Duration
+	// IdleTimeBetweenReads after a GetRecords that returned nothing.
+	// Default 500ms.
+	IdleTimeBetweenReads time.Duration
+	// ParentPollInterval while a child shard waits for its parents to
+	// reach SHARD_END. Default 1s.
+	ParentPollInterval time.Duration
+	// ShardSyncInterval between listings of shards and leases. Default 10s.
+	ShardSyncInterval time.Duration
+
+	// CheckpointInterval: accepted checkpoints are written at most this
+	// often (graceful stops and shard ends write at once). Default 30s.
+	CheckpointInterval time.Duration
+	// LeaseRenewInterval: a lease with no write for this long is renewed.
+	// Default 30s, so an idle shard costs 120 writes an hour.
+	LeaseRenewInterval time.Duration
+	// LeaseExpiry: a lease held by another owner whose counter has not
+	// moved for this long (by this node's monotonic clock) is taken.
+	// Default 3 × LeaseRenewInterval. Must exceed LeaseRenewInterval.
+	LeaseExpiry time.Duration
+	// ShutdownTimeout: how long a graceful stop waits for a processor's
+	// reply to ShutdownRequested before releasing without it. Default 10s.
+	ShutdownTimeout time.Duration
+	// StartTimeout bounds Start's checks of the table and the stream.
+	// Default 30s.
+	StartTimeout time.Duration
+
+	// Backoff after Kinesis throttling (default 200ms doubling to 10s),
+	// after other errors (default 250ms to 30s), and before delivering a
+	// failed batch again (default 100ms to 10s).
+	ThrottleBackoffBase, ThrottleBackoffCap   time.Duration
+	ErrorBackoffBase, ErrorBackoffCap         time.Duration
+	ProcessorBackoffBase, ProcessorBackoffCap time.Duration
+
+	// FailurePolicy: PolicyRetry (default), PolicyDeadLetter or
+	// PolicyStopShard; it applies after MaxProcessorAttempts failed
+	// deliveries of one batch (default 5).
+	FailurePolicy        string
+	MaxProcessorAttempts int
+	// DeadLetter receives batches under PolicyDeadLetter (required then).
+	DeadLetter actors.DeadLetterFunc
+
+	// Logger for the node; default slog.Default().
+	Logger *slog.Logger
+	// Registerer for the node's Prometheus collectors; default a fresh
+	// registry of the node's own (never the global one).
+	Registerer prometheus.Registerer
+
+	// AWS config; default config.LoadDefaultConfig (the SDK's environment).
+	AWS *aws.Config
+	// Kinesis and DynamoDB clients; default built from AWS. Set them to
+	// inject faults in tests.
+	Kinesis  stream.API
+	DynamoDB lease.DynamoAPI
+}
+
+var tableName = regexp.MustCompile(`^[a-zA-Z0-9_.-]{3,255}$`)
+
+// withDefaults returns a copy of c with defaults filled in.
+func (c Config) withDefaults() Config {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	if c.TableName == "" {
+		c.TableName = c.ApplicationName
+	}
+	if c.WorkerID == "" {
+		c.WorkerID = defaultWorkerID()
+	}
+	if c.InitialPosition == "" {
+		c.InitialPosition = TrimHorizon
+	}
+	if c.MaxRecords == 0 {
+		c.MaxRecords = 10000
+	}
+	def(&c.MinFetchInterval, 200*time.Millisecond)
+	def(&c.IdleTimeBetweenReads, 500*time.Millisecond)
+	def(&c.ParentPollInterval, time.Second)
+	def(&c.ShardSyncInterval, 10*time.Second)
+	def(&c.CheckpointInterval, 30*time.Second)
+	def(&c.LeaseRenewInterval, 30*time.Second)
+	def(&c.LeaseExpiry, 3*c.LeaseRenewInterval)
+	def(&c.ShutdownTimeout, 10*time.Second)
+	def(&c.StartTimeout, 30*time.Second)
+	def(&c.ThrottleBackoffBase, 200*time.Millisecond)
+	def(&c.ThrottleBackoffCap, 10*time.Second)
+	def(&c.ErrorBackoffBase, 250*time.Millisecond)
+	def(&c.ErrorBackoffCap, 30*time.Second)
+	def(&c.ProcessorBackoffBase, 100*time.Millisecond)
+	def(&c.ProcessorBackoffCap, 10*time.Second)
+	if c.FailurePolicy == "" {
+		c.FailurePolicy = PolicyRetry
+	}
+	if c.MaxProcessorAttempts == 0 {
+		c.MaxProcessorAttempts = 5
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Registerer == nil {
+		c.Registerer = prometheus.NewRegistry()
+	}
+	return c
+}
+
+func defaultWorkerID() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		h = "kinactor"
+	}
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return fmt.Sprintf("%s-%d-%s", h, os.Getpid(), hex.EncodeToString(b))
+}
+
+func bad(field string, value any, why string) error {
+	return fmt.Errorf("%w: %s = %#v: %s", ErrInvalidConfig, field, value, why)
+}
+
+// Validate checks a config (after defaults) and returns an error naming the
+// first bad field and its value.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	if c.StreamName == "" && c.StreamARN == "" {
+		return bad("StreamName", c.StreamName, "a stream name or StreamARN is required")
+	}
+	if c.ApplicationName == "" {
+		return bad("ApplicationName", c.ApplicationName, "required (it names the lease table)")
+	}
+	if !tableName.MatchString(c.TableName) {
+		return bad("TableName", c.TableName, "a DynamoDB table name is 3-255 characters of a-z, A-Z, 0-9, '_', '-', '.'")
+	}
+	switch c.InitialPosition {
+	case TrimHorizon, Latest:
+	case AtTimestamp:
+		if c.InitialTimestamp.IsZero() {
+			return bad("InitialTimestamp", c.InitialTimestamp, "required when InitialPosition is AT_TIMESTAMP")
+		}
+	default:
+		return bad("InitialPosition", c.InitialPosition, "must be TRIM_HORIZON, LATEST or AT_TIMESTAMP")
+	}
+	if c.MaxRecords < 1 || c.MaxRecords > 10000 {
+		return bad("MaxRecords", c.MaxRecords, "must be between 1 and 10000")
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"MinFetchInterval", c.MinFetchInterval}, {"IdleTimeBetweenReads", c.IdleTimeBetweenReads},
+		{"ParentPollInterval", c.ParentPollInterval}, {"ShardSyncInterval", c.ShardSyncInterval},
+		{"CheckpointInterval", c.CheckpointInterval}, {"LeaseRenewInterval", c.LeaseRenewInterval},
+		{"LeaseExpiry", c.LeaseExpiry}, {"ShutdownTimeout", c.ShutdownTimeout}, {"StartTimeout", c.StartTimeout},
+		{"ThrottleBackoffBase", c.ThrottleBackoffBase}, {"ThrottleBackoffCap", c.ThrottleBackoffCap},
+		{"ErrorBackoffBase", c.ErrorBackoffBase}, {"ErrorBackoffCap", c.ErrorBackoffCap},
+		{"ProcessorBackoffBase", c.ProcessorBackoffBase}, {"ProcessorBackoffCap", c.ProcessorBackoffCap},
+	} {
+		if d.v < 0 {
+			return bad(d.name, d.v.String(), "must not be negative")
+		}
+	}
+	if c.MinFetchInterval < 200*time.Millisecond {
+		return bad("MinFetchInterval", c.MinFetchInterval.String(), "Kinesis allows at most 5 GetRecords calls per second per shard: use 200ms or more")
+	}
+	if c.LeaseExpiry <= c.LeaseRenewInterval {
+		return bad("LeaseExpiry", c.LeaseExpiry.String(), fmt.Sprintf("must exceed LeaseRenewInterval (%s), or live leases would be taken", c.LeaseRenewInterval))
+	}
+	for _, p := range [][3]any{
+		{"ThrottleBackoffCap", c.ThrottleBackoffCap, c.ThrottleBackoffBase},
+		{"ErrorBackoffCap", c.ErrorBackoffCap, c.ErrorBackoffBase},
+		{"ProcessorBackoffCap", c.ProcessorBackoffCap, c.ProcessorBackoffBase},
+	} {
+		if p[1].(time.Duration) < p[2].(time.Duration) {
+			return bad(p[0].(string), p[1].(time.Duration).String(), "must be at least its base "+p[2].(time.Duration).String())
+		}
+	}
+	switch c.FailurePolicy {
+	case PolicyRetry, PolicyStopShard:
+	case PolicyDeadLetter:
+		if c.DeadLetter == nil {
+			return bad("DeadLetter", nil, "a dead-letter function is required with FailurePolicy dead-letter")
+		}
+	default:
+		return bad("FailurePolicy", c.FailurePolicy, "must be retry, dead-letter or stop-shard")
+	}
+	if c.MaxProcessorAttempts < 1 {
+		return bad("MaxProcessorAttempts", c.MaxProcessorAttempts, "must be at least 1")
+	}
+	return nil
+}

@@ -1,0 +1,288 @@
+package kinactor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+
+	"github.com/kinactor/kinactor/actors"
+	"github.com/kinactor/kinactor/actors/shardfsm"
+	"github.com/kinactor/kinactor/internal/backoff"
+	"github.com/kinactor/kinactor/lease"
+	"github.com/kinactor/kinactor/metrics"
+	"github.com/kinactor/kinactor/stream"
+)
+
+// Sentinel errors of the node's life cycle.
+var (
+	ErrAlreadyStarted = errors.New("kinactor: node already started")
+	ErrNotStarted     = errors.New("kinactor: node not started")
+)
+
+// ProcessorFunc processes one batch of one shard; see actors.ProcessorFunc.
+type ProcessorFunc = actors.ProcessorFunc
+
+// FuncProcessor adapts a function to processor props: nil acknowledges the
+// batch and checkpoints after it; an error or a panic has the same batch
+// delivered again.
+func FuncProcessor(fn ProcessorFunc) *actor.Props { return actors.FuncProcessor(fn) }
+
+// ActorProcessor returns a processor that is a user actor, made fresh by
+// produce for each shard (and after each restart). It receives the messages
+// of package messages and replies as that package documents.
+func ActorProcessor(produce func() actor.Actor) *actor.Props {
+	return actor.PropsFromProducer(produce)
+}
+
+// Node is one kinactor process's consumer: it takes leases, runs a shard
+// actor per owned shard and a processor actor per shard actor.
+type Node struct {
+	cfg       Config
+	processor *actor.Props
+	metrics   *metrics.Metrics
+
+	mu      sync.Mutex
+	started bool
+	sys     *actor.ActorSystem
+	coord   *actor.PID
+
+	stopOnce sync.Once
+	stopped  chan struct{} // closed when Stop has finished
+	stopErr  error
+}
+
+// NewNode validates cfg and returns a node that will run processor (props
+// from FuncProcessor, ActorProcessor, or your own) for every shard it owns.
+func NewNode(cfg Config, processor *actor.Props) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if processor == nil {
+		return nil, bad("processor", nil, "processor props are required")
+	}
+	cfg = cfg.withDefaults()
+	return &Node{cfg: cfg, processor: processor, metrics: metrics.New(cfg.Registerer), stopped: make(chan struct{})}, nil
+}
+
+// WorkerID is the name this node writes as lease owner.
+func (n *Node) WorkerID() string { return n.cfg.WorkerID }
+
+// Metrics returns the node's collectors.
+func (n *Node) Metrics() *metrics.Metrics { return n.metrics }
+
+// Start checks the lease table (creating it if missing) and the stream, then
+// starts taking leases. It returns an error naming what is wrong when an
+// endpoint is unreachable or the stream does not exist, within StartTimeout.
+func (n *Node) Start(ctx context.Context) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.started {
+		return ErrAlreadyStarted
+	}
+	cfg := n.cfg
+	ctx, cancel := context.WithTimeout(ctx, cfg.StartTimeout)
+	defer cancel()
+
+	kin, ddb := cfg.Kinesis, cfg.DynamoDB
+	if kin == nil || ddb == nil {
+		awsCfg := cfg.AWS
+		if awsCfg == nil {
+			c, err := config.LoadDefaultConfig(ctx)
+			if err != nil {
+				return fmt.Errorf("kinactor: loading AWS config from the environment: %w", err)
+			}
+			awsCfg = &c
+		}
+		if kin == nil {
+			kin = stream.NewSDKClient(*awsCfg)
+		}
+		if ddb == nil {
+			ddb = dynamodb.NewFromConfig(*awsCfg, func(o *dynamodb.Options) {
+				// Local DynamoDB servers omit the CRC32 header; real AWS sends it.
+				if os.Getenv("AWS_ENDPOINT_URL_DYNAMODB") != "" || os.Getenv("AWS_ENDPOINT_URL") != "" || o.BaseEndpoint != nil {
+					o.DisableValidateResponseChecksum = true
+				}
+			})
+		}
+	}
+	log := cfg.Logger.With("worker", cfg.WorkerID)
+	m := n.metrics
+	store := lease.NewDynamoStore(ddb, cfg.TableName, lease.WithLogger(log), lease.WithOnWrite(func(op string, ok bool) {
+		if op == lease.OpCreate || op == lease.OpDelete {
+			res := "ok"
+			if !ok {
+				res = "error"
+			}
+			m.LeaseWrites.WithLabelValues(op, res).Inc()
+		}
+	}))
+	sc := stream.NewClient(kin, cfg.StreamName, cfg.StreamARN)
+
+	if err := store.EnsureTable(ctx); err != nil {
+		return fmt.Errorf("kinactor: lease table %q: %w", cfg.TableName, err)
+	}
+	shards, err := sc.ListShards(ctx)
+	if err != nil {
+		return fmt.Errorf("kinactor: stream %q: %w", cfg.StreamName+cfg.StreamARN, err)
+	}
+	log.Info("node starting", "stream", cfg.StreamName+cfg.StreamARN, "table", cfg.TableName, "shards", len(shards))
+
+	deps := &actors.Deps{
+		Owner:      cfg.WorkerID,
+		Store:      store,
+		Stream:     sc,
+		Processor:  n.processor,
+		Machine:    n.machineConfig(),
+		DeadLetter: cfg.DeadLetter,
+		Metrics:    m,
+		Logger:     log,
+	}
+	quiet := slog.New(levelFilter{h: log.Handler(), min: slog.LevelWarn}).With("component", "protoactor")
+	n.sys = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return quiet }))
+	n.coord, err = n.sys.Root.SpawnNamed(actors.NewCoordinatorProps(actors.CoordinatorConfig{
+		Deps:              deps,
+		InitialCheckpoint: cfg.InitialPosition,
+		SyncInterval:      cfg.ShardSyncInterval,
+		LeaseExpiry:       cfg.LeaseExpiry,
+	}), "coordinator")
+	if err != nil {
+		return fmt.Errorf("kinactor: spawning the coordinator: %w", err)
+	}
+	n.started = true
+	return nil
+}
+
+func (n *Node) machineConfig() shardfsm.Config {
+	c := n.cfg
+	pos := stream.Position{Type: stream.PositionType(c.InitialPosition)}
+	if c.InitialPosition == AtTimestamp {
+		pos.Timestamp = c.InitialTimestamp
+	}
+	policy := map[string]shardfsm.FailurePolicy{PolicyRetry: shardfsm.RetryForever, PolicyDeadLetter: shardfsm.DeadLetter, PolicyStopShard: shardfsm.StopShard}[c.FailurePolicy]
+	return shardfsm.Config{
+		MaxRecords:           c.MaxRecords,
+		MinFetchInterval:     c.MinFetchInterval,
+		IdleTimeBetweenReads: c.IdleTimeBetweenReads,
+		ParentPollInterval:   c.ParentPollInterval,
+		RenewInterval:        c.LeaseRenewInterval,
+		CheckpointInterval:   c.CheckpointInterval,
+		ShutdownTimeout:      c.ShutdownTimeout,
+		ThrottleBackoff:      backoff.Policy{Base: c.ThrottleBackoffBase, Cap: c.ThrottleBackoffCap},
+		ErrorBackoff:         backoff.Policy{Base: c.ErrorBackoffBase, Cap: c.ErrorBackoffCap},
+		ProcessorBackoff:     backoff.Policy{Base: c.ProcessorBackoffBase, Cap: c.ProcessorBackoffCap},
+		MaxProcessorAttempts: c.MaxProcessorAttempts,
+		FailurePolicy:        policy,
+		InitialPosition:      pos,
+	}
+}
+
+// Stop stops the node gracefully: every shard stops fetching, its processor
+// finishes the batch in hand and checkpoints, and the lease is released.
+// If ctx ends first, the remaining shards are stopped at once without
+// releasing (their leases expire) and ctx's error is returned. Stop may be
+// called more than once and from several goroutines; later calls wait for
+// the first (or for their own ctx) and return its result.
+func (n *Node) Stop(ctx context.Context) error {
+	n.mu.Lock()
+	started := n.started
+	n.mu.Unlock()
+	if !started {
+		return ErrNotStarted
+	}
+	n.stopOnce.Do(func() {
+		go n.stop(ctx)
+	})
+	select {
+	case <-n.stopped:
+		return n.stopErr
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (n *Node) stop(ctx context.Context) {
+	defer close(n.stopped)
+	done := make(chan struct{})
+	n.sys.Root.Send(n.coord, actors.StopAll{Done: done})
+	select {
+	case <-done:
+	case <-ctx.Done():
+		n.stopErr = fmt.Errorf("kinactor: graceful stop interrupted, leases left to expire: %w", ctx.Err())
+	}
+	// Stop the coordinator (and with it any shard actor still running);
+	// protoactor's Shutdown stops no actors by itself.
+	n.sys.Root.Stop(n.coord)
+	n.sys.Shutdown()
+}
+
+// Status returns what the node owns, with each shard's state.
+func (n *Node) Status(ctx context.Context) (actors.Status, error) {
+	n.mu.Lock()
+	started := n.started
+	n.mu.Unlock()
+	if !started {
+		return actors.Status{}, ErrNotStarted
+	}
+	select {
+	case <-n.stopped:
+		return actors.Status{Owner: n.cfg.WorkerID}, nil
+	default:
+	}
+	reply := make(chan actors.Status, 1)
+	n.sys.Root.Send(n.coord, actors.StatusRequest{Reply: reply})
+	t := time.NewTimer(5 * time.Second)
+	defer t.Stop()
+	select {
+	case s := <-reply:
+		return s, nil
+	case <-ctx.Done():
+		return actors.Status{}, ctx.Err()
+	case <-t.C:
+		return actors.Status{}, errors.New("kinactor: status: coordinator did not answer within 5s")
+	}
+}
+
+// Handler serves /metrics (the node's registry, when it gathers) and
+// /healthz (200 while the node runs).
+func (n *Node) Handler() http.Handler {
+	return n.metrics.Handler(func() error {
+		n.mu.Lock()
+		started := n.started
+		n.mu.Unlock()
+		if !started {
+			return ErrNotStarted
+		}
+		select {
+		case <-n.stopped:
+			return errors.New("kinactor: node stopped")
+		default:
+			return nil
+		}
+	})
+}
+
+// levelFilter drops records below min (protoactor logs chatty info lines).
+type levelFilter struct {
+	h   slog.Handler
+	min slog.Level
+}
+
+func (f levelFilter) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= f.min && f.h.Enabled(ctx, l)
+}
+func (f levelFilter) Handle(ctx context.Context, r slog.Record) error { return f.h.Handle(ctx, r) }
+func (f levelFilter) WithAttrs(a []slog.Attr) slog.Handler {
+	return levelFilter{h: f.h.WithAttrs(a), min: f.min}
+}
+func (f levelFilter) WithGroup(g string) slog.Handler {
+	return levelFilter{h: f.h.WithGroup(g), min: f.min}
+}
