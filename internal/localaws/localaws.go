@@ -181,6 +181,11 @@ func startOnce(ctx context.Context, kind Kind, dir string, opts Options) (*Serve
 	}
 	cmd := exec.Command(path, args...)
 	cmd.Dir = dir
+	if kind == DynamoDBLocal {
+		// It writes dynamodb-local-metadata.json into its working directory
+		// even with -inMemory: keep that in the gitignored .cache.
+		cmd.Dir = filepath.Join(dir, ".cache", "dynamodb-local")
+	}
 	cmd.Env = append(inheritedEnv(kind), env...)
 	cmd.Stdin = nil
 	cmd.Stdout = out
