@@ -1,0 +1,80 @@
+// Command kinactor is kinactor's command-line tool.
+//
+//	kinactor local   start local Kinesis and DynamoDB servers, print exports
+//	kinactor demo    run a node end to end against local servers
+//
+// Errors are printed as "kinactor: <err>" and exit with status 1; a missing
+// or unknown subcommand prints the usage and exits with status 2.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// command is one subcommand. run gets the arguments after the subcommand's
+// name and a context cancelled on SIGINT/SIGTERM.
+type command struct {
+	name    string
+	summary string
+	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+}
+
+// commands lists the subcommands in usage order. Later: node, produce,
+// status, reshard.
+var commands = []command{
+	{"local", "start local Kinesis and DynamoDB servers and print AWS exports for them", runLocal},
+	{"demo", "produce records to a local stream and consume them with a node, checking exactly-once", runDemo},
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return 2
+	}
+	switch args[0] {
+	case "help", "-h", "-help", "--help":
+		usage(stdout)
+		return 0
+	}
+	var cmd *command
+	for i := range commands {
+		if commands[i].name == args[0] {
+			cmd = &commands[i]
+		}
+	}
+	if cmd == nil {
+		fmt.Fprintf(stderr, "kinactor: unknown subcommand %q\n\n", args[0])
+		usage(stderr)
+		return 2
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := cmd.run(ctx, args[1:], stdout, stderr); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintf(stderr, "kinactor: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintf(w, "usage: kinactor <subcommand> [flags]\n\nsubcommands:\n")
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintf(w, "\nRun `kinactor <subcommand> -h` for its flags.\n")
+}
