@@ -133,6 +133,9 @@ func (c *coordinator) Receive(ctx actor.Context) {
 			o.state, o.checkpoint = msg.State, msg.Checkpoint
 		}
 	case ShardFinished:
+		if o := c.owned[msg.ShardID]; o != nil {
+			ctx.Stop(o.pid)
+		}
 		c.onFinished(msg)
 	case *actor.Terminated:
 		c.onTerminated(msg.Who)

@@ -57,7 +57,7 @@ type Deps struct {
 // Messages between the coordinator and shard actors.
 type (
 	// ShardFinished is sent by a shard actor to its parent when its machine
-	// reaches ShutdownComplete, just before it stops.
+	// reaches ShutdownComplete; the parent then stops it.
 	ShardFinished struct {
 		ShardID  string
 		Outcome  shardfsm.Outcome
@@ -401,7 +401,11 @@ func (a *shardActor) finish(ctx actor.Context, f shardfsm.Finished) {
 	a.deps.Metrics.ShardsFinished.WithLabelValues(f.Outcome.String()).Inc()
 	a.log.Info("shard finished", "outcome", f.Outcome.String(), "checkpoint", a.m.Checkpoint().SequenceNumber, "err", f.Err)
 	if p := ctx.Parent(); p != nil {
+		// The parent stops this actor when it has read ShardFinished, so
+		// that Terminated (a system message, delivered first) cannot
+		// overtake it.
 		ctx.Send(p, ShardFinished{ShardID: a.lease.Key, Outcome: f.Outcome, Children: f.Children, Err: f.Err})
+		return
 	}
 	ctx.Stop(a.self)
 }
