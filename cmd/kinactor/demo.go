@@ -98,7 +98,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	wg.Wait()
 	defer func() { _ = errors.Join(kin.Stop(), ddb.Stop()) }() // Stop is nil-safe
 	if err := errors.Join(kErr, dErr); err != nil {
-		return fmt.Errorf("demo: starting local servers (run `make deps` first): %w", err)
+		return fmt.Errorf("demo: starting local servers (install them with `make deps`; run from the repository or pass --dir): %w", err)
 	}
 	step("kinesalite at %s, DynamoDB Local at %s", kin.Endpoint, ddb.Endpoint)
 
@@ -194,7 +194,10 @@ wait:
 
 	// 8. Summary, and what the stop left in the lease table.
 	printSummary(stdout, counter, produced)
-	leaseErr := checkLeases(ctx, stdout, awsCfg, counter)
+	// A fresh context: the lease table is worth reading after an interrupt too.
+	readCtx, cancelRead := context.WithTimeout(context.Background(), 10*time.Second)
+	leaseErr := checkLeases(readCtx, stdout, awsCfg, counter)
+	cancelRead()
 	total, unique, dups := counter.Total(), counter.Unique(), counter.Duplicates()
 	var checkErr error
 	switch {
