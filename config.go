@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/hashicorp/memberlist"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kinactor/kinactor/actors"
@@ -117,12 +118,47 @@ type Config struct {
 	// registry of the node's own (never the global one).
 	Registerer prometheus.Registerer
 
+	// Cluster makes this node one of many sharing the stream by gossip.
+	// Nil: a single node that takes every shard.
+	Cluster *ClusterConfig
+
 	// AWS config; default config.LoadDefaultConfig (the SDK's environment).
 	AWS *aws.Config
 	// Kinesis and DynamoDB clients; default built from AWS. Set them to
 	// inject faults in tests.
 	Kinesis  stream.API
 	DynamoDB lease.DynamoAPI
+}
+
+// ClusterConfig configures gossip membership (hashicorp/memberlist). The
+// node's WorkerID is its gossip name; it must be unique per process (the
+// default is).
+type ClusterConfig struct {
+	// BindAddr is the gossip "host:port" (TCP and UDP); port 0 picks one.
+	BindAddr string
+	// AdvertiseAddr, if set, is the "host:port" others reach this node at.
+	AdvertiseAddr string
+	// Join lists seed members' "host:port". Seeds are re-joined every
+	// RejoinInterval so that the halves of a healed partition merge.
+	Join []string
+	// SecretKey (16, 24 or 32 bytes) encrypts gossip; Label keeps
+	// clusters on one network apart. Both optional.
+	SecretKey []byte
+	Label     string
+	// Weight is this node's capacity relative to others (default 1).
+	Weight int
+	// HTTPAddr is advertised to other members (for status tools).
+	HTTPAddr string
+	// Failure detection and rejoin timings; zero takes cluster's defaults
+	// (ProbeInterval 250ms, ProbeTimeout 125ms, SuspicionMult 3,
+	// RejoinInterval 5s), which declare a killed node dead in ≈1.2-1.4 s.
+	ProbeInterval  time.Duration
+	ProbeTimeout   time.Duration
+	SuspicionMult  int
+	RejoinInterval time.Duration
+	// Transport replaces memberlist's network transport (tests: the mock
+	// network and a traffic-dropping wrapper for partitions).
+	Transport memberlist.NodeAwareTransport
 }
 
 var tableName = regexp.MustCompile(`^[a-zA-Z0-9_.-]{3,255}$`)
@@ -257,6 +293,27 @@ func (c Config) Validate() error {
 	}
 	if c.MaxProcessorAttempts < 1 {
 		return bad("MaxProcessorAttempts", c.MaxProcessorAttempts, "must be at least 1")
+	}
+	if cl := c.Cluster; cl != nil {
+		if cl.BindAddr == "" && cl.Transport == nil {
+			return bad("Cluster.BindAddr", cl.BindAddr, "a gossip host:port is required")
+		}
+		switch len(cl.SecretKey) {
+		case 0, 16, 24, 32:
+		default:
+			return bad("Cluster.SecretKey", fmt.Sprintf("%d bytes", len(cl.SecretKey)), "must be 16, 24 or 32 bytes")
+		}
+		if cl.Weight < 0 {
+			return bad("Cluster.Weight", cl.Weight, "must not be negative")
+		}
+		for _, d := range []struct {
+			name string
+			v    time.Duration
+		}{{"Cluster.ProbeInterval", cl.ProbeInterval}, {"Cluster.ProbeTimeout", cl.ProbeTimeout}, {"Cluster.RejoinInterval", cl.RejoinInterval}} {
+			if d.v < 0 {
+				return bad(d.name, d.v.String(), "must not be negative")
+			}
+		}
 	}
 	return nil
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/kinactor/kinactor/actors"
 	"github.com/kinactor/kinactor/actors/shardfsm"
+	"github.com/kinactor/kinactor/cluster"
 	"github.com/kinactor/kinactor/internal/backoff"
 	"github.com/kinactor/kinactor/lease"
 	"github.com/kinactor/kinactor/metrics"
@@ -54,6 +55,8 @@ type Node struct {
 	started bool
 	sys     *actor.ActorSystem
 	coord   *actor.PID
+
+	membership *cluster.Membership
 
 	stopOnce sync.Once
 	stopped  chan struct{} // closed when Stop has finished
@@ -224,17 +227,38 @@ func (n *Node) stop(ctx context.Context) {
 	n.sys.Shutdown()
 }
 
+// NodeStatus is what /status reports: this node's name (as written in
+// leaseOwner), the members it sees, and the shards it owns with their state.
+type NodeStatus struct {
+	Node    string               `json:"node"`
+	Members []cluster.Member     `json:"members"`
+	Shards  []actors.ShardStatus `json:"shards"`
+}
+
+// Members returns the members this node sees (itself alone when it runs
+// without a cluster).
+func (n *Node) Members() []cluster.Member {
+	n.mu.Lock()
+	ms := n.membership
+	n.mu.Unlock()
+	if ms == nil {
+		return []cluster.Member{{Name: n.cfg.WorkerID, State: cluster.StateAlive}}
+	}
+	return ms.Members()
+}
+
 // Status returns what the node owns, with each shard's state.
-func (n *Node) Status(ctx context.Context) (actors.Status, error) {
+func (n *Node) Status(ctx context.Context) (NodeStatus, error) {
 	n.mu.Lock()
 	started := n.started
 	n.mu.Unlock()
+	st := NodeStatus{Node: n.cfg.WorkerID, Members: n.Members(), Shards: []actors.ShardStatus{}}
 	if !started {
-		return actors.Status{}, ErrNotStarted
+		return st, ErrNotStarted
 	}
 	select {
 	case <-n.stopped:
-		return actors.Status{Owner: n.cfg.WorkerID}, nil
+		return st, nil
 	default:
 	}
 	reply := make(chan actors.Status, 1)
@@ -243,11 +267,14 @@ func (n *Node) Status(ctx context.Context) (actors.Status, error) {
 	defer t.Stop()
 	select {
 	case s := <-reply:
-		return s, nil
+		if s.Shards != nil {
+			st.Shards = s.Shards
+		}
+		return st, nil
 	case <-ctx.Done():
-		return actors.Status{}, ctx.Err()
+		return st, ctx.Err()
 	case <-t.C:
-		return actors.Status{}, errors.New("kinactor: status: coordinator did not answer within 5s")
+		return st, errors.New("kinactor: status: coordinator did not answer within 5s")
 	}
 }
 

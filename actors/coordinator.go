@@ -40,15 +40,15 @@ type (
 
 // Status is a snapshot of the coordinator.
 type Status struct {
-	Owner  string
-	Shards []ShardStatus
+	Owner  string        `json:"node"`
+	Shards []ShardStatus `json:"shards"`
 }
 
 // ShardStatus is one owned shard.
 type ShardStatus struct {
-	ShardID    string
-	State      string
-	Checkpoint string
+	ShardID    string `json:"shard"`
+	State      string `json:"state"`
+	Checkpoint string `json:"checkpoint"`
 }
 
 type (
