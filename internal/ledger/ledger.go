@@ -1,0 +1,229 @@
+// Package ledger is a processor that records every record it processes, for
+// tests, the demo and chaos runs: a node's Writer appends one JSON line per
+// record to <dir>/<node>.jsonl and fsyncs the file before the batch is
+// acknowledged, so every checkpointed record is on disk. ReadDir reads the
+// ledgers of all nodes back.
+//
+// A line is
+//
+//	{"node":"n1","shard":"shardId-000000000001","seq":"4959...","sub":0,"pk":"k7","data":{"pk":"k7","n":12}}
+//
+// where data is the record's payload itself, compacted to one line, when the
+// payload is valid JSON. Otherwise data is absent and "b64" holds the payload
+// in standard base64 (with padding); an empty payload has neither:
+//
+//	{"node":"n1","shard":"shardId-000000000001","seq":"4959...","sub":0,"pk":"k7","b64":"AAEC"}
+package ledger
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/kinactor/kinactor"
+	"github.com/kinactor/kinactor/messages"
+)
+
+// Entry is one ledger line.
+type Entry struct {
+	Node  string `json:"node"`
+	Shard string `json:"shard"`
+	Seq   string `json:"seq"`
+	Sub   int64  `json:"sub"`
+	PK    string `json:"pk"`
+	// Data is the payload when it is valid JSON (compacted), else nil.
+	Data json.RawMessage `json:"data,omitempty"`
+	// B64 is the payload when it is not valid JSON (base64 in the file),
+	// else nil. Both are nil for an empty payload.
+	B64 []byte `json:"b64,omitempty"`
+}
+
+// Payload returns the record's data: Data when set, else B64.
+func (e Entry) Payload() []byte {
+	if e.Data != nil {
+		return e.Data
+	}
+	return e.B64
+}
+
+// Writer appends a node's ledger. One Writer serves every shard of the node;
+// its methods may be called concurrently.
+type Writer struct {
+	node string
+	path string
+
+	mu     sync.Mutex
+	f      *os.File
+	size   int64 // bytes of complete lines in the file
+	closed bool
+}
+
+// NewWriter opens (creating it if missing) <dir>/<node>.jsonl for appending.
+// A torn last line left by a killed process is cut off first, so that new
+// lines never follow a partial one.
+func NewWriter(dir, node string) (*Writer, error) {
+	if node == "" || strings.ContainsAny(node, `/\`) || node == "." || node == ".." {
+		return nil, fmt.Errorf("ledger: invalid node name %q (it names the file)", node)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("ledger: %w", err)
+	}
+	path := filepath.Join(dir, node+".jsonl")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: %w", err)
+	}
+	size, err := completeLength(f)
+	if err == nil {
+		var st os.FileInfo
+		if st, err = f.Stat(); err == nil && st.Size() != size {
+			if err = f.Truncate(size); err == nil {
+				err = f.Sync()
+			}
+		}
+	}
+	if err == nil {
+		err = syncDir(dir)
+	}
+	if err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("ledger: opening %s: %w", path, err)
+	}
+	return &Writer{node: node, path: path, f: f, size: size}, nil
+}
+
+// completeLength returns the length of f up to and including its last '\n'.
+func completeLength(f *os.File) (int64, error) {
+	b, err := io.ReadAll(io.NewSectionReader(f, 0, 1<<62))
+	if err != nil {
+		return 0, err
+	}
+	return int64(bytes.LastIndexByte(b, '\n') + 1), nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// Path is the ledger file's path.
+func (w *Writer) Path() string { return w.path }
+
+// Append writes one line per record of batch in a single write and fsyncs
+// the file. On error nothing of the batch remains in the file (best
+// effort: the file is truncated back to its previous length).
+func (w *Writer) Append(batch messages.Records) error {
+	if len(batch.Records) == 0 {
+		return nil
+	}
+	var buf bytes.Buffer
+	for _, r := range batch.Records {
+		e := Entry{Node: w.node, Shard: batch.ShardID, Seq: r.SequenceNumber, Sub: r.SubSequenceNumber, PK: r.PartitionKey}
+		var compact bytes.Buffer
+		if json.Valid(r.Data) && json.Compact(&compact, r.Data) == nil {
+			e.Data = compact.Bytes()
+		} else {
+			e.B64 = r.Data
+		}
+		line, err := json.Marshal(e)
+		if err != nil {
+			return fmt.Errorf("ledger: encoding %s/%s: %w", batch.ShardID, r.SequenceNumber, err)
+		}
+		buf.Write(line)
+		buf.WriteByte('\n')
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return errors.New("ledger: writer closed")
+	}
+	n, err := w.f.Write(buf.Bytes())
+	if err == nil {
+		err = w.f.Sync()
+	}
+	if err != nil {
+		if n > 0 {
+			_ = w.f.Truncate(w.size)
+		}
+		return fmt.Errorf("ledger: writing %s: %w", w.path, err)
+	}
+	w.size += int64(n)
+	return nil
+}
+
+// Processor returns the function processor: it appends each batch and
+// acknowledges it (returns nil) only once the lines are fsynced.
+func (w *Writer) Processor() kinactor.ProcessorFunc {
+	return func(_ context.Context, batch messages.Records) error { return w.Append(batch) }
+}
+
+// Close syncs and closes the file. Later Appends fail.
+func (w *Writer) Close() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return nil
+	}
+	w.closed = true
+	err := w.f.Sync()
+	return errors.Join(err, w.f.Close())
+}
+
+// ReadDir reads every *.jsonl file in dir (sorted by name, lines in file
+// order). An unparsable last line (torn by a kill) is skipped; an
+// unparsable line anywhere else is an error naming the file and line.
+func ReadDir(dir string) ([]Entry, error) {
+	paths, err := filepath.Glob(filepath.Join(dir, "*.jsonl"))
+	if err != nil {
+		return nil, fmt.Errorf("ledger: %w", err)
+	}
+	sort.Strings(paths)
+	var all []Entry
+	for _, p := range paths {
+		es, err := ReadFile(p)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, es...)
+	}
+	return all, nil
+}
+
+// ReadFile reads one ledger file, with ReadDir's rules.
+func ReadFile(path string) ([]Entry, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: %w", err)
+	}
+	lines := bytes.Split(b, []byte{'\n'})
+	if len(lines) > 0 && len(lines[len(lines)-1]) == 0 {
+		lines = lines[:len(lines)-1] // the file ends with '\n'
+	}
+	var es []Entry
+	for i, l := range lines {
+		var e Entry
+		if err := json.Unmarshal(l, &e); err != nil || e.Seq == "" {
+			if i == len(lines)-1 {
+				break // torn last line
+			}
+			if err == nil {
+				err = errors.New("no seq")
+			}
+			return nil, fmt.Errorf("ledger: %s line %d: %w", path, i+1, err)
+		}
+		es = append(es, e)
+	}
+	return es, nil
+}
