@@ -2,6 +2,10 @@
 //
 //	kinactor local   start local Kinesis and DynamoDB servers, print exports
 //	kinactor demo    run a node end to end against local servers
+//	kinactor node    run one cluster member (ledger or log processor)
+//	kinactor produce write numbered records to a stream
+//	kinactor status  print the lease table, shards and a node's view
+//	kinactor reshard split or merge shards, or change the shard count
 //
 // Errors are printed as "kinactor: <err>" and exit with status 1; a missing
 // or unknown subcommand prints the usage and exits with status 2.
@@ -26,11 +30,14 @@ type command struct {
 	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) error
 }
 
-// commands lists the subcommands in usage order. Later: node, produce,
-// status, reshard.
+// commands lists the subcommands in usage order.
 var commands = []command{
 	{"local", "start local Kinesis and DynamoDB servers and print AWS exports for them", runLocal},
 	{"demo", "produce records to a local stream and consume them with a node, checking exactly-once", runDemo},
+	{"node", "run one cluster member consuming a stream until interrupted", runNode},
+	{"produce", "write numbered JSON records over partition keys to a stream", runProduce},
+	{"status", "print the lease table and shards, and a node's members and shards", runStatus},
+	{"reshard", "split or merge shards, or change the shard count, and wait until ACTIVE", runReshard},
 }
 
 func main() {

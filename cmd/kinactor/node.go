@@ -1,0 +1,329 @@
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/kinactor/kinactor"
+	"github.com/kinactor/kinactor/internal/ledger"
+	"github.com/kinactor/kinactor/messages"
+)
+
+// nodeReady is what `kinactor node` prints when ready and writes to
+// --ready-file.
+type nodeReady struct {
+	Node   string `json:"node"`
+	Gossip string `json:"gossip"` // "" without --bind
+	HTTP   string `json:"http"`   // "" without --http
+	PID    int    `json:"pid"`
+}
+
+// exitOnSecondSignal is replaced in tests.
+var exitOnSecondSignal = func() { os.Exit(130) }
+
+// runNode implements `kinactor node`: one cluster member consuming a stream
+// with the ledger or log processor until SIGINT/SIGTERM, then a graceful
+// stop (a second signal exits at once with status 130).
+func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("node", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	app := fs.String("app", "", "application name; also the lease table's name (required)")
+	streamName := fs.String("stream", "", "Kinesis stream name (required)")
+	bind := fs.String("bind", "", "gossip host:port (TCP and UDP; port 0 picks one); empty runs a single node without gossip")
+	advertise := fs.String("advertise", "", "gossip host:port other members reach this node at (default: --bind's)")
+	join := fs.String("join", "", "comma-separated gossip host:port of seed members")
+	httpAddr := fs.String("http", "", "host:port to serve /metrics, /healthz, /readyz and /status on (port 0 picks one)")
+	processor := fs.String("processor", "ledger", "processor: ledger (append every record to --ledger-dir/NAME.jsonl, fsynced before the ack) or log (log each batch)")
+	ledgerDir := fs.String("ledger-dir", "ledger", "directory of the ledger processor's files")
+	initial := fs.String("initial-position", kinactor.TrimHorizon, "where shards without a checkpoint start: TRIM_HORIZON, LATEST or AT_TIMESTAMP")
+	timestamp := fs.String("timestamp", "", "RFC 3339 time for --initial-position AT_TIMESTAMP")
+	name := fs.String("name", "", "node name: lease owner and gossip name, unique per process (default hostname-pid-random)")
+	weight := fs.Int("weight", 1, "capacity relative to other members")
+	secretKeyFile := fs.String("secret-key-file", "", "file holding the gossip encryption key: 16, 24 or 32 bytes, raw or base64")
+	label := fs.String("label", "", "gossip label keeping clusters on one network apart")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	checkpointInterval := fs.Duration("checkpoint-interval", 0, "write accepted checkpoints at most this often (0 = default 30s)")
+	renewInterval := fs.Duration("renew-interval", 0, "renew a lease with no write for this long; expiry is 3x (0 = default 30s)")
+	syncInterval := fs.Duration("sync-interval", 0, "interval between listings of shards and leases (0 = default 10s)")
+	stopTimeout := fs.Duration("stop-timeout", 30*time.Second, "how long the graceful stop may take before leases are left to expire")
+	readyFile := fs.String("ready-file", "", "write {node, gossip, http, pid} as JSON to this file once ready")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: kinactor node --app NAME --stream NAME [--bind HOST:PORT] [flags]\n\n"+
+			"Consumes the stream as one member of a cluster until interrupted, then stops\n"+
+			"gracefully (a second interrupt exits at once). Endpoints, region and\n"+
+			"credentials come from the AWS SDK's environment.\n\nflags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("node: unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	if *app == "" {
+		return errors.New("node: --app is required")
+	}
+	if *streamName == "" {
+		return errors.New("node: --stream is required")
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return fmt.Errorf("node: invalid --log-level %q (want debug, info, warn or error)", *logLevel)
+	}
+	cfg := kinactor.Config{
+		StreamName:         *streamName,
+		ApplicationName:    *app,
+		WorkerID:           *name,
+		InitialPosition:    *initial,
+		CheckpointInterval: *checkpointInterval,
+		LeaseRenewInterval: *renewInterval,
+		ShardSyncInterval:  *syncInterval,
+		Logger:             slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})),
+	}
+	switch *initial {
+	case kinactor.TrimHorizon, kinactor.Latest:
+		if *timestamp != "" {
+			return fmt.Errorf("node: --timestamp %q needs --initial-position AT_TIMESTAMP", *timestamp)
+		}
+	case kinactor.AtTimestamp:
+		if *timestamp == "" {
+			return errors.New("node: --initial-position AT_TIMESTAMP needs --timestamp")
+		}
+		ts, err := time.Parse(time.RFC3339, *timestamp)
+		if err != nil {
+			return fmt.Errorf("node: invalid --timestamp %q (want RFC 3339, e.g. 2024-05-01T12:00:00Z)", *timestamp)
+		}
+		cfg.InitialTimestamp = ts
+	default:
+		return fmt.Errorf("node: invalid --initial-position %q (want TRIM_HORIZON, LATEST or AT_TIMESTAMP)", *initial)
+	}
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+	}{{"--checkpoint-interval", *checkpointInterval}, {"--renew-interval", *renewInterval}, {"--sync-interval", *syncInterval}, {"--stop-timeout", *stopTimeout}} {
+		if d.v < 0 {
+			return fmt.Errorf("node: invalid %s %s (must not be negative)", d.flag, d.v)
+		}
+	}
+	if *bind == "" {
+		for _, f := range []struct{ flag, v string }{{"--join", *join}, {"--advertise", *advertise}, {"--secret-key-file", *secretKeyFile}, {"--label", *label}} {
+			if f.v != "" {
+				return fmt.Errorf("node: %s %q needs --bind (gossip)", f.flag, f.v)
+			}
+		}
+	} else {
+		if _, _, err := net.SplitHostPort(*bind); err != nil {
+			return fmt.Errorf("node: invalid --bind %q (want host:port): %v", *bind, err)
+		}
+		if *weight < 1 {
+			return fmt.Errorf("node: invalid --weight %d (want at least 1)", *weight)
+		}
+		cl := &kinactor.ClusterConfig{BindAddr: *bind, AdvertiseAddr: *advertise, Label: *label, Weight: *weight}
+		if *join != "" {
+			for _, j := range strings.Split(*join, ",") {
+				j = strings.TrimSpace(j)
+				if _, _, err := net.SplitHostPort(j); err != nil {
+					return fmt.Errorf("node: invalid --join %q: %q is not host:port", *join, j)
+				}
+				cl.Join = append(cl.Join, j)
+			}
+		}
+		if *secretKeyFile != "" {
+			key, err := readSecretKey(*secretKeyFile)
+			if err != nil {
+				return fmt.Errorf("node: --secret-key-file %q: %w", *secretKeyFile, err)
+			}
+			cl.SecretKey = key
+		}
+		cfg.Cluster = cl
+	}
+
+	// The HTTP listener first, so that its port is known before the node
+	// advertises it.
+	var ln net.Listener
+	if *httpAddr != "" {
+		var err error
+		if ln, err = net.Listen("tcp", *httpAddr); err != nil {
+			return fmt.Errorf("node: --http %q: %w", *httpAddr, err)
+		}
+		defer ln.Close()
+		if cfg.Cluster != nil {
+			cfg.Cluster.HTTPAddr = ln.Addr().String()
+		}
+	}
+
+	var fn kinactor.ProcessorFunc
+	var lw *ledger.Writer // set before Start: the ledger file is named after node.WorkerID()
+	log := cfg.Logger
+	switch *processor {
+	case "ledger":
+		fn = func(_ context.Context, b messages.Records) error { return lw.Append(b) }
+	case "log":
+		fn = func(_ context.Context, b messages.Records) error {
+			if len(b.Records) > 0 {
+				log.Info("batch", "shard", b.ShardID, "count", len(b.Records),
+					"first", b.Records[0].SequenceNumber, "last", b.Records[len(b.Records)-1].SequenceNumber,
+					"millis_behind_latest", b.MillisBehindLatest)
+			}
+			return nil
+		}
+	default:
+		return fmt.Errorf("node: invalid --processor %q (want ledger or log)", *processor)
+	}
+	node, err := kinactor.NewNode(cfg, kinactor.FuncProcessor(fn))
+	if err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	if *processor == "ledger" {
+		if lw, err = ledger.NewWriter(*ledgerDir, node.WorkerID()); err != nil {
+			return fmt.Errorf("node: --ledger-dir %q: %w", *ledgerDir, err)
+		}
+		defer lw.Close()
+	}
+
+	var ready atomic.Bool
+	var srv *http.Server
+	httpDone := make(chan error, 1)
+	if ln != nil {
+		mux := http.NewServeMux()
+		h := node.Handler()
+		mux.Handle("/metrics", h)
+		mux.Handle("/healthz", h)
+		mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+			if !ready.Load() {
+				http.Error(w, "not ready\n", http.StatusServiceUnavailable)
+				return
+			}
+			_, _ = io.WriteString(w, "ok\n")
+		})
+		mux.HandleFunc("/status", func(w http.ResponseWriter, r *http.Request) {
+			st, err := node.Status(r.Context())
+			w.Header().Set("Content-Type", "application/json")
+			if err != nil && !errors.Is(err, kinactor.ErrNotStarted) {
+				w.WriteHeader(http.StatusServiceUnavailable)
+			}
+			_ = json.NewEncoder(w).Encode(st)
+		})
+		srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() { httpDone <- srv.Serve(ln) }()
+		defer srv.Close()
+	}
+
+	if err := node.Start(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil // interrupted while starting: not a failure
+		}
+		return fmt.Errorf("node: %w", err)
+	}
+	ready.Store(true)
+
+	info := nodeReady{Node: node.WorkerID(), PID: os.Getpid()}
+	if cfg.Cluster != nil {
+		info.Gossip = cfg.Cluster.BindAddr
+		for _, m := range node.Members() {
+			if m.Name == info.Node && m.Addr != "" {
+				info.Gossip = m.Addr
+			}
+		}
+	}
+	if ln != nil {
+		info.HTTP = ln.Addr().String()
+	}
+	fmt.Fprintf(stderr, "node %s gossip %s http %s\n", info.Node, dashIfEmpty(info.Gossip), dashIfEmpty(info.HTTP))
+	var readyErr error
+	if *readyFile != "" {
+		readyErr = writeReadyFile(*readyFile, info)
+	}
+
+	if readyErr == nil {
+		select {
+		case <-ctx.Done():
+			log.Info("signal received; stopping gracefully (signal again to exit at once)")
+			watchSecondSignal()
+		case err := <-httpDone:
+			readyErr = fmt.Errorf("node: http server: %w", err)
+		}
+	}
+	ready.Store(false)
+	stopCtx, cancel := context.WithTimeout(context.Background(), *stopTimeout)
+	defer cancel()
+	began := time.Now()
+	stopErr := node.Stop(stopCtx)
+	if stopErr != nil {
+		stopErr = fmt.Errorf("node: stopping: %w", stopErr)
+	} else {
+		log.Info("node stopped", "took", time.Since(began).Round(time.Millisecond))
+	}
+	var closeErr error
+	if lw != nil {
+		closeErr = lw.Close()
+	}
+	if srv != nil {
+		shutCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = srv.Shutdown(shutCtx)
+		cancel()
+	}
+	return errors.Join(readyErr, stopErr, closeErr)
+}
+
+// watchSecondSignal exits the process at once on the next SIGINT/SIGTERM
+// (main's NotifyContext keeps catching them, so without this a second ^C
+// would be ignored during a slow graceful stop).
+func watchSecondSignal() {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-ch
+		fmt.Fprintln(os.Stderr, "kinactor: second signal, exiting without a graceful stop")
+		exitOnSecondSignal()
+	}()
+}
+
+func writeReadyFile(path string, info nodeReady) error {
+	b, _ := json.Marshal(info)
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("node: --ready-file: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("node: --ready-file: %w", err)
+	}
+	return nil
+}
+
+func readSecretKey(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	s := strings.TrimSpace(string(b))
+	if k, err := base64.StdEncoding.DecodeString(s); err == nil && (len(k) == 16 || len(k) == 24 || len(k) == 32) {
+		return k, nil
+	}
+	switch len(s) {
+	case 16, 24, 32:
+		return []byte(s), nil
+	}
+	return nil, fmt.Errorf("key is %d bytes (want 16, 24 or 32, raw or base64)", len(s))
+}
+
+func dashIfEmpty(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

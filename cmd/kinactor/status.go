@@ -1,0 +1,218 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+
+	"github.com/kinactor/kinactor/lease"
+	"github.com/kinactor/kinactor/stream"
+)
+
+// runStatus implements `kinactor status`: the stream's shards joined with
+// the lease table, and with --http a node's own view (members and shards).
+func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	app := fs.String("app", "", "application name, i.e. the lease table (required)")
+	streamName := fs.String("stream", "", "Kinesis stream name (required)")
+	httpAddr := fs.String("http", "", "a node's --http host:port: also print its /status")
+	timeout := fs.Duration("timeout", 30*time.Second, "bound on the whole command")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: kinactor status --app NAME --stream NAME [--http HOST:PORT]\n\nflags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("status: unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	if *app == "" {
+		return errors.New("status: --app is required")
+	}
+	if *streamName == "" {
+		return errors.New("status: --stream is required")
+	}
+	if *timeout <= 0 {
+		return fmt.Errorf("status: invalid --timeout %s (must be positive)", *timeout)
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	awsCfg, err := config.LoadDefaultConfig(ctx)
+	if err != nil {
+		return fmt.Errorf("status: loading AWS config: %w", err)
+	}
+	ddb := dynamodb.NewFromConfig(awsCfg, func(o *dynamodb.Options) {
+		// Local DynamoDB servers omit the CRC32 header; real AWS sends it.
+		if os.Getenv("AWS_ENDPOINT_URL_DYNAMODB") != "" || os.Getenv("AWS_ENDPOINT_URL") != "" {
+			o.DisableValidateResponseChecksum = true
+		}
+	})
+	shards, err := stream.NewClient(stream.NewSDKClient(awsCfg), *streamName, "").ListShards(ctx)
+	if err != nil {
+		return fmt.Errorf("status: stream %s: %w", *streamName, err)
+	}
+	leases, err := lease.NewDynamoStore(ddb, *app).List(ctx)
+	if err != nil {
+		return fmt.Errorf("status: lease table %s: %w", *app, err)
+	}
+	byKey := map[string]lease.Lease{}
+	for _, l := range leases {
+		byKey[l.Key] = l
+	}
+	ids := []string{}
+	open := map[string]bool{}
+	for _, s := range shards {
+		ids = append(ids, s.ID)
+		open[s.ID] = !s.Closed()
+	}
+	for _, l := range leases {
+		if _, ok := open[l.Key]; !ok {
+			ids = append(ids, l.Key) // a lease of a shard past retention
+		}
+	}
+	sort.Strings(ids)
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "shard\tstate\towner\tcounter\tcheckpoint\tparents\tchildren")
+	for _, id := range ids {
+		state := "closed"
+		if o, listed := open[id]; !listed {
+			state = "expired" // no longer listed by the stream
+		} else if o {
+			state = "open"
+		}
+		l, has := byKey[id]
+		if has && l.Checkpoint.IsShardEnd() {
+			state = "finished"
+		}
+		owner, counter, cp := "-", "-", "-"
+		var parents, children []string
+		for _, s := range shards {
+			if s.ID == id {
+				parents = s.Parents()
+			}
+		}
+		if has {
+			owner, counter, cp = dashIfEmpty(l.Owner), fmt.Sprint(l.Counter), abbrevSeq(l.Checkpoint.SequenceNumber)
+			if len(parents) == 0 {
+				parents = l.ParentShardIDs
+			}
+			children = l.ChildShardIDs
+		}
+		for _, s := range stream.ChildrenFromList(shards, id) {
+			if !contains(children, s.ID) {
+				children = append(children, s.ID)
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", id, state, owner, counter, cp, joinOrDash(parents), joinOrDash(children))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if *httpAddr == "" {
+		return nil
+	}
+
+	st, err := fetchNodeStatus(ctx, *httpAddr)
+	if err != nil {
+		return fmt.Errorf("status: --http %s: %w", *httpAddr, err)
+	}
+	fmt.Fprintf(stdout, "\nnode %s sees %d members:\n", st.Node, len(st.Members))
+	tw = tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "member\taddr\tstate")
+	for _, m := range st.Members {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", m.Name, dashIfEmpty(m.Addr), dashIfEmpty(m.State))
+	}
+	_ = tw.Flush()
+	fmt.Fprintf(stdout, "\nnode %s runs %d shards:\n", st.Node, len(st.Shards))
+	tw = tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "shard\tactor state\tcheckpoint")
+	for _, s := range st.Shards {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", s.Shard, s.State, abbrevSeq(s.Checkpoint))
+	}
+	return tw.Flush()
+}
+
+// nodeStatusJSON is the shape of a node's /status (kinactor.NodeStatus).
+type nodeStatusJSON struct {
+	Node    string `json:"node"`
+	Members []struct {
+		Name  string `json:"name"`
+		Addr  string `json:"addr"`
+		State string `json:"state"`
+	} `json:"members"`
+	Shards []struct {
+		Shard      string `json:"shard"`
+		State      string `json:"state"`
+		Checkpoint string `json:"checkpoint"`
+	} `json:"shards"`
+}
+
+func fetchNodeStatus(ctx context.Context, addr string) (nodeStatusJSON, error) {
+	var st nodeStatusJSON
+	url := addr
+	if !strings.Contains(url, "://") {
+		url = "http://" + addr
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(url, "/")+"/status", nil)
+	if err != nil {
+		return st, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return st, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return st, fmt.Errorf("GET /status: %s: %s", resp.Status, strings.TrimSpace(string(body)))
+	}
+	if err := json.Unmarshal(body, &st); err != nil {
+		return st, fmt.Errorf("GET /status: %w", err)
+	}
+	return st, nil
+}
+
+// abbrevSeq shortens a sequence number to its first 8 and last 6 digits;
+// sentinels (TRIM_HORIZON, SHARD_END, ...) are kept.
+func abbrevSeq(s string) string {
+	if s == "" {
+		return "-"
+	}
+	if len(s) <= 17 {
+		return s
+	}
+	return s[:8] + "…" + s[len(s)-6:]
+}
+
+func joinOrDash(ss []string) string {
+	if len(ss) == 0 {
+		return "-"
+	}
+	return strings.Join(ss, ",")
+}
+
+func contains(ss []string, s string) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
