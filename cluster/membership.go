@@ -97,6 +97,7 @@ type Membership struct {
 	bq     *memberlist.TransmitLimitedQueue
 	nodes  atomic.Int64 // len(members), for broadcast retransmits
 	maxMsg int
+	addr   string // advertised host:port, fixed at Start
 
 	metaMu sync.Mutex
 	meta   []byte
@@ -187,6 +188,7 @@ func Start(cfg Config) (*Membership, error) {
 		return nil, fmt.Errorf("cluster: starting memberlist: %w", err)
 	}
 	m.ml = ml
+	m.addr = ml.LocalNode().Address()
 	if seeds := m.seedsToJoin(); len(seeds) > 0 {
 		if n, err := ml.Join(seeds); err != nil {
 			m.log.Warn("joining seeds", "seeds", seeds, "joined", n, "err", err)
@@ -213,7 +215,7 @@ func (m *Membership) Name() string { return m.cfg.Name }
 
 // Addr is the gossip "host:port" actually in use (the advertised address;
 // after BindAddr port 0, the port picked).
-func (m *Membership) Addr() string { return m.ml.LocalNode().Address() }
+func (m *Membership) Addr() string { return m.addr }
 
 // Members returns every member memberlist knows, alive and suspect,
 // ourselves included, sorted by name. Safe to call at any time, including
@@ -418,7 +420,7 @@ func (m *Membership) toMember(n *memberlist.Node) Member {
 // dead/left state on nodeState.State and leaves Node.State zero (alive), so
 // NotifyLeave's node.State cannot tell a graceful leave from a death; the
 // enclosing nodeState can. Read only inside a callback (under memberlist's
-// lock). Tied to the pinned memberlist version: TestRealCluster... checks
+// lock). Tied to the pinned memberlist version: TestRealClusterJoinMetaMessagesLeaveCrash checks
 // that a graceful leave is reported as MemberLeft.
 type nodeStateMirror struct {
 	memberlist.Node

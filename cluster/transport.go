@@ -7,6 +7,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -28,6 +29,11 @@ import (
 // accepting side of a mixed network still works; but a DropTransport must
 // only dial peers that also use a DropTransport.
 //
+// Before memberlist starts listening (asks for PacketCh/StreamCh), packets
+// are dropped and streams closed at once, as for a process not yet
+// listening, so a peer joining a not-yet-started seed fails fast instead of
+// waiting out its TCP timeout on the MockNetwork's pipe.
+//
 // After Shutdown the transport keeps draining and discarding what the inner
 // transport receives, so that on a MockNetwork (whose channels are
 // unbuffered) peers of a node shut down without Leave do not hang: Shutdown
@@ -42,10 +48,11 @@ type DropTransport struct {
 	blocked map[string]struct{}
 	self    string // our advertised host:port, once memberlist asked for it
 
-	packetCh chan *memberlist.Packet
-	streamCh chan net.Conn
-	done     chan struct{}
-	shutOnce sync.Once
+	packetCh  chan *memberlist.Packet
+	streamCh  chan net.Conn
+	listening atomic.Bool // memberlist has asked for our channels
+	done      chan struct{}
+	shutOnce  sync.Once
 }
 
 var _ memberlist.NodeAwareTransport = (*DropTransport)(nil)
@@ -150,10 +157,16 @@ func (d *DropTransport) WriteToAddress(b []byte, addr memberlist.Address) (time.
 }
 
 // PacketCh implements memberlist.Transport.
-func (d *DropTransport) PacketCh() <-chan *memberlist.Packet { return d.packetCh }
+func (d *DropTransport) PacketCh() <-chan *memberlist.Packet {
+	d.listening.Store(true)
+	return d.packetCh
+}
 
 // StreamCh implements memberlist.Transport.
-func (d *DropTransport) StreamCh() <-chan net.Conn { return d.streamCh }
+func (d *DropTransport) StreamCh() <-chan net.Conn {
+	d.listening.Store(true)
+	return d.streamCh
+}
 
 // DialTimeout implements memberlist.Transport.
 func (d *DropTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
@@ -208,7 +221,7 @@ func (d *DropTransport) forwardPackets() {
 		if p.From != nil {
 			from = p.From.String()
 		}
-		if d.isShut() || d.isBlocked(from) {
+		if !d.listening.Load() || d.isShut() || d.isBlocked(from) {
 			continue
 		}
 		select {
@@ -220,7 +233,7 @@ func (d *DropTransport) forwardPackets() {
 
 func (d *DropTransport) forwardStreams() {
 	for c := range d.inner.StreamCh() {
-		if d.isShut() {
+		if !d.listening.Load() || d.isShut() {
 			_ = c.Close()
 			continue
 		}
