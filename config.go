@@ -77,8 +77,13 @@ type Config struct {
 	// ParentPollInterval while a child shard waits for its parents to
 	// reach SHARD_END. Default 1s.
 	ParentPollInterval time.Duration
-	// ShardSyncInterval between listings of shards and leases. Default 10s.
+	// ShardSyncInterval between listings of shards and leases by the
+	// discovering node (the lowest-named live member). Default 10s.
 	ShardSyncInterval time.Duration
+	// FollowerSyncInterval between reads of the lease table by the other
+	// members when nothing happens; gossip events (joins, deaths,
+	// releases, new shards) trigger reads at once. Default 60s.
+	FollowerSyncInterval time.Duration
 
 	// CheckpointInterval: accepted checkpoints are written at most this
 	// often (graceful stops and shard ends write at once). Default 30s.
@@ -186,6 +191,7 @@ func (c Config) withDefaults() Config {
 	def(&c.IdleTimeBetweenReads, 500*time.Millisecond)
 	def(&c.ParentPollInterval, time.Second)
 	def(&c.ShardSyncInterval, 10*time.Second)
+	def(&c.FollowerSyncInterval, 60*time.Second)
 	def(&c.CheckpointInterval, 30*time.Second)
 	def(&c.LeaseRenewInterval, 30*time.Second)
 	def(&c.LeaseExpiry, 3*c.LeaseRenewInterval)
@@ -256,7 +262,7 @@ func (c Config) Validate() error {
 		v    time.Duration
 	}{
 		{"MinFetchInterval", c.MinFetchInterval}, {"IdleTimeBetweenReads", c.IdleTimeBetweenReads},
-		{"ParentPollInterval", c.ParentPollInterval}, {"ShardSyncInterval", c.ShardSyncInterval},
+		{"ParentPollInterval", c.ParentPollInterval}, {"ShardSyncInterval", c.ShardSyncInterval}, {"FollowerSyncInterval", c.FollowerSyncInterval},
 		{"CheckpointInterval", c.CheckpointInterval}, {"LeaseRenewInterval", c.LeaseRenewInterval},
 		{"LeaseExpiry", c.LeaseExpiry}, {"ShutdownTimeout", c.ShutdownTimeout}, {"StartTimeout", c.StartTimeout},
 		{"ThrottleBackoffBase", c.ThrottleBackoffBase}, {"ThrottleBackoffCap", c.ThrottleBackoffCap},

@@ -149,19 +149,82 @@ func (n *Node) Start(ctx context.Context) error {
 		Metrics:    m,
 		Logger:     log,
 	}
+	fwd := &eventForwarder{}
+	var gossip actors.Gossip
+	if cl := cfg.Cluster; cl != nil {
+		ms, err := cluster.Start(cluster.Config{
+			Name:           cfg.WorkerID,
+			BindAddr:       cl.BindAddr,
+			AdvertiseAddr:  cl.AdvertiseAddr,
+			Seeds:          cl.Join,
+			SecretKey:      cl.SecretKey,
+			Label:          cl.Label,
+			Meta:           cluster.Meta{Weight: cl.Weight, Version: Version, HTTP: cl.HTTPAddr},
+			RejoinInterval: cl.RejoinInterval,
+			ProbeInterval:  cl.ProbeInterval,
+			ProbeTimeout:   cl.ProbeTimeout,
+			SuspicionMult:  cl.SuspicionMult,
+			Logger:         log.With("component", "memberlist"),
+			OnEvent:        fwd.forward,
+			Transport:      cl.Transport,
+		})
+		if err != nil {
+			return fmt.Errorf("kinactor: cluster: %w", err)
+		}
+		n.membership, gossip = ms, ms
+	}
 	quiet := slog.New(levelFilter{h: log.Handler(), min: slog.LevelWarn}).With("component", "protoactor")
 	n.sys = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return quiet }))
 	n.coord, err = n.sys.Root.SpawnNamed(actors.NewCoordinatorProps(actors.CoordinatorConfig{
-		Deps:              deps,
-		InitialCheckpoint: cfg.InitialPosition,
-		SyncInterval:      cfg.ShardSyncInterval,
-		LeaseExpiry:       cfg.LeaseExpiry,
+		Deps:                 deps,
+		Gossip:               gossip,
+		InitialCheckpoint:    cfg.InitialPosition,
+		SyncInterval:         cfg.ShardSyncInterval,
+		FollowerSyncInterval: cfg.FollowerSyncInterval,
+		LeaseExpiry:          cfg.LeaseExpiry,
 	}), "coordinator")
 	if err != nil {
+		if n.membership != nil {
+			_ = n.membership.Shutdown()
+		}
 		return fmt.Errorf("kinactor: spawning the coordinator: %w", err)
 	}
+	fwd.set(n.sys, n.coord, n.membership)
 	n.started = true
 	return nil
+}
+
+// Version is kinactor's version, gossiped in node meta.
+const Version = "0.1.0-dev"
+
+// eventForwarder turns membership events into coordinator messages. It is
+// called from the membership's own goroutine, never under memberlist's lock,
+// so reading the member list here is safe.
+type eventForwarder struct {
+	mu  sync.Mutex
+	sys *actor.ActorSystem
+	pid *actor.PID
+	ms  *cluster.Membership
+}
+
+func (f *eventForwarder) set(sys *actor.ActorSystem, pid *actor.PID, ms *cluster.Membership) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.sys, f.pid, f.ms = sys, pid, ms
+}
+
+func (f *eventForwarder) forward(ev cluster.Event) {
+	f.mu.Lock()
+	sys, pid, ms := f.sys, f.pid, f.ms
+	f.mu.Unlock()
+	if pid == nil {
+		return // before the coordinator exists: it reads the view when it starts
+	}
+	msg := actors.MembershipChanged{Event: ev}
+	if ev.Kind != cluster.MessageReceived {
+		msg.Members = ms.Members()
+	}
+	sys.Root.Send(pid, msg)
 }
 
 func (n *Node) machineConfig() shardfsm.Config {
@@ -214,6 +277,13 @@ func (n *Node) Stop(ctx context.Context) error {
 
 func (n *Node) stop(ctx context.Context) {
 	defer close(n.stopped)
+	if ms := n.membership; ms != nil {
+		// Tell the others first, so they plan without this node while its
+		// shards are handed off.
+		if err := ms.UpdateMeta(cluster.Meta{Weight: n.cfg.Cluster.Weight, Version: Version, HTTP: n.cfg.Cluster.HTTPAddr, Draining: true}); err != nil {
+			n.cfg.Logger.Warn("could not gossip draining", "err", err)
+		}
+	}
 	done := make(chan struct{})
 	n.sys.Root.Send(n.coord, actors.StopAll{Done: done})
 	select {
@@ -221,10 +291,25 @@ func (n *Node) stop(ctx context.Context) {
 	case <-ctx.Done():
 		n.stopErr = fmt.Errorf("kinactor: graceful stop interrupted, leases left to expire: %w", ctx.Err())
 	}
+	if ms := n.membership; ms != nil {
+		if err := ms.Leave(2 * time.Second); err != nil {
+			n.cfg.Logger.Warn("leaving the cluster", "err", err)
+		}
+	}
 	// Stop the coordinator (and with it any shard actor still running);
 	// protoactor's Shutdown stops no actors by itself.
 	n.sys.Root.Stop(n.coord)
 	n.sys.Shutdown()
+}
+
+// GossipAddr is the gossip "host:port" in use ("" without a cluster).
+func (n *Node) GossipAddr() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.membership == nil {
+		return ""
+	}
+	return n.membership.Addr()
 }
 
 // NodeStatus is what /status reports: this node's name (as written in

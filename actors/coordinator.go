@@ -2,6 +2,7 @@ package actors
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"sort"
@@ -11,21 +12,38 @@ import (
 	"github.com/asynkron/protoactor-go/scheduler"
 
 	"github.com/kinactor/kinactor/actors/shardfsm"
+	"github.com/kinactor/kinactor/cluster"
 	"github.com/kinactor/kinactor/lease"
-	"github.com/kinactor/kinactor/stream"
 )
+
+// Gossip is what the coordinator needs from cluster membership;
+// *cluster.Membership has it.
+type Gossip interface {
+	Members() []cluster.Member
+	Send(to string, payload []byte) error
+	Broadcast(payload []byte)
+}
 
 // CoordinatorConfig configures the coordinator.
 type CoordinatorConfig struct {
 	Deps *Deps
+	// Gossip, when set, makes this node one of a cluster: shards are
+	// assigned over the live members and handed off gracefully. Nil: this
+	// node takes every shard.
+	Gossip Gossip
 	// InitialCheckpoint is written into new lease rows of shards without
 	// parents: TRIM_HORIZON, LATEST or AT_TIMESTAMP. Children of a known
 	// parent always start at TRIM_HORIZON, so nothing after a reshard is lost.
 	InitialCheckpoint string
-	// SyncInterval is how often shards and leases are listed.
+	// SyncInterval: how often the discovering node (the lowest-named live
+	// member) lists shards and leases.
 	SyncInterval time.Duration
+	// FollowerSyncInterval: how often the other members read the lease
+	// table when nothing happens (gossip events trigger reads at once).
+	FollowerSyncInterval time.Duration
 	// LeaseExpiry is how long a lease's counter must stand still before a
-	// lease held by another owner is taken (the backstop for dead owners).
+	// lease held by another owner is taken (the backstop for owners gossip
+	// cannot judge).
 	LeaseExpiry time.Duration
 }
 
@@ -36,6 +54,11 @@ type (
 	StopAll struct{ Done chan struct{} }
 	// StatusRequest asks for a snapshot; the reply is sent on Reply.
 	StatusRequest struct{ Reply chan Status }
+	// MembershipChanged carries a gossip event and the view after it.
+	MembershipChanged struct {
+		Event   cluster.Event
+		Members []cluster.Member
+	}
 )
 
 // Status is a snapshot of the coordinator.
@@ -51,15 +74,24 @@ type ShardStatus struct {
 	Checkpoint string `json:"checkpoint"`
 }
 
+// gossipMsg is what coordinators tell each other.
+type gossipMsg struct {
+	Type    string `json:"t"`           // "released" or "shards"
+	Shard   string `json:"s,omitempty"` // for released
+	Counter int64  `json:"c,omitempty"` // the lease counter after the release
+	At      int64  `json:"at,omitempty"`
+}
+
 type (
 	syncTick   struct{}
 	syncResult struct {
-		shards []stream.Shard
+		listed map[string]bool // nil unless shards were listed
 		leases []lease.Lease
 		err    error
 	}
 	takeResult struct {
-		lease  lease.Lease
+		key    string
+		lease  lease.Lease // as written, when err is nil
 		reason string
 		err    error
 	}
@@ -69,6 +101,7 @@ type ownedShard struct {
 	pid        *actor.PID
 	state      shardfsm.State
 	checkpoint lease.Checkpoint
+	releasing  time.Time // when a handoff began
 }
 
 type coordinator struct {
@@ -83,8 +116,15 @@ type coordinator struct {
 
 	owned    map[string]*ownedShard
 	taking   map[string]bool
-	finished map[string]bool // shards this node gave up on (FailurePolicy StopShard)
+	failed   map[string]bool // shards this node gave up on (FailurePolicy StopShard)
+	lost     map[string]bool // leases lost to a fenced write
 	expiry   *lease.ExpiryTracker
+	leases   map[string]lease.Lease // last read of the table, updated by our own writes and gossip
+	listed   map[string]bool
+	members  []cluster.Member
+	gone     map[string]bool
+	goneAt   map[string]time.Time
+	ticks    int
 	syncing  bool
 	resync   bool
 	stopping bool
@@ -92,10 +132,11 @@ type coordinator struct {
 }
 
 // NewCoordinatorProps returns the props of the coordinator: it lists shards
-// and leases, creates missing lease rows, takes the leases it should own
-// (through the fenced store) and supervises one shard actor per lease. A
-// shard actor that crashes is stopped, not restarted: its lease is still
-// ours in the table and is taken again at the next sync.
+// and leases, creates missing lease rows, takes the leases assigned to this
+// node (through the fenced store), hands off those assigned elsewhere, and
+// supervises one shard actor per lease. A shard actor that crashes is
+// stopped, not restarted: its lease is still ours in the table and is taken
+// again at the next sync.
 func NewCoordinatorProps(cfg CoordinatorConfig) *actor.Props {
 	return actor.PropsFromProducer(func() actor.Actor {
 		return &coordinator{cfg: cfg}
@@ -113,8 +154,16 @@ func (c *coordinator) Receive(ctx actor.Context) {
 		c.ctx, c.cancel = context.WithCancel(context.Background())
 		c.owned = map[string]*ownedShard{}
 		c.taking = map[string]bool{}
-		c.finished = map[string]bool{}
+		c.failed = map[string]bool{}
+		c.lost = map[string]bool{}
+		c.leases = map[string]lease.Lease{}
+		c.gone = map[string]bool{}
+		c.goneAt = map[string]time.Time{}
 		c.expiry = lease.NewExpiryTracker(c.cfg.LeaseExpiry)
+		if c.cfg.Gossip != nil {
+			c.members = c.cfg.Gossip.Members()
+			c.cfg.Deps.Metrics.ClusterMembers.Set(float64(len(c.members)))
+		}
 		c.cancelT = c.sched.SendRepeatedly(c.cfg.SyncInterval, c.cfg.SyncInterval, c.self, syncTick{})
 		c.startSync()
 	case *actor.Stopping:
@@ -123,11 +172,29 @@ func (c *coordinator) Receive(ctx actor.Context) {
 		}
 		c.cancel()
 	case syncTick:
-		c.startSync()
+		c.ticks++
+		if c.cfg.Gossip != nil {
+			// Events can be missed (those before this actor existed); the
+			// view is cheap to read, so refresh it on every tick.
+			if ms := c.cfg.Gossip.Members(); !sameMembers(ms, c.members) {
+				c.members = ms
+				c.cfg.Deps.Metrics.ClusterMembers.Set(float64(len(ms)))
+				c.plan(ctx)
+			}
+		}
+		every := 1
+		if !c.leader() && c.cfg.FollowerSyncInterval > c.cfg.SyncInterval {
+			every = int(c.cfg.FollowerSyncInterval / c.cfg.SyncInterval)
+		}
+		if c.ticks%every == 0 {
+			c.startSync()
+		}
 	case syncResult:
 		c.onSync(ctx, msg)
 	case takeResult:
 		c.onTake(ctx, msg)
+	case MembershipChanged:
+		c.onMembership(ctx, msg)
 	case ShardStateChanged:
 		if o := c.owned[msg.ShardID]; o != nil {
 			o.state, o.checkpoint = msg.State, msg.Checkpoint
@@ -136,7 +203,7 @@ func (c *coordinator) Receive(ctx actor.Context) {
 		if o := c.owned[msg.ShardID]; o != nil {
 			ctx.Stop(o.pid)
 		}
-		c.onFinished(msg)
+		c.onFinished(ctx, msg)
 	case *actor.Terminated:
 		c.onTerminated(msg.Who)
 	case StopAll:
@@ -154,14 +221,80 @@ func (c *coordinator) Receive(ctx actor.Context) {
 func (c *coordinator) status() Status {
 	s := Status{Owner: c.cfg.Deps.Owner}
 	for id, o := range c.owned {
-		s.Shards = append(s.Shards, ShardStatus{ShardID: id, State: o.state.String(), Checkpoint: o.checkpoint.SequenceNumber})
+		st := o.state.String()
+		if o.state == 0 {
+			st = "Starting"
+		}
+		s.Shards = append(s.Shards, ShardStatus{ShardID: id, State: st, Checkpoint: o.checkpoint.SequenceNumber})
 	}
 	sort.Slice(s.Shards, func(i, j int) bool { return s.Shards[i].ShardID < s.Shards[j].ShardID })
 	return s
 }
 
-// startSync lists shards, creates missing lease rows and lists the leases,
-// off the actor.
+// leader reports whether this node discovers shards: the lowest-named live
+// member (or the only node without a cluster).
+func (c *coordinator) leader() bool {
+	if c.cfg.Gossip == nil {
+		return true
+	}
+	me := c.cfg.Deps.Owner
+	for _, m := range cluster.Candidates(c.members) {
+		if m.Name < me {
+			return false
+		}
+	}
+	return true
+}
+
+func (c *coordinator) onMembership(ctx actor.Context, m MembershipChanged) {
+	ev := m.Event
+	if ev.Kind == cluster.MessageReceived {
+		c.onGossip(ctx, ev.Payload)
+		return
+	}
+	c.members = m.Members
+	c.cfg.Deps.Metrics.ClusterMembers.Set(float64(len(m.Members)))
+	switch ev.Kind {
+	case cluster.MemberLeft, cluster.MemberDied:
+		c.gone[ev.Member.Name] = true
+		c.goneAt[ev.Member.Name] = time.Now()
+		c.log.Info("member gone", "member", ev.Member.Name, "how", ev.Kind.String())
+		// Plan at once with what we know (a take fails harmlessly if the
+		// counter moved), and read the table for the rest.
+		c.plan(ctx)
+	case cluster.MemberJoined:
+		delete(c.gone, ev.Member.Name)
+		c.log.Info("member joined", "member", ev.Member.Name)
+		c.plan(ctx)
+	case cluster.MemberUpdated:
+		c.plan(ctx)
+	}
+	c.startSync()
+}
+
+func (c *coordinator) onGossip(ctx actor.Context, payload []byte) {
+	var g gossipMsg
+	if err := json.Unmarshal(payload, &g); err != nil {
+		c.log.Warn("ignoring malformed gossip message", "err", err)
+		return
+	}
+	switch g.Type {
+	case "released":
+		if l, ok := c.leases[g.Shard]; !ok || l.Counter <= g.Counter {
+			l.Key, l.Owner, l.Counter = g.Shard, "", g.Counter
+			c.leases[g.Shard] = l
+		}
+		if g.At > 0 {
+			c.cfg.Deps.Metrics.ShardUnowned.Observe(max(0, time.Since(time.UnixMilli(g.At)).Seconds()))
+		}
+		c.plan(ctx)
+	case "shards":
+		c.startSync()
+	}
+}
+
+// startSync reads the lease table (and, on the discovering node, lists the
+// shards and creates missing rows), off the actor.
 func (c *coordinator) startSync() {
 	if c.stopping {
 		return
@@ -171,9 +304,14 @@ func (c *coordinator) startSync() {
 		return
 	}
 	c.syncing = true
-	deps, self, sys, cx, initial := c.cfg.Deps, c.self, c.sys, c.ctx, c.cfg.InitialCheckpoint
+	deps, self, sys, cx, initial, leader := c.cfg.Deps, c.self, c.sys, c.ctx, c.cfg.InitialCheckpoint, c.leader()
 	go func() {
-		res := syncShards(cx, deps, initial)
+		var res syncResult
+		if leader {
+			res = syncShards(cx, deps, initial)
+		} else {
+			res.leases, res.err = deps.Store.List(cx)
+		}
 		if cx.Err() == nil {
 			sys.Root.Send(self, res)
 		}
@@ -222,18 +360,29 @@ func syncShards(ctx context.Context, deps *Deps, initial string) syncResult {
 			return syncResult{err: err}
 		}
 	}
-	return syncResult{shards: shards, leases: leases}
+	return syncResult{listed: listed, leases: leases}
 }
 
 func (c *coordinator) onSync(ctx actor.Context, r syncResult) {
 	c.syncing = false
 	if r.err != nil {
 		c.log.Warn("shard sync failed, will retry", "err", r.err)
-	} else if !c.stopping {
-		now := time.Now()
-		for _, t := range PlanTakes(r.shards, r.leases, c.cfg.Deps.Owner, c.busy, func(l lease.Lease) bool { return c.expiry.Observe(l, now) }) {
-			c.take(t)
+	} else {
+		known := len(c.leases)
+		c.leases = make(map[string]lease.Lease, len(r.leases))
+		for _, l := range r.leases {
+			c.leases[l.Key] = l
+			if l.Owner == "" || l.Owner == c.cfg.Deps.Owner {
+				delete(c.lost, l.Key)
+			}
 		}
+		if r.listed != nil {
+			c.listed = r.listed
+		}
+		if c.cfg.Gossip != nil && r.listed != nil && len(c.leases) > known && known > 0 {
+			c.broadcast(gossipMsg{Type: "shards"}) // new rows: tell the others
+		}
+		c.plan(ctx)
 	}
 	if c.resync {
 		c.resync = false
@@ -241,45 +390,61 @@ func (c *coordinator) onSync(ctx actor.Context, r syncResult) {
 	}
 }
 
-func (c *coordinator) busy(shardID string) bool {
-	return c.owned[shardID] != nil || c.taking[shardID] || c.finished[shardID]
-}
-
-// Take is a lease the coordinator decided to take, and why.
-type Take struct {
-	Lease  lease.Lease // as read
-	Reason string      // "free", "released", "expired" or "own"
-}
-
-// PlanTakes decides, from what was read, which leases to take: every lease
-// of a listed shard that is not finished (SHARD_END), not busy locally, and
-// either free, left over under our own name, or expired (its counter stood
-// still for the expiry interval, as judged by expired). Shards are taken in
-// id order. It is pure: the coordinator runs it on every sync.
-func PlanTakes(shards []stream.Shard, leases []lease.Lease, me string, busy func(string) bool, expired func(lease.Lease) bool) []Take {
-	listed := make(map[string]bool, len(shards))
-	for _, s := range shards {
-		listed[s.ID] = true
+func (c *coordinator) view() View {
+	leases := make([]lease.Lease, 0, len(c.leases))
+	for _, l := range c.leases {
+		leases = append(leases, l)
 	}
-	var out []Take
-	for _, l := range leases {
-		if !listed[l.Key] || l.Checkpoint.IsShardEnd() || busy(l.Key) {
+	running := make(map[string]bool, len(c.owned))
+	for k := range c.owned {
+		running[k] = true
+	}
+	now := time.Now()
+	v := View{
+		Me: c.cfg.Deps.Owner, Leases: leases, Listed: c.listed, Gone: c.gone,
+		Running: running, Lost: c.lost,
+		Busy:    func(k string) bool { return c.taking[k] || c.failed[k] },
+		Expired: func(l lease.Lease) bool { return c.expiry.Observe(l, now) },
+	}
+	if c.cfg.Gossip != nil {
+		v.Members = []cluster.Member{}
+		for _, m := range c.members {
+			if m.Name == v.Me && c.stopping {
+				m.Meta.Draining = true // leaving: hand everything to the others
+			}
+			v.Members = append(v.Members, m)
+		}
+	}
+	return v
+}
+
+// plan runs PlanOwnership on what the coordinator knows and acts on it.
+func (c *coordinator) plan(ctx actor.Context) {
+	if c.stopping || len(c.leases) == 0 {
+		return
+	}
+	p := PlanOwnership(c.view())
+	if c.log.Enabled(context.Background(), slog.LevelDebug) {
+		mine := 0
+		for _, o := range p.Assignment {
+			if o == c.cfg.Deps.Owner {
+				mine++
+			}
+		}
+		c.log.Debug("plan", "members", len(c.members), "leases", len(c.leases), "assigned", mine, "running", len(c.owned), "takes", len(p.Takes), "releases", len(p.Releases))
+	}
+	for _, t := range p.Takes {
+		c.take(t)
+	}
+	for _, key := range p.Releases {
+		o := c.owned[key]
+		if o == nil || !o.releasing.IsZero() {
 			continue
 		}
-		ex := expired(l) // observe every candidate, so expiry clocks start
-		switch {
-		case l.Owner == "" && l.Counter == 0:
-			out = append(out, Take{l, "free"})
-		case l.Owner == "":
-			out = append(out, Take{l, "released"})
-		case l.Owner == me:
-			out = append(out, Take{l, "own"})
-		case ex:
-			out = append(out, Take{l, "expired"})
-		}
+		o.releasing = time.Now()
+		c.log.Info("handing off shard", "shard", key, "to", p.Assignment[key], "members", len(c.members))
+		ctx.Send(o.pid, shardfsm.StopRequested{})
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Lease.Key < out[j].Lease.Key })
-	return out
 }
 
 func (c *coordinator) take(t Take) {
@@ -288,27 +453,38 @@ func (c *coordinator) take(t Take) {
 	go func() {
 		l, err := deps.Store.Take(cx, t.Lease, deps.Owner)
 		if cx.Err() == nil {
-			sys.Root.Send(self, takeResult{lease: l, reason: t.Reason, err: err})
+			sys.Root.Send(self, takeResult{key: t.Lease.Key, lease: l, reason: t.Reason, err: err})
 		}
 	}()
 }
 
 func (c *coordinator) onTake(ctx actor.Context, r takeResult) {
-	key := r.lease.Key
+	key := r.key
 	delete(c.taking, key)
-	res := "ok"
+	m := c.cfg.Deps.Metrics
 	if r.err != nil {
-		res = "lost"
+		res := "lost"
 		if !errors.Is(r.err, lease.ErrLeaseLost) {
 			res = "error"
 			c.log.Warn("taking lease failed", "shard", key, "err", r.err)
+		} else {
+			c.log.Info("lease moved before we could take it", "shard", key)
 		}
-		c.cfg.Deps.Metrics.LeaseWrites.WithLabelValues("take", res).Inc()
+		m.LeaseWrites.WithLabelValues("take", res).Inc()
 		c.maybeDoneStopping()
+		c.startSync() // our copy of the row is stale: read it again
 		return
 	}
-	c.cfg.Deps.Metrics.LeaseWrites.WithLabelValues("take", res).Inc()
-	c.cfg.Deps.Metrics.LeaseTakes.WithLabelValues(r.reason).Inc()
+	m.LeaseWrites.WithLabelValues("take", "ok").Inc()
+	m.LeaseTakes.WithLabelValues(r.reason).Inc()
+	m.OwnershipChanges.Inc()
+	if r.reason == TakeDeadOwner {
+		if at, ok := c.goneAt[r.lease.Owner]; ok {
+			m.ShardUnowned.Observe(time.Since(at).Seconds())
+		}
+	}
+	c.leases[key] = r.lease
+	delete(c.lost, key)
 	c.log.Info("lease taken", "shard", key, "reason", r.reason, "counter", r.lease.Counter)
 	pid, err := ctx.SpawnNamed(NewShardProps(c.cfg.Deps, r.lease), "shard-"+key)
 	if err != nil {
@@ -317,20 +493,69 @@ func (c *coordinator) onTake(ctx actor.Context, r takeResult) {
 	}
 	ctx.Watch(pid)
 	c.owned[key] = &ownedShard{pid: pid, checkpoint: r.lease.Checkpoint}
-	c.cfg.Deps.Metrics.LeasesHeld.Set(float64(len(c.owned)))
+	m.LeasesHeld.Set(float64(len(c.owned)))
 	if c.stopping {
 		ctx.Send(pid, shardfsm.StopRequested{}) // taken while stopping: give it back the normal way
 	}
 }
 
-func (c *coordinator) onFinished(f ShardFinished) {
-	if f.Outcome == shardfsm.Failed {
-		c.finished[f.ShardID] = true // not taken again by this node
+func (c *coordinator) onFinished(ctx actor.Context, f ShardFinished) {
+	m := c.cfg.Deps.Metrics
+	o := c.owned[f.ShardID]
+	switch f.Outcome {
+	case shardfsm.Failed:
+		c.failed[f.ShardID] = true // not taken again by this node
+	case shardfsm.LostLease:
+		c.lost[f.ShardID] = true
+		delete(c.leases, f.ShardID)
+		c.startSync()
+	case shardfsm.Released, shardfsm.ShardEnd:
+		l := c.leases[f.ShardID]
+		l.Key, l.Owner, l.Counter = f.ShardID, "", f.Counter
+		if f.Outcome == shardfsm.ShardEnd {
+			l.Checkpoint = lease.Checkpoint{SequenceNumber: lease.CheckpointShardEnd}
+		}
+		c.leases[f.ShardID] = l
+	}
+	if o != nil && !o.releasing.IsZero() && f.Outcome == shardfsm.Released {
+		m.HandoffDuration.Observe(time.Since(o.releasing).Seconds())
+	}
+	if f.Outcome == shardfsm.Released || f.Outcome == shardfsm.LostLease {
+		m.OwnershipChanges.Inc()
 	}
 	c.forget(f.ShardID)
-	if f.Outcome == shardfsm.ShardEnd {
-		c.startSync() // children become eligible now
+	if f.Outcome == shardfsm.Released && c.cfg.Gossip != nil {
+		// Tell the new owner at once, so it need not wait for a read.
+		p := PlanOwnership(c.view())
+		if to := p.Assignment[f.ShardID]; to != "" && to != c.cfg.Deps.Owner {
+			c.send(to, gossipMsg{Type: "released", Shard: f.ShardID, Counter: f.Counter, At: time.Now().UnixMilli()})
+		}
 	}
+	if f.Outcome == shardfsm.ShardEnd {
+		// Children become eligible now; the discovering node creates their
+		// rows, and everyone reads the table.
+		if c.cfg.Gossip != nil {
+			c.broadcast(gossipMsg{Type: "shards"})
+		}
+		c.startSync()
+		return
+	}
+	c.plan(ctx)
+}
+
+func (c *coordinator) send(to string, g gossipMsg) {
+	b, _ := json.Marshal(g)
+	gs := c.cfg.Gossip
+	go func() {
+		if err := gs.Send(to, b); err != nil {
+			gs.Broadcast(b)
+		}
+	}()
+}
+
+func (c *coordinator) broadcast(g gossipMsg) {
+	b, _ := json.Marshal(g)
+	c.cfg.Gossip.Broadcast(b)
 }
 
 func (c *coordinator) onTerminated(who *actor.PID) {
@@ -359,4 +584,22 @@ func (c *coordinator) maybeDoneStopping() {
 		close(w)
 	}
 	c.waiters = nil
+}
+
+// sameMembers reports whether two views have the same members with the same
+// meta (the inputs of the assignment).
+func sameMembers(a, b []cluster.Member) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	idx := make(map[string]cluster.Meta, len(a))
+	for _, m := range a {
+		idx[m.Name] = m.Meta
+	}
+	for _, m := range b {
+		if meta, ok := idx[m.Name]; !ok || meta != m.Meta {
+			return false
+		}
+	}
+	return true
 }

@@ -63,6 +63,7 @@ type (
 		Outcome  shardfsm.Outcome
 		Children []string
 		Err      error
+		Counter  int64 // the lease counter after the release (Released, ShardEnd)
 	}
 	// ShardStateChanged is sent by a shard actor to its parent on every
 	// state change.
@@ -339,7 +340,9 @@ func (a *shardActor) run(ctx actor.Context, eff shardfsm.Effect) {
 		store, held := a.deps.Store, a.lease
 		a.async(func(c context.Context) any {
 			err := store.Release(c, held)
-			return storeResult{op: shardfsm.OpRelease, lease: held, err: err}
+			after := held
+			after.Owner, after.Counter = "", held.Counter+1
+			return storeResult{op: shardfsm.OpRelease, lease: after, err: err}
 		})
 	case shardfsm.StartTimer:
 		a.startTimer(e)
@@ -404,7 +407,7 @@ func (a *shardActor) finish(ctx actor.Context, f shardfsm.Finished) {
 		// The parent stops this actor when it has read ShardFinished, so
 		// that Terminated (a system message, delivered first) cannot
 		// overtake it.
-		ctx.Send(p, ShardFinished{ShardID: a.lease.Key, Outcome: f.Outcome, Children: f.Children, Err: f.Err})
+		ctx.Send(p, ShardFinished{ShardID: a.lease.Key, Outcome: f.Outcome, Children: f.Children, Err: f.Err, Counter: a.lease.Counter})
 		return
 	}
 	ctx.Stop(a.self)

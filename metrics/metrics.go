@@ -29,7 +29,11 @@ type Metrics struct {
 	ProcessorFailures  *prometheus.CounterVec // outcome: retried, dead_lettered, shard_stopped, during_shutdown
 	ShardStates        *prometheus.GaugeVec   // state: number of shards in it
 	ShardsFinished     *prometheus.CounterVec // outcome: released, shard-end, lease-lost, failed
-	LeaseTakes         *prometheus.CounterVec // reason: free, released, expired, own
+	LeaseTakes         *prometheus.CounterVec // reason: free, released, dead_owner, expired, own
+	ClusterMembers     prometheus.Gauge       // members this node sees
+	OwnershipChanges   prometheus.Counter     // leases taken, released or lost by this node
+	HandoffDuration    prometheus.Histogram   // seconds from asking a shard to hand off to its release
+	ShardUnowned       prometheus.Histogram   // seconds a shard had no owner before this node took it
 
 	registry prometheus.Gatherer
 }
@@ -56,6 +60,10 @@ func New(reg prometheus.Registerer) *Metrics {
 		ShardStates:        prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "shards", Help: "Shard actors on this node by state."}, []string{"state"}),
 		ShardsFinished:     prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "shards_finished_total", Help: "Shard actors that finished, by outcome."}, []string{"outcome"}),
 		LeaseTakes:         prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "lease_takes_total", Help: "Leases taken, by reason."}, []string{"reason"}),
+		ClusterMembers:     prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "cluster_members", Help: "Live cluster members this node sees (1 without a cluster)."}),
+		OwnershipChanges:   prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "ownership_changes_total", Help: "Leases this node took, released or lost."}),
+		HandoffDuration:    prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "handoff_duration_seconds", Help: "From asking a shard to hand off until its lease was released.", Buckets: lat}),
+		ShardUnowned:       prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "shard_unowned_seconds", Help: "How long a shard had no owner before this node took it: from the release (sender's clock) or from seeing its owner die.", Buckets: lat}),
 	}
 	if g, ok := reg.(prometheus.Gatherer); ok {
 		m.registry = g
@@ -63,7 +71,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	reg.MustRegister(m.RecordsProcessed, m.BytesProcessed, m.MillisBehindLatest, m.GetRecordsLatency,
 		m.ProcessingLatency, m.FetchErrors, m.CheckpointsWritten, m.CheckpointsRefused, m.LeaseWrites,
 		m.LeasesHeld, m.LeaseLosses, m.ProcessorRestarts, m.ProcessorFailures, m.ShardStates,
-		m.ShardsFinished, m.LeaseTakes)
+		m.ShardsFinished, m.LeaseTakes, m.ClusterMembers, m.OwnershipChanges, m.HandoffDuration, m.ShardUnowned)
 	return m
 }
 
