@@ -195,6 +195,7 @@ func (a *shardActor) onStore(ctx actor.Context, r storeResult) {
 		a.lease = r.lease
 		if r.op == shardfsm.OpCheckpoint {
 			a.deps.Metrics.CheckpointsWritten.Inc()
+			a.report(ctx, r.lease.Checkpoint)
 		}
 	}
 	a.deps.Metrics.LeaseWrites.WithLabelValues(r.op.String(), res).Inc()
@@ -250,8 +251,15 @@ func (a *shardActor) setState(ctx actor.Context, s shardfsm.State) {
 		a.deps.Metrics.ShardStates.WithLabelValues(s.String()).Inc()
 	}
 	a.state = s
-	if s != 0 && ctx.Parent() != nil {
-		ctx.Send(ctx.Parent(), ShardStateChanged{ShardID: a.lease.Key, State: s, Checkpoint: a.m.Checkpoint()})
+	if s != 0 {
+		a.report(ctx, a.m.Checkpoint())
+	}
+}
+
+// report tells the parent the shard's state and checkpoint (for /status).
+func (a *shardActor) report(ctx actor.Context, cp lease.Checkpoint) {
+	if a.state != 0 && ctx.Parent() != nil {
+		ctx.Send(ctx.Parent(), ShardStateChanged{ShardID: a.lease.Key, State: a.state, Checkpoint: cp})
 	}
 }
 
