@@ -6,13 +6,15 @@
 //
 // A line is
 //
-//	{"node":"n1","shard":"shardId-000000000001","seq":"4959...","sub":0,"pk":"k7","data":{"pk":"k7","n":12}}
+//	{"node":"n1","shard":"shardId-000000000001","seq":"4959...","sub":0,"ts":1764127283123,"pk":"k7","data":{"pk":"k7","n":12}}
 //
-// where data is the record's payload itself, compacted to one line, when the
+// where ts is the processing time: unix milliseconds when the batch was
+// appended, the same for every record of one batch,
+// and data is the record's payload itself, compacted to one line, when the
 // payload is valid JSON. Otherwise data is absent and "b64" holds the payload
 // in standard base64 (with padding); an empty payload has neither:
 //
-//	{"node":"n1","shard":"shardId-000000000001","seq":"4959...","sub":0,"pk":"k7","b64":"AAEC"}
+//	{"node":"n1","shard":"shardId-000000000001","seq":"4959...","sub":0,"ts":1764127283123,"pk":"k7","b64":"AAEC"}
 package ledger
 
 import (
@@ -27,6 +29,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/kinactor/kinactor"
 	"github.com/kinactor/kinactor/messages"
@@ -38,7 +41,10 @@ type Entry struct {
 	Shard string `json:"shard"`
 	Seq   string `json:"seq"`
 	Sub   int64  `json:"sub"`
-	PK    string `json:"pk"`
+	// TS is when the batch was appended, in unix milliseconds; the same
+	// for every record of one batch.
+	TS int64  `json:"ts"`
+	PK string `json:"pk"`
 	// Data is the payload when it is valid JSON (compacted), else nil.
 	Data json.RawMessage `json:"data,omitempty"`
 	// B64 is the payload when it is not valid JSON (base64 in the file),
@@ -129,8 +135,9 @@ func (w *Writer) Append(batch messages.Records) error {
 		return nil
 	}
 	var buf bytes.Buffer
+	ts := time.Now().UnixMilli()
 	for _, r := range batch.Records {
-		e := Entry{Node: w.node, Shard: batch.ShardID, Seq: r.SequenceNumber, Sub: r.SubSequenceNumber, PK: r.PartitionKey}
+		e := Entry{Node: w.node, Shard: batch.ShardID, Seq: r.SequenceNumber, Sub: r.SubSequenceNumber, TS: ts, PK: r.PartitionKey}
 		var compact bytes.Buffer
 		if json.Valid(r.Data) && json.Compact(&compact, r.Data) == nil {
 			e.Data = compact.Bytes()

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/kinactor/kinactor/messages"
 )
@@ -30,6 +31,7 @@ func TestWriteReadBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	before := time.Now().UnixMilli()
 	fn := w.Processor()
 	var wg sync.WaitGroup
 	for s := 0; s < 4; s++ {
@@ -67,8 +69,13 @@ func TestWriteReadBack(t *testing.T) {
 	if len(es) != 4*50+2 {
 		t.Fatalf("read %d entries, want %d", len(es), 4*50+2)
 	}
+	after := time.Now().UnixMilli()
+	batchTS := map[string]int64{} // "shard/batch" → ts: one per batch
 	next := map[string]int{}
 	for _, e := range es {
+		if e.TS < before || e.TS > after {
+			t.Fatalf("ts %d outside [%d, %d]", e.TS, before, after)
+		}
 		if e.Node != "n1" {
 			t.Fatalf("node %q", e.Node)
 		}
@@ -82,6 +89,11 @@ func TestWriteReadBack(t *testing.T) {
 		if want := fmt.Sprintf(`{"pk":"k%d","n":%d}`, i%3, i); string(e.Data) != want || e.B64 != nil {
 			t.Fatalf("data %s, want %s", e.Data, want)
 		}
+		key := fmt.Sprintf("%s/%d", e.Shard, i/5)
+		if ts, ok := batchTS[key]; ok && ts != e.TS {
+			t.Fatalf("%s: ts %d and %d within one batch", key, ts, e.TS)
+		}
+		batchTS[key] = e.TS
 		next[e.Shard]++
 	}
 	b1, b2 := es[len(es)-2], es[len(es)-1]
@@ -91,7 +103,13 @@ func TestWriteReadBack(t *testing.T) {
 	if b2.Data != nil || b2.B64 != nil || len(b2.Payload()) != 0 {
 		t.Fatalf("empty-payload entry %+v", b2)
 	}
+	if b1.TS != b2.TS {
+		t.Fatalf("one batch, two ts: %d and %d", b1.TS, b2.TS)
+	}
 	raw, _ := os.ReadFile(filepath.Join(dir, "n1.jsonl"))
+	if !strings.Contains(string(raw), fmt.Sprintf(`"sub":3,"ts":%d,"pk":"x"`, b1.TS)) {
+		t.Fatalf("no ts field in file:\n%s", raw[len(raw)-200:])
+	}
 	if !strings.Contains(string(raw), `"b64":"AAEC/w=="`) {
 		t.Fatalf("binary payload not base64 in file:\n%s", raw[len(raw)-200:])
 	}
