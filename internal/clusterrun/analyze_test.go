@@ -1,0 +1,98 @@
+package clusterrun
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/kinactor/kinactor/internal/ledger"
+)
+
+func entry(node, shard string, ts int64, pk string, n int) ledger.Entry {
+	return ledger.Entry{Node: node, Shard: shard, Seq: fmt.Sprint(ts), TS: ts, PK: pk,
+		Data: fmt.Appendf(nil, `{"pk":%q,"n":%d}`, pk, n)}
+}
+
+func TestAnalyze(t *testing.T) {
+	t0 := time.UnixMilli(10_000)
+	events := []Event{
+		{Kind: EventStart, Node: "n1", At: t0},
+		{Kind: EventKill, Node: "n1", At: t0.Add(time.Second)},      // 11000
+		{Kind: EventTerm, Node: "n2", At: t0.Add(3 * time.Second)},  // 13000
+		{Kind: EventStart, Node: "n3", At: t0.Add(4 * time.Second)}, // 14000
+		{Kind: EventKill, Node: "n3", At: t0.Add(10 * time.Second)}, // 20000: no data after
+		{Kind: EventTerm, Node: "n9", At: t0.Add(-5 * time.Second)}, // before everything
+	}
+	es := []ledger.Entry{
+		// shard A: n1 until the kill, then n2 re-processes k0/2 and goes on.
+		entry("n1", "A", 10_100, "k0", 1),
+		entry("n1", "A", 10_900, "k0", 2),
+		entry("n2", "A", 12_300, "k0", 2), // duplicate after the kill; idle 1.3s
+		entry("n2", "A", 12_300, "k0", 3),
+		// n2 leaves at 13000; n3 takes A at 13200 (idle 0.2s).
+		entry("n2", "A", 13_050, "k0", 4),
+		entry("n3", "A", 13_200, "k0", 5),
+		// shard B: n2 throughout until its term; k1/3 processed before k1/2.
+		entry("n2", "B", 10_200, "k1", 1),
+		entry("n2", "B", 12_000, "k1", 3),
+		entry("n2", "B", 12_100, "k1", 2),
+		entry("n3", "B", 13_500, "k1", 4), // idle 0.5s
+		entry("n3", "B", 13_600, "k1", 4), // duplicate after the term
+		// garbage
+		{Node: "n2", Shard: "B", Seq: "x", TS: 12_000, Data: []byte(`"x"`)},
+		entry("n2", "B", 12_000, "k1", 99), // not produced
+	}
+	produced := map[string]int{"k0": 6, "k1": 4} // k0/6 lost
+	r := Analyze(es, produced, events)
+	t.Log(r.String())
+	check := func(what string, got, want any) {
+		t.Helper()
+		if got != want {
+			t.Errorf("%s = %v, want %v", what, got, want)
+		}
+	}
+	check("Produced", r.Produced, 10)
+	check("Processed", r.Processed, 9)
+	check("Lost", r.Lost, 1)
+	check("LostSamples", fmt.Sprint(r.LostSamples), "[k0/6]")
+	check("Unexpected", r.Unexpected, 1)
+	check("Unparsed", r.Unparsed, 1)
+	check("Duplicates", r.Duplicates, 2)
+	check("DupAfterKills", r.DupAfterKills, 1)
+	check("DupAfterTerms", r.DupAfterTerms, 1)
+	check("DupByEvent", fmt.Sprint(r.DupByEvent), "[0 1 1 0 0 0]")
+	check("OrderViolations", r.OrderViolations, 1)
+	check("Kills", r.Kills, 2)
+	check("Terms", r.Terms, 2)
+	check("moves", len(r.Moves), 3)
+	check("KillIdle", r.KillIdle, Stats{N: 1, P50: 1300 * time.Millisecond, P99: 1300 * time.Millisecond, Max: 1300 * time.Millisecond})
+	check("TermIdle", r.TermIdle, Stats{N: 2, P50: 200 * time.Millisecond, P99: 500 * time.Millisecond, Max: 500 * time.Millisecond})
+	check("MaxIdle", r.MaxIdle, 1300*time.Millisecond)
+	check("EventsWithoutMove", r.EventsWithoutMove, 2)
+	if r.OK() {
+		t.Error("OK with a lost record")
+	}
+}
+
+func TestAnalyzeSameMillisecondOtherNode(t *testing.T) {
+	// Two nodes appending in the same millisecond cannot be ordered.
+	es := []ledger.Entry{entry("n1", "A", 5, "k0", 2), entry("n2", "A", 5, "k0", 1)}
+	r := Analyze(es, map[string]int{"k0": 2}, nil)
+	if !r.OK() || r.OrderViolations != 0 || r.Duplicates != 0 {
+		t.Fatalf("%+v", r)
+	}
+}
+
+func TestStats(t *testing.T) {
+	var ds []time.Duration
+	for i := 100; i >= 1; i-- {
+		ds = append(ds, time.Duration(i)*time.Millisecond)
+	}
+	s := statsOf(ds)
+	if s.N != 100 || s.P50 != 50*time.Millisecond || s.P99 != 99*time.Millisecond || s.Max != 100*time.Millisecond {
+		t.Fatalf("%+v", s)
+	}
+	if (statsOf(nil) != Stats{}) {
+		t.Fatal("stats of nothing")
+	}
+}
