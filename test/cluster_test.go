@@ -42,13 +42,15 @@ func balanced(nodes []*kinactor.Node, want int) error {
 			return err
 		}
 		processing := 0
+		var states []string
 		for _, s := range st.Shards {
 			if s.State == shardfsm.Processing.String() {
 				processing++
 			}
+			states = append(states, s.ShardID+"="+s.State)
 		}
 		if processing != want || len(st.Shards) != want {
-			return fmt.Errorf("%s runs %d shards (%d processing), want %d", st.Node, len(st.Shards), processing, want)
+			return fmt.Errorf("%s runs %d shards (%d processing: %v), want %d", st.Node, len(st.Shards), processing, states, want)
 		}
 		total += processing
 	}
