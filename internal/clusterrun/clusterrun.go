@@ -450,3 +450,52 @@ func (c *Cluster) Close() {
 		<-p.exited
 	}
 }
+
+// WaitBalanced polls the running nodes' /status until each of the shards
+// shards is owned by exactly one node and every node owns between ⌊S/N⌋
+// and ⌈S/N⌉ of them, or until timeout. It returns the last owners seen.
+func (c *Cluster) WaitBalanced(ctx context.Context, shards int, timeout time.Duration) (map[string][]string, error) {
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		owners, err := c.Owners(ctx)
+		if err == nil {
+			err = balanced(owners, shards, c.Nodes())
+		}
+		if err == nil {
+			return owners, nil
+		}
+		if time.Now().After(deadline) {
+			return owners, fmt.Errorf("clusterrun: not balanced within %s: %w", timeout, err)
+		}
+		select {
+		case <-ctx.Done():
+			return owners, ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+func balanced(owners map[string][]string, shards int, nodes []*Proc) error {
+	if len(nodes) == 0 {
+		return errors.New("no nodes")
+	}
+	count := map[string]int{}
+	for s, os := range owners {
+		if len(os) != 1 {
+			return fmt.Errorf("shard %s owned by %v", s, os)
+		}
+		count[os[0]]++
+	}
+	if len(owners) != shards {
+		return fmt.Errorf("%d of %d shards owned: %v", len(owners), shards, owners)
+	}
+	lo, hi := shards/len(nodes), (shards+len(nodes)-1)/len(nodes)
+	for _, p := range nodes {
+		if n := count[p.Name]; n < lo || n > hi {
+			return fmt.Errorf("node %s owns %d shards (want %d..%d): %v", p.Name, n, lo, hi, owners)
+		}
+	}
+	return nil
+}
