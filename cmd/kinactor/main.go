@@ -6,6 +6,8 @@
 //	kinactor produce write numbered records to a stream
 //	kinactor status  print the lease table, shards and a node's view
 //	kinactor reshard split or merge shards, or change the shard count
+//	kinactor failover-bench  kill and replace nodes of a local cluster, measure
+//	kinactor migrate copy a vmware-go-kcl table's checkpoints to a lease table
 //
 // Errors are printed as "kinactor: <err>" and exit with status 1; a missing
 // or unknown subcommand prints the usage and exits with status 2.
@@ -38,6 +40,8 @@ var commands = []command{
 	{"produce", "write numbered JSON records over partition keys to a stream", runProduce},
 	{"status", "print the lease table and shards, and a node's members and shards", runStatus},
 	{"reshard", "split or merge shards, or change the shard count, and wait until ACTIVE", runReshard},
+	{"failover-bench", "kill and replace node processes of a local cluster repeatedly; report idle time, duplicates, losses", runFailoverBench},
+	{"migrate", "copy a vmware-go-kcl table's checkpoints into a kinactor lease table", runMigrate},
 }
 
 func main() {
@@ -81,7 +85,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 func usage(w io.Writer) {
 	fmt.Fprintf(w, "usage: kinactor <subcommand> [flags]\n\nsubcommands:\n")
 	for _, c := range commands {
-		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-14s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintf(w, "\nRun `kinactor <subcommand> -h` for its flags.\n")
 }
