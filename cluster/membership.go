@@ -254,15 +254,28 @@ func (m *Membership) UpdateMeta(meta Meta) error {
 // Send delivers payload to one member by name over a reliable (TCP)
 // stream. The receiver gets a MessageReceived event naming us.
 func (m *Membership) Send(to string, payload []byte) error {
-	for _, n := range m.ml.Members() {
-		if n.Name == to {
-			if err := m.ml.SendReliable(n, m.frame(payload)); err != nil {
-				return fmt.Errorf("cluster: sending to %s: %w", to, err)
-			}
-			return nil
-		}
+	// Address the member from our own copy of the table: the *Node values
+	// memberlist hands out are changed under its lock, so reading them
+	// here would race.
+	m.memMu.Lock()
+	mem, ok := m.members[to]
+	m.memMu.Unlock()
+	if !ok {
+		return fmt.Errorf("cluster: unknown member %q", to)
 	}
-	return fmt.Errorf("cluster: unknown member %q", to)
+	host, portStr, err := net.SplitHostPort(mem.Addr)
+	if err != nil {
+		return fmt.Errorf("cluster: member %q has a bad address %q: %w", to, mem.Addr, err)
+	}
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil {
+		return fmt.Errorf("cluster: member %q has a bad port %q: %w", to, portStr, err)
+	}
+	node := &memberlist.Node{Name: to, Addr: net.ParseIP(host), Port: uint16(port)}
+	if err := m.ml.SendReliable(node, m.frame(payload)); err != nil {
+		return fmt.Errorf("cluster: sending to %s: %w", to, err)
+	}
+	return nil
 }
 
 // Broadcast gossips payload to all members (best effort, retransmitted
