@@ -1,0 +1,462 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/kinesis"
+
+	"github.com/kinactor/kinactor/internal/clusterrun"
+	"github.com/kinactor/kinactor/internal/ledger"
+	"github.com/kinactor/kinactor/internal/localaws"
+)
+
+// localEnv is a local Kinesis and DynamoDB server pair and what a node
+// process needs to reach them.
+type localEnv struct {
+	kin, ddb *localaws.Server
+	env      []string // for the node processes
+	kc       *kinesis.Client
+}
+
+// startLocalEnv starts kinesalite and DynamoDB Local (or dynalite) in
+// parallel.
+func startLocalEnv(ctx context.Context, dir string, dynalite bool, serverLog io.Writer) (*localEnv, error) {
+	dk := localaws.DynamoDBLocal
+	if dynalite {
+		dk = localaws.Dynalite
+	}
+	var (
+		wg         sync.WaitGroup
+		e          localEnv
+		kErr, dErr error
+	)
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		e.kin, kErr = localaws.Start(ctx, localaws.Kinesalite, localaws.Options{Dir: dir, Log: serverLog})
+	}()
+	go func() {
+		defer wg.Done()
+		e.ddb, dErr = localaws.Start(ctx, dk, localaws.Options{Dir: dir, Log: serverLog})
+	}()
+	wg.Wait()
+	if err := errors.Join(kErr, dErr); err != nil {
+		_ = e.stop()
+		return nil, fmt.Errorf("starting local servers (install them with `make deps`; run from the repository or pass --dir): %w", err)
+	}
+	e.env = []string{
+		"AWS_ENDPOINT_URL_KINESIS=" + e.kin.Endpoint,
+		"AWS_ENDPOINT_URL_DYNAMODB=" + e.ddb.Endpoint,
+		"AWS_REGION=us-east-1", "AWS_ACCESS_KEY_ID=local", "AWS_SECRET_ACCESS_KEY=local",
+		"AWS_SESSION_TOKEN=", "AWS_PROFILE=", "AWS_ENDPOINT_URL=", "AWS_EC2_METADATA_DISABLED=true",
+	}
+	e.kc = kinesis.NewFromConfig(aws.Config{
+		Region:      "us-east-1",
+		Credentials: credentials.NewStaticCredentialsProvider("local", "local", ""),
+	}, func(o *kinesis.Options) { o.BaseEndpoint = aws.String(e.kin.Endpoint) })
+	return &e, nil
+}
+
+func (e *localEnv) stop() error { return errors.Join(e.kin.Stop(), e.ddb.Stop()) } // Stop is nil-safe
+
+// waitFlowing polls the ledgers until each of shards has a record
+// processed by a node other than victim after at.
+func waitFlowing(ctx context.Context, c *clusterrun.Cluster, victim string, shards []string, at time.Time, timeout time.Duration) error {
+	return pollFor(ctx, timeout, func() error {
+		es, err := ledger.ReadDir(c.LedgerDir())
+		if err != nil {
+			return err
+		}
+		again := map[string]bool{}
+		for _, e := range es {
+			if e.Node != victim && e.TS > at.UnixMilli() {
+				again[e.Shard] = true
+			}
+		}
+		for _, s := range shards {
+			if !again[s] {
+				return fmt.Errorf("no record of %s processed by another node since %s stopped", s, victim)
+			}
+		}
+		return nil
+	})
+}
+
+// waitAllProcessed polls the ledgers until every produced record is in
+// one, and returns the analysis.
+func waitAllProcessed(ctx context.Context, c *clusterrun.Cluster, produced map[string]int, timeout time.Duration) (clusterrun.Report, error) {
+	var rep clusterrun.Report
+	err := pollFor(ctx, timeout, func() error {
+		es, err := ledger.ReadDir(c.LedgerDir())
+		if err != nil {
+			return err
+		}
+		rep = clusterrun.Analyze(es, produced, c.Events())
+		if rep.Lost > 0 {
+			return fmt.Errorf("%d of %d records in no ledger, e.g. %v", rep.Lost, rep.Produced, rep.LostSamples)
+		}
+		return nil
+	})
+	return rep, err
+}
+
+// pollFor calls f every 100ms until it returns nil, ctx is done or timeout
+// passes (then the last error is returned).
+func pollFor(ctx context.Context, timeout time.Duration, f func() error) error {
+	deadline := time.Now().Add(timeout)
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		err := f()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not within %s: %w", timeout, err)
+		}
+		select {
+		case <-ctx.Done():
+			return errors.Join(ctx.Err(), err)
+		case <-t.C:
+		}
+	}
+}
+
+// sumCounter sums the samples of a Prometheus counter in text format, in
+// total and by the value of label byLabel.
+func sumCounter(text, name, byLabel string) (float64, map[string]float64) {
+	total, by := 0.0, map[string]float64{}
+	for line := range strings.SplitSeq(text, "\n") {
+		if !strings.HasPrefix(line, name) {
+			continue
+		}
+		rest := line[len(name):]
+		if rest == "" || (rest[0] != '{' && rest[0] != ' ') {
+			continue // another metric with this prefix
+		}
+		f := strings.Fields(line)
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err != nil {
+			continue
+		}
+		total += v
+		if i := strings.Index(rest, byLabel+`="`); i >= 0 {
+			lv := rest[i+len(byLabel)+2:]
+			if j := strings.IndexByte(lv, '"'); j >= 0 {
+				by[lv[:j]] += v
+			}
+		}
+	}
+	return total, by
+}
+
+// benchResult is what failover-bench reports (--json prints it).
+type benchResult struct {
+	Nodes            int                `json:"nodes"`
+	Shards           int                `json:"shards"`
+	Rate             float64            `json:"rate"`
+	Seed             uint64             `json:"seed"`
+	DurationSec      float64            `json:"duration_sec"`
+	Kills            int                `json:"kills"`
+	KillIdle         statsJSON          `json:"idle_after_kill"`
+	GracefulStops    int                `json:"graceful_stops"`
+	TermIdle         statsJSON          `json:"idle_after_graceful_stop"`
+	GracefulMoves    int                `json:"graceful_moves"`
+	DupPerGraceful   float64            `json:"duplicates_per_graceful_move"`
+	DupAfterTerms    int                `json:"duplicates_after_graceful_stops"`
+	DupAfterKills    int                `json:"duplicates_after_kills"`
+	DupOther         int                `json:"duplicates_other"`
+	Lost             int                `json:"lost"`
+	OrderViolations  int                `json:"order_violations"`
+	Produced         int                `json:"produced"`
+	Processed        int                `json:"processed"`
+	LeaseWrites      float64            `json:"lease_writes"`
+	LeaseWritesByOp  map[string]float64 `json:"lease_writes_by_op"`
+	LeaseWritesPerSH float64            `json:"lease_writes_per_shard_hour"`
+	MetricsMissed    int                `json:"metrics_missed"`
+}
+
+type statsJSON struct {
+	N   int     `json:"n"`
+	P50 float64 `json:"p50_sec"`
+	P99 float64 `json:"p99_sec"`
+	Max float64 `json:"max_sec"`
+}
+
+func toStatsJSON(s clusterrun.Stats) statsJSON {
+	return statsJSON{s.N, s.P50.Seconds(), s.P99.Seconds(), s.Max.Seconds()}
+}
+
+// runFailoverBench implements `kinactor failover-bench`.
+func runFailoverBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("failover-bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	kills := fs.Int("kills", 20, "SIGKILLs to do (every 5th round is a graceful SIGTERM in addition)")
+	nodes := fs.Int("nodes", 3, "node processes")
+	shards := fs.Int("shards", 8, "shards of the stream")
+	rate := fs.Float64("rate", 50, "records per second produced during the run")
+	keys := fs.Int("keys", 64, "partition keys")
+	seed := fs.Uint64("seed", 1, "seed for picking victims")
+	asJSON := fs.Bool("json", false, "print the result as JSON")
+	dynalite := fs.Bool("dynalite", false, "use dynalite instead of DynamoDB Local")
+	dir := fs.String("dir", "", "tools/localaws directory (default: $"+localaws.EnvDir+", else found from the working directory's module)")
+	workDir := fs.String("work-dir", "", "directory for ledgers and node logs (default: a temporary directory, removed afterwards)")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: kinactor failover-bench [flags]\n\n"+
+			"Starts local servers and a cluster of `kinactor node` processes, produces\n"+
+			"records, and repeatedly SIGKILLs a random node (every 5th round a graceful\n"+
+			"SIGTERM), waits until its shards are processed again, starts a replacement\n"+
+			"and waits for the rebalance. Prints how long shards were idle, duplicates\n"+
+			"and losses (exit status 1 if a record was lost).\n\nflags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	switch {
+	case fs.NArg() > 0:
+		return fmt.Errorf("failover-bench: unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	case *kills < 0:
+		return fmt.Errorf("failover-bench: invalid --kills %d", *kills)
+	case *nodes < 2:
+		return fmt.Errorf("failover-bench: invalid --nodes %d (want at least 2)", *nodes)
+	case *shards < 1 || *shards > 100:
+		return fmt.Errorf("failover-bench: invalid --shards %d (want 1..100)", *shards)
+	case *rate <= 0:
+		return fmt.Errorf("failover-bench: invalid --rate %g", *rate)
+	case *keys < 1:
+		return fmt.Errorf("failover-bench: invalid --keys %d", *keys)
+	}
+	began := time.Now()
+	logf := func(format string, a ...any) {
+		fmt.Fprintf(stderr, "[%6.1fs] %s\n", time.Since(began).Seconds(), fmt.Sprintf(format, a...))
+	}
+	bin, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("failover-bench: %w", err)
+	}
+	wd := *workDir
+	if wd == "" {
+		if wd, err = os.MkdirTemp("", "kinactor-failover-bench-"); err != nil {
+			return fmt.Errorf("failover-bench: %w", err)
+		}
+		defer os.RemoveAll(wd)
+	}
+
+	env, err := startLocalEnv(ctx, *dir, *dynalite, nil)
+	if err != nil {
+		return fmt.Errorf("failover-bench: %w", err)
+	}
+	defer env.stop()
+	const name = "kinactor-failover-bench"
+	if err := ensureStream(ctx, env.kc, name, int32(*shards)); err != nil {
+		return fmt.Errorf("failover-bench: %w", err)
+	}
+	logf("servers up, stream %s with %d shards", name, *shards)
+
+	// One node creates the lease rows, then the others join.
+	c, err := clusterrun.Start(ctx, clusterrun.Options{Bin: bin, Dir: wd, App: name, Stream: name, Env: env.env, Nodes: 1})
+	if err != nil {
+		return fmt.Errorf("failover-bench: %w", err)
+	}
+	defer c.Close()
+	failed := func(err error) error {
+		return fmt.Errorf("failover-bench: %w (node logs in %s)", err, filepath.Join(wd, "logs"))
+	}
+	if *workDir == "" {
+		failed = func(err error) error {
+			return fmt.Errorf("failover-bench: %w (pass --work-dir to keep the node logs)", err)
+		}
+	}
+	if _, err := c.WaitBalanced(ctx, *shards, 60*time.Second); err != nil {
+		return failed(err)
+	}
+	for i := 1; i < *nodes; i++ {
+		if _, err := c.AddNode(ctx); err != nil {
+			return failed(err)
+		}
+	}
+	if _, err := c.WaitBalanced(ctx, *shards, 60*time.Second); err != nil {
+		return failed(err)
+	}
+	runStart := time.Now()
+	prod := clusterrun.StartProducer(env.kc, name, *keys, *rate)
+	defer prod.Stop()
+	logf("%d nodes balanced; producing %g records/s", *nodes, *rate)
+	if err := waitProduced(ctx, prod, int(2**rate)); err != nil {
+		return failed(err)
+	}
+
+	var leaseWrites float64
+	writesByOp := map[string]float64{}
+	metricsMissed := 0
+	collect := func(p *clusterrun.Proc) {
+		m, err := c.Metrics(ctx, p)
+		if err != nil {
+			metricsMissed++
+			logf("metrics of %s: %v", p.Name, err)
+			return
+		}
+		t, by := sumCounter(m, "kinactor_lease_writes_total", "op")
+		leaseWrites += t
+		for k, v := range by {
+			writesByOp[k] += v
+		}
+	}
+
+	rng := rand.New(rand.NewPCG(*seed, *seed^0x9e3779b97f4a7c15))
+	done := 0
+	for round := 1; done < *kills; round++ {
+		graceful := round%5 == 0
+		live := c.Nodes()
+		victim := live[rng.IntN(len(live))]
+		st, err := c.Status(ctx, victim)
+		if err != nil {
+			return failed(err)
+		}
+		var vs []string
+		for _, s := range st.Shards {
+			vs = append(vs, s.ShardID)
+		}
+		collect(victim)
+		var at time.Time
+		how := "SIGKILL"
+		if graceful {
+			how = "SIGTERM"
+			at = time.Now()
+			if err := c.Term(victim); err != nil {
+				return failed(err)
+			}
+		} else {
+			at = time.Now()
+			if err := c.Kill(victim); err != nil {
+				return failed(err)
+			}
+			done++
+		}
+		if err := waitFlowing(ctx, c, victim.Name, vs, at, 30*time.Second); err != nil {
+			return failed(err)
+		}
+		flowing := time.Since(at)
+		p, err := c.AddNode(ctx)
+		if err != nil {
+			return failed(err)
+		}
+		joined := time.Now()
+		if _, err := c.WaitBalanced(ctx, *shards, 60*time.Second); err != nil {
+			return failed(err)
+		}
+		logf("round %d: %s %s (%d shards), all flowing again after %.2fs; %s joined, balanced after %.2fs",
+			round, how, victim.Name, len(vs), flowing.Seconds(), p.Name, time.Since(joined).Seconds())
+	}
+
+	produced, err := prod.Stop()
+	if err != nil {
+		return failed(err)
+	}
+	rep, err := waitAllProcessed(ctx, c, produced, 60*time.Second)
+	if err != nil {
+		logf("%v", err)
+	}
+	for _, p := range c.Nodes() {
+		collect(p)
+	}
+	runHours := time.Since(runStart).Hours()
+	for _, p := range c.Nodes() {
+		if err := c.Term(p); err != nil {
+			logf("%v", err)
+		}
+	}
+
+	res := benchResult{
+		Nodes: *nodes, Shards: *shards, Rate: *rate, Seed: *seed, DurationSec: time.Since(began).Seconds(),
+		Kills: rep.Kills, KillIdle: toStatsJSON(rep.KillIdle),
+		GracefulStops: rep.Terms, TermIdle: toStatsJSON(rep.TermIdle), GracefulMoves: rep.TermIdle.N,
+		DupAfterTerms: rep.DupAfterTerms, DupAfterKills: rep.DupAfterKills, DupOther: rep.DupUnattributed,
+		Lost: rep.Lost, OrderViolations: rep.OrderViolations, Produced: rep.Produced, Processed: rep.Processed,
+		LeaseWrites: leaseWrites, LeaseWritesByOp: writesByOp, MetricsMissed: metricsMissed,
+	}
+	if res.GracefulMoves > 0 {
+		res.DupPerGraceful = float64(rep.DupAfterTerms) / float64(res.GracefulMoves)
+	}
+	if runHours > 0 {
+		res.LeaseWritesPerSH = leaseWrites / float64(*shards) / runHours
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(res); err != nil {
+			return err
+		}
+	} else {
+		printBench(stdout, res)
+	}
+	if rep.Lost > 0 || rep.OrderViolations > 0 {
+		return fmt.Errorf("failover-bench: %d records lost, %d per-key order violations", rep.Lost, rep.OrderViolations)
+	}
+	return nil
+}
+
+func waitProduced(ctx context.Context, prod *clusterrun.Producer, n int) error {
+	return pollFor(ctx, time.Minute, func() error {
+		if _, total := prod.Produced(); total < n {
+			if errs, err := prod.Errors(); errs > 0 {
+				return fmt.Errorf("%d of %d records produced (%d failed calls, last: %v)", total, n, errs, err)
+			}
+			return fmt.Errorf("%d of %d records produced", total, n)
+		}
+		return nil
+	})
+}
+
+func printBench(w io.Writer, r benchResult) {
+	fmt.Fprintf(w, "failover-bench: %d nodes, %d shards, %g records/s, seed %d, %.0fs\n\n", r.Nodes, r.Shards, r.Rate, r.Seed, r.DurationSec)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "\tcount\tshards moved\tidle p50 (s)\tidle p99 (s)\tidle max (s)\t")
+	fmt.Fprintf(tw, "kills (SIGKILL)\t%d\t%d\t%.3f\t%.3f\t%.3f\t\n", r.Kills, r.KillIdle.N, r.KillIdle.P50, r.KillIdle.P99, r.KillIdle.Max)
+	fmt.Fprintf(tw, "graceful stops (SIGTERM)\t%d\t%d\t%.3f\t%.3f\t%.3f\t\n", r.GracefulStops, r.TermIdle.N, r.TermIdle.P50, r.TermIdle.P99, r.TermIdle.Max)
+	_ = tw.Flush()
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "duplicates per graceful move\t%.2f\t(%d duplicates after graceful stops, %d shards moved)\n", r.DupPerGraceful, r.DupAfterTerms, r.GracefulMoves)
+	fmt.Fprintf(tw, "duplicates after kills\t%d\t(incl. the replacement's rebalance after each kill)\n", r.DupAfterKills)
+	if r.DupOther > 0 {
+		fmt.Fprintf(tw, "duplicates before any stop\t%d\t\n", r.DupOther)
+	}
+	fmt.Fprintf(tw, "lost\t%d\t(of %d produced; %d processed)\n", r.Lost, r.Produced, r.Processed)
+	fmt.Fprintf(tw, "per-key order violations\t%d\t\n", r.OrderViolations)
+	var ops []string
+	for op, v := range r.LeaseWritesByOp {
+		ops = append(ops, fmt.Sprintf("%s %.0f", op, v))
+	}
+	sortStrings(ops)
+	missed := ""
+	if r.MetricsMissed > 0 {
+		missed = fmt.Sprintf("; metrics of %d nodes missed", r.MetricsMissed)
+	}
+	fmt.Fprintf(tw, "lease writes per shard-hour\t%.0f\t(%.0f writes: %s; includes the run's churn%s)\n", r.LeaseWritesPerSH, r.LeaseWrites, strings.Join(ops, ", "), missed)
+	_ = tw.Flush()
+}
+
+func sortStrings(s []string) {
+	for i := 1; i < len(s); i++ {
+		for j := i; j > 0 && s[j] < s[j-1]; j-- {
+			s[j], s[j-1] = s[j-1], s[j]
+		}
+	}
+}
