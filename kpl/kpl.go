@@ -37,6 +37,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"strings"
 
 	"google.golang.org/protobuf/encoding/protowire"
 )
@@ -85,19 +86,12 @@ func IsAggregated(data []byte) bool {
 	return len(data) >= len(Magic)+digestSize && bytes.HasPrefix(data, Magic)
 }
 
-// rawRecord is a Record as read off the wire, before table lookups.
-type rawRecord struct {
-	pkIndex  uint64
-	ehkIndex uint64
-	hasEHK   bool
-	data     []byte
-}
-
 // Deaggregate splits a KPL aggregated record into its user records, with
 // SubSequenceNumber set to each record's index. It returns an error, never
-// panics, when data is not aggregated, the digest does not match, the
-// protobuf is malformed (ErrBadProtobuf) or a table index is out of range
-// (ErrBadIndex); callers then deliver the Kinesis record whole.
+// panics, when data is not aggregated, the digest does not match
+// (ErrBadDigest), the protobuf is malformed (ErrBadProtobuf) or a table index
+// is out of range (ErrBadIndex); callers then deliver the Kinesis record
+// whole. A malformed protobuf is reported in preference to a bad index.
 //
 // The returned Data slices alias data (no copy); the keys are copied.
 func Deaggregate(data []byte) ([]UserRecord, error) {
@@ -110,65 +104,130 @@ func Deaggregate(data []byte) ([]UserRecord, error) {
 		return nil, fmt.Errorf("%w: computed %x, record has %x", ErrBadDigest, sum, data[len(data)-digestSize:])
 	}
 
-	var pkTable, ehkTable []string
-	var raws []rawRecord
-	b := pb
+	// Pass 1: validate the top level, count table entries and records, so
+	// that everything below is allocated once. Fields may come in any
+	// order, so the tables are complete only after a full pass.
+	var nPK, nEHK, nRec, keyBytes int
+	err := walkTop(pb, func(num protowire.Number, v []byte) error {
+		switch num {
+		case fieldPartitionKeyTable:
+			nPK++
+			keyBytes += len(v)
+		case fieldExplicitHashKeyTable:
+			nEHK++
+			keyBytes += len(v)
+		case fieldRecords:
+			nRec++
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	// Pass 2: the tables, as substrings of one string holding all keys.
+	var keys strings.Builder
+	keys.Grow(keyBytes)
+	_ = walkTop(pb, func(num protowire.Number, v []byte) error {
+		if num == fieldPartitionKeyTable || num == fieldExplicitHashKeyTable {
+			keys.Write(v)
+		}
+		return nil
+	})
+	all := keys.String()
+	tables := make([]string, nPK+nEHK)
+	pkTable, ehkTable := tables[:0:nPK], tables[nPK:nPK:nPK+nEHK]
+	off := 0
+	_ = walkTop(pb, func(num protowire.Number, v []byte) error {
+		switch num {
+		case fieldPartitionKeyTable:
+			pkTable = append(pkTable, all[off:off+len(v)])
+			off += len(v)
+		case fieldExplicitHashKeyTable:
+			ehkTable = append(ehkTable, all[off:off+len(v)])
+			off += len(v)
+		}
+		return nil
+	})
+
+	// Pass 3: the records.
+	out := make([]UserRecord, 0, nRec)
+	var indexErr error
+	err = walkTop(pb, func(num protowire.Number, v []byte) error {
+		if num != fieldRecords {
+			return nil
+		}
+		i := len(out)
+		r, err := parseRecord(v)
+		if err != nil {
+			return fmt.Errorf("record %d: %w", i, err)
+		}
+		u := UserRecord{Data: r.data, SubSequenceNumber: int64(i)}
+		if r.pkIndex < uint64(len(pkTable)) {
+			u.PartitionKey = pkTable[r.pkIndex]
+		} else if indexErr == nil {
+			indexErr = fmt.Errorf("%w: record %d: partition_key_index %d, table has %d", ErrBadIndex, i, r.pkIndex, len(pkTable))
+		}
+		if r.hasEHK {
+			if r.ehkIndex < uint64(len(ehkTable)) {
+				u.ExplicitHashKey = ehkTable[r.ehkIndex]
+			} else if indexErr == nil {
+				indexErr = fmt.Errorf("%w: record %d: explicit_hash_key_index %d, table has %d", ErrBadIndex, i, r.ehkIndex, len(ehkTable))
+			}
+		}
+		out = append(out, u)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if indexErr != nil {
+		return nil, indexErr
+	}
+	return out, nil
+}
+
+// walkTop walks the fields of an AggregatedRecord, calling fn with the value
+// of each of the three known fields (length-delimited) and skipping unknown
+// ones. It stops at the first error, from the wire or from fn.
+func walkTop(b []byte, fn func(num protowire.Number, v []byte) error) error {
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
-			return nil, protoErr("AggregatedRecord tag", protowire.ParseError(n))
+			return protoErr("AggregatedRecord tag", protowire.ParseError(n))
 		}
 		if num > protowire.MaxValidNumber {
-			return nil, fmt.Errorf("%w: AggregatedRecord field number %d out of range", ErrBadProtobuf, num)
+			return fmt.Errorf("%w: AggregatedRecord field number %d out of range", ErrBadProtobuf, num)
 		}
 		b = b[n:]
 		if typ == protowire.BytesType && num >= fieldPartitionKeyTable && num <= fieldRecords {
 			v, n := protowire.ConsumeBytes(b)
 			if n < 0 {
-				return nil, protoErr(fmt.Sprintf("AggregatedRecord field %d", num), protowire.ParseError(n))
+				return protoErr(fmt.Sprintf("AggregatedRecord field %d", num), protowire.ParseError(n))
 			}
 			b = b[n:]
-			switch num {
-			case fieldPartitionKeyTable:
-				pkTable = append(pkTable, string(v))
-			case fieldExplicitHashKeyTable:
-				ehkTable = append(ehkTable, string(v))
-			case fieldRecords:
-				if raws == nil {
-					// A record is at least 4 bytes on the wire; size for a
-					// typical aggregate without over-allocating much.
-					raws = make([]rawRecord, 0, min(len(pb)/8+1, 1024))
-				}
-				r, err := parseRecord(v)
-				if err != nil {
-					return nil, fmt.Errorf("record %d: %w", len(raws), err)
-				}
-				raws = append(raws, r)
+			if err := fn(num, v); err != nil {
+				return err
 			}
 			continue
 		}
+		// A known field with another wire type is an unknown field, as for
+		// proto.Unmarshal.
 		n = protowire.ConsumeFieldValue(num, typ, b)
 		if n < 0 {
-			return nil, protoErr(fmt.Sprintf("AggregatedRecord unknown field %d", num), protowire.ParseError(n))
+			return protoErr(fmt.Sprintf("AggregatedRecord unknown field %d", num), protowire.ParseError(n))
 		}
 		b = b[n:]
 	}
+	return nil
+}
 
-	out := make([]UserRecord, len(raws))
-	for i, r := range raws {
-		if r.pkIndex >= uint64(len(pkTable)) {
-			return nil, fmt.Errorf("%w: record %d: partition_key_index %d, table has %d", ErrBadIndex, i, r.pkIndex, len(pkTable))
-		}
-		u := UserRecord{PartitionKey: pkTable[r.pkIndex], Data: r.data, SubSequenceNumber: int64(i)}
-		if r.hasEHK {
-			if r.ehkIndex >= uint64(len(ehkTable)) {
-				return nil, fmt.Errorf("%w: record %d: explicit_hash_key_index %d, table has %d", ErrBadIndex, i, r.ehkIndex, len(ehkTable))
-			}
-			u.ExplicitHashKey = ehkTable[r.ehkIndex]
-		}
-		out[i] = u
-	}
-	return out, nil
+// rawRecord is a Record as read off the wire, before table lookups.
+type rawRecord struct {
+	pkIndex  uint64
+	ehkIndex uint64
+	hasEHK   bool
+	data     []byte
 }
 
 func protoErr(where string, err error) error {
