@@ -327,22 +327,29 @@ func syncShards(ctx context.Context, deps *Deps, initial string) syncResult {
 	if err != nil {
 		return syncResult{err: err}
 	}
-	have := make(map[string]bool, len(leases))
+	have := make(map[string]lease.Lease, len(leases))
 	for _, l := range leases {
-		have[l.Key] = true
+		have[l.Key] = l
 	}
 	listed := make(map[string]bool, len(shards))
+	children := map[string][]string{}
 	for _, s := range shards {
 		listed[s.ID] = true
+		for _, p := range s.Parents() {
+			children[p] = append(children[p], s.ID)
+		}
 	}
-	created := false
+	changed := false
 	for _, s := range shards {
-		if have[s.ID] {
+		if _, ok := have[s.ID]; ok {
 			continue
+		}
+		if s.Closed() && anyHasRow(children[s.ID], have) {
+			continue // finished and cleaned up: its children carry on
 		}
 		cp := initial
 		for _, p := range s.Parents() {
-			if listed[p] || have[p] {
+			if _, ok := have[p]; listed[p] || ok {
 				cp = lease.CheckpointTrimHorizon // a child: read it all
 			}
 		}
@@ -353,14 +360,61 @@ func syncShards(ctx context.Context, deps *Deps, initial string) syncResult {
 		if err != nil && !errors.Is(err, lease.ErrExists) {
 			return syncResult{err: err}
 		}
-		created = true
+		changed = true
 	}
-	if created {
+	for _, l := range FinishedParents(leases) {
+		// Every child has checkpointed past its start: the parent row is
+		// no longer needed (a child's parent check treats a missing row as
+		// done). Conditional on the counter read; a race just retries later.
+		if err := deps.Store.Delete(ctx, l); err != nil && !errors.Is(err, lease.ErrLeaseLost) && !errors.Is(err, lease.ErrNotFound) {
+			return syncResult{err: err}
+		}
+		changed = true
+	}
+	if changed {
 		if leases, err = deps.Store.List(ctx); err != nil {
 			return syncResult{err: err}
 		}
 	}
 	return syncResult{listed: listed, leases: leases}
+}
+
+func anyHasRow(ids []string, have map[string]lease.Lease) bool {
+	for _, id := range ids {
+		if _, ok := have[id]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+// FinishedParents returns the rows that can be deleted: shards read to
+// SHARD_END, with children recorded, every one of which has a row whose
+// checkpoint is past its start (a sequence number or SHARD_END).
+func FinishedParents(leases []lease.Lease) []lease.Lease {
+	byKey := make(map[string]lease.Lease, len(leases))
+	for _, l := range leases {
+		byKey[l.Key] = l
+	}
+	var out []lease.Lease
+	for _, l := range leases {
+		if !l.Checkpoint.IsShardEnd() || len(l.ChildShardIDs) == 0 || l.Owner != "" {
+			continue
+		}
+		done := true
+		for _, c := range l.ChildShardIDs {
+			cl, ok := byKey[c]
+			if !ok || (cl.Checkpoint.IsSentinel() && !cl.Checkpoint.IsShardEnd()) {
+				done = false
+				break
+			}
+		}
+		if done {
+			out = append(out, l)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out
 }
 
 func (c *coordinator) onSync(ctx actor.Context, r syncResult) {

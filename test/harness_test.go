@@ -45,7 +45,7 @@ func checkFor(t *testing.T, total time.Duration, f func() error) {
 	}
 }
 
-func requireNoError(t *testing.T, err error, what string) {
+func requireNoError(t testing.TB, err error, what string) {
 	t.Helper()
 	if err != nil {
 		t.Fatalf("%s: %v", what, err)
@@ -91,7 +91,7 @@ func newProducer(kc *kinesis.Client, stream string, keys int) *producer {
 
 // put writes n records in PutRecords batches of up to 500, retrying the
 // records a batch reports as failed, in order per key.
-func (p *producer) put(t *testing.T, n int) {
+func (p *producer) put(t testing.TB, n int) {
 	t.Helper()
 	p.mu.Lock()
 	defer p.mu.Unlock()
