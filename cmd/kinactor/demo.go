@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -22,6 +23,8 @@ import (
 
 	"github.com/kinactor/kinactor"
 	"github.com/kinactor/kinactor/examples/funcprocessor"
+	"github.com/kinactor/kinactor/internal/clusterrun"
+	"github.com/kinactor/kinactor/internal/ledger"
 	"github.com/kinactor/kinactor/internal/localaws"
 	"github.com/kinactor/kinactor/lease"
 )
@@ -34,23 +37,23 @@ const (
 	consumeDeadline = 60 * time.Second
 )
 
-// runDemo implements `kinactor demo`: it starts kinesalite and DynamoDB
-// Local, creates a stream, writes records to it, consumes them with a
-// kinactor node running the examples/funcprocessor processor, prints a
+// runSingleDemo implements `kinactor demo --single`: it starts kinesalite
+// and DynamoDB Local, creates a stream, writes records to it, consumes them
+// with one in-process kinactor node running the examples/funcprocessor processor, prints a
 // summary and returns nil only if every record was processed exactly once.
 //
 // The node finds the servers the way it would find AWS: through the SDK's
 // environment (AWS_ENDPOINT_URL_KINESIS, AWS_ENDPOINT_URL_DYNAMODB,
 // AWS_REGION and credentials), which the demo sets in its own process.
-func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+func runSingleDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("demo --single", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	records := fs.Int("records", 2000, "records to produce")
 	shards := fs.Int("shards", 4, "shards of the demo stream")
 	dir := fs.String("dir", "", "tools/localaws directory (default: $"+localaws.EnvDir+", else found from the working directory's module)")
 	verbose := fs.Bool("verbose", false, "log the node at INFO (default WARN) and show the servers' output")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: kinactor demo [flags]\n\n"+
+		fmt.Fprintf(fs.Output(), "usage: kinactor demo --single [flags]\n\n"+
 			"Starts kinesalite and DynamoDB Local (installed by `make deps`), writes records\n"+
 			"to a stream %q and consumes them with a kinactor node. Exits 0 only if\n"+
 			"every record was processed exactly once.\n\nflags:\n", demoStream)
@@ -347,4 +350,334 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// runDemo implements `kinactor demo`, the cluster demo: local servers, an
+// 8-shard stream, three `kinactor node` processes and a producer, with a
+// table every second of who owns which shard and how far it is. It
+// SIGKILLs a node, shows its shards move, starts a new node, shows the
+// rebalance, then stops the producer, waits for the ledgers to hold every
+// record, SIGTERMs every node and prints a summary. It fails if a record
+// was lost. `kinactor demo --single` runs the single-process demo.
+func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	for i, a := range args {
+		if a == "--single" || a == "-single" {
+			return runSingleDemo(ctx, append(append([]string(nil), args[:i]...), args[i+1:]...), stdout, stderr)
+		}
+	}
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	shards := fs.Int("shards", 8, "shards of the demo stream")
+	nodes := fs.Int("nodes", 3, "node processes")
+	rate := fs.Float64("rate", 50, "records per second")
+	phase := fs.Duration("phase", 30*time.Second, "how long each phase runs: steady, after the kill, after the join")
+	dir := fs.String("dir", "", "tools/localaws directory (default: $"+localaws.EnvDir+", else found from the working directory's module)")
+	workDir := fs.String("work-dir", "", "directory for ledgers and node logs (default: a temporary directory, removed afterwards)")
+	fs.Bool("single", false, "run the single-process demo instead (its flags: kinactor demo --single -h)")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: kinactor demo [flags]\n\n"+
+			"Starts kinesalite and DynamoDB Local (installed by `make deps`), a stream\n"+
+			"%q and a cluster of `kinactor node` processes, produces records, kills a\n"+
+			"node, adds a new one and stops them all, showing every second who owns\n"+
+			"which shard. Exits 0 only if no record was lost.\n\nflags:\n", demoStream)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	switch {
+	case fs.NArg() > 0:
+		return fmt.Errorf("demo: unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	case *shards < 1 || *shards > 100:
+		return fmt.Errorf("demo: invalid --shards %d (want 1..100)", *shards)
+	case *nodes < 2:
+		return fmt.Errorf("demo: invalid --nodes %d (want at least 2)", *nodes)
+	case *rate <= 0:
+		return fmt.Errorf("demo: invalid --rate %g", *rate)
+	case *phase <= 0:
+		return fmt.Errorf("demo: invalid --phase %s", *phase)
+	}
+	began := time.Now()
+	var outMu sync.Mutex
+	step := func(format string, a ...any) {
+		outMu.Lock()
+		defer outMu.Unlock()
+		fmt.Fprintf(stdout, "[%5.1fs] %s\n", time.Since(began).Seconds(), fmt.Sprintf(format, a...))
+	}
+	bin, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	wd := *workDir
+	if wd == "" {
+		if wd, err = os.MkdirTemp("", "kinactor-demo-"); err != nil {
+			return fmt.Errorf("demo: %w", err)
+		}
+		defer os.RemoveAll(wd)
+	}
+
+	step("starting kinesalite and DynamoDB Local")
+	env, err := startLocalEnv(ctx, *dir, false, nil)
+	if err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	defer env.stop()
+	if err := ensureStream(ctx, env.kc, demoStream, int32(*shards)); err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	step("kinesalite at %s, DynamoDB Local at %s; stream %s is ACTIVE with %d shards", env.kin.Endpoint, env.ddb.Endpoint, demoStream, *shards)
+
+	c, err := clusterrun.Start(ctx, clusterrun.Options{Bin: bin, Dir: wd, App: demoApplication, Stream: demoStream, Env: env.env, Nodes: 1})
+	if err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	defer c.Close()
+	failed := func(err error) error {
+		if *workDir != "" {
+			return fmt.Errorf("demo: %w (node logs in %s)", err, filepath.Join(wd, "logs"))
+		}
+		return fmt.Errorf("demo: %w (pass --work-dir to keep the node logs)", err)
+	}
+	// The first node creates the lease rows alone; then the others join.
+	if _, err := c.WaitBalanced(ctx, *shards, 60*time.Second); err != nil {
+		return failed(err)
+	}
+	for i := 1; i < *nodes; i++ {
+		if _, err := c.AddNode(ctx); err != nil {
+			return failed(err)
+		}
+	}
+	if _, err := c.WaitBalanced(ctx, *shards, 60*time.Second); err != nil {
+		return failed(err)
+	}
+	step("nodes %s started (logs in %s)", procNames(c.Nodes()), filepath.Join(wd, "logs"))
+
+	prod := clusterrun.StartProducer(env.kc, demoStream, 64, *rate)
+	defer prod.Stop()
+	produceStart := time.Now()
+	step("producing %g records/s over 64 partition keys", *rate)
+
+	// The live table, every second, until stopped.
+	tableCtx, stopTable := context.WithCancel(ctx)
+	tableDone := make(chan struct{})
+	go func() {
+		defer close(tableDone)
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-tableCtx.Done():
+				return
+			case <-t.C:
+			}
+			table := demoTable(tableCtx, c, prod, *shards)
+			outMu.Lock()
+			fmt.Fprintf(stdout, "[%5.1fs] %s", time.Since(began).Seconds(), table)
+			outMu.Unlock()
+		}
+	}()
+	defer func() {
+		stopTable()
+		<-tableDone
+	}()
+	wait := func(d time.Duration) error {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			return nil
+		case <-ctx.Done():
+			return fmt.Errorf("demo: interrupted: %w", ctx.Err())
+		}
+	}
+
+	// Steady state, then a kill.
+	if err := wait(*phase); err != nil {
+		return err
+	}
+	live := c.Nodes()
+	victim := live[len(live)/2]
+	st, err := c.Status(ctx, victim)
+	if err != nil {
+		return failed(err)
+	}
+	var vs []string
+	for _, s := range st.Shards {
+		vs = append(vs, s.ShardID)
+	}
+	killedAt := time.Now()
+	if err := c.Kill(victim); err != nil {
+		return failed(err)
+	}
+	step("SIGKILL %s, which owned %s", victim.Name, strings.Join(vs, " "))
+	if err := waitFlowing(ctx, c, victim.Name, vs, killedAt, 60*time.Second); err != nil {
+		return failed(err)
+	}
+	step("%s's shards are processed by the survivors again, %.2fs after the kill", victim.Name, time.Since(killedAt).Seconds())
+	if err := wait(*phase); err != nil {
+		return err
+	}
+
+	// A new node joins and takes its share.
+	p, err := c.AddNode(ctx)
+	if err != nil {
+		return failed(err)
+	}
+	joined := time.Now()
+	step("started %s", p.Name)
+	if _, err := c.WaitBalanced(ctx, *shards, 60*time.Second); err != nil {
+		return failed(err)
+	}
+	step("rebalanced %.2fs after %s was ready", time.Since(joined).Seconds(), p.Name)
+	if err := wait(*phase); err != nil {
+		return err
+	}
+
+	// Stop producing, drain, stop every node.
+	produced, err := prod.Stop()
+	if err != nil {
+		return failed(err)
+	}
+	produceEnd := time.Now()
+	step("producer stopped; waiting until the ledgers hold every record")
+	rep, waitErr := waitAllProcessed(ctx, c, produced, 60*time.Second)
+	stopTable()
+	<-tableDone
+	step("%s", demoTable(ctx, c, prod, *shards))
+	var stopErrs []error
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	termStart := time.Now()
+	for _, p := range c.Nodes() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := c.Term(p); err != nil {
+				mu.Lock()
+				stopErrs = append(stopErrs, err)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	step("SIGTERM to every node; all exited in %.2fs", time.Since(termStart).Seconds())
+	// Read the ledgers once more: the graceful stops may have appended.
+	if es, err := ledger.ReadDir(c.LedgerDir()); err == nil {
+		rep = clusterrun.Analyze(es, produced, c.Events())
+	}
+	gap, gapShard := longestGap(c.LedgerDir(), produceStart, produceEnd)
+
+	fmt.Fprintf(stdout, "\nsummary (%.0fs)\n", time.Since(began).Seconds())
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "  records produced\t%d\n", rep.Produced)
+	fmt.Fprintf(tw, "  records processed\t%d\t(distinct; %d ledger lines)\n", rep.Processed, rep.Lines)
+	fmt.Fprintf(tw, "  duplicates\t%d\t(%d after the kill, %d after graceful stops, %d other)\n", rep.Duplicates, rep.DupAfterKills, rep.DupAfterTerms, rep.DupUnattributed)
+	fmt.Fprintf(tw, "  lost\t%d\t\n", rep.Lost)
+	fmt.Fprintf(tw, "  per-key order violations\t%d\t\n", rep.OrderViolations)
+	fmt.Fprintf(tw, "  idle after the kill\t%.2fs\t(longest of the %d shards that moved)\n", rep.KillIdle.Max.Seconds(), rep.KillIdle.N)
+	fmt.Fprintf(tw, "  longest idle shard\t%.2fs\t(%s: longest gap between processed batches while producing)\n", gap.Seconds(), dash(gapShard))
+	_ = tw.Flush()
+	if rep.Lost > 0 || rep.OrderViolations > 0 {
+		return fmt.Errorf("demo: %d records lost, %d per-key order violations", rep.Lost, rep.OrderViolations)
+	}
+	return failedIf(waitErr, errors.Join(stopErrs...))
+}
+
+func failedIf(errs ...error) error {
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	return nil
+}
+
+func procNames(ps []*clusterrun.Proc) string {
+	var s []string
+	for _, p := range ps {
+		s = append(s, p.Name)
+	}
+	return strings.Join(s, " ")
+}
+
+// demoTable renders who owns each shard (from the nodes' /status), how
+// many records each shard has processed (distinct, from the ledgers),
+// its lag (records produced for the shard's keys not yet processed) and
+// how long ago it last processed a batch.
+func demoTable(ctx context.Context, c *clusterrun.Cluster, prod *clusterrun.Producer, shards int) string {
+	owners, _ := c.Owners(ctx)
+	produced, total := prod.Produced()
+	es, _ := ledger.ReadDir(c.LedgerDir())
+	type shardInfo struct {
+		processed int
+		last      int64
+		keys      map[string]bool
+	}
+	info := map[string]*shardInfo{}
+	seen := map[string]bool{}
+	done := map[string]int{} // pk → distinct processed
+	for _, e := range es {
+		si := info[e.Shard]
+		if si == nil {
+			si = &shardInfo{keys: map[string]bool{}}
+			info[e.Shard] = si
+		}
+		si.last = max(si.last, e.TS)
+		si.keys[e.PK] = true
+		id := e.PK + "/" + string(e.Data)
+		if !seen[id] {
+			seen[id] = true
+			si.processed++
+			done[e.PK]++
+		}
+	}
+	var ids []string
+	for i := 0; i < shards; i++ {
+		ids = append(ids, fmt.Sprintf("shardId-%012d", i))
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "members %s; produced %d, processed %d\n", procNames(c.Nodes()), total, len(seen))
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  shard\towner\tprocessed\tlag\tlast batch")
+	now := time.Now().UnixMilli()
+	for _, id := range ids {
+		owner := strings.Join(owners[id], ",")
+		si := info[id]
+		if si == nil {
+			fmt.Fprintf(tw, "  %s\t%s\t0\t-\t-\n", id, dash(owner))
+			continue
+		}
+		lag := 0
+		for pk := range si.keys {
+			lag += max(0, produced[pk]-done[pk])
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%d\t%d\t%.1fs ago\n", id, dash(owner), si.processed, lag, float64(now-si.last)/1000)
+	}
+	_ = tw.Flush()
+	return b.String()
+}
+
+// longestGap returns the longest time between consecutive processed
+// batches of any shard between from and to.
+func longestGap(dir string, from, to time.Time) (time.Duration, string) {
+	es, err := ledger.ReadDir(dir)
+	if err != nil {
+		return 0, ""
+	}
+	byShard := map[string][]int64{}
+	for _, e := range es {
+		byShard[e.Shard] = append(byShard[e.Shard], e.TS)
+	}
+	var longest int64
+	var which string
+	for s, ts := range byShard {
+		sort.Slice(ts, func(i, j int) bool { return ts[i] < ts[j] })
+		for i := 1; i < len(ts); i++ {
+			if ts[i-1] < from.UnixMilli() || ts[i] > to.UnixMilli() {
+				continue
+			}
+			if g := ts[i] - ts[i-1]; g > longest {
+				longest, which = g, s
+			}
+		}
+	}
+	return time.Duration(longest) * time.Millisecond, which
 }
