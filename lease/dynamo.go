@@ -28,6 +28,7 @@ const (
 	AttrOwnerSwitchesSinceCheckpoint = "ownerSwitchesSinceCheckpoint"
 	AttrParentShardID                = "parentShardId"
 	AttrChildShardIDs                = "childShardIds"
+	attrChildShardIDLegacy           = "childShardId"
 	AttrStartingHashKey              = "startingHashKey"
 	AttrEndingHashKey                = "endingHashKey"
 )
@@ -774,6 +775,10 @@ func leaseFromItem(item map[string]types.AttributeValue) (Lease, error) {
 	}
 	l.ParentShardIDs = getStrings(item, AttrParentShardID)
 	l.ChildShardIDs = getStrings(item, AttrChildShardIDs)
+	if len(l.ChildShardIDs) == 0 {
+		// Some Java KCL 2.x versions wrote the children as "childShardId".
+		l.ChildShardIDs = getStrings(item, attrChildShardIDLegacy)
+	}
 	l.StartingHashKey, _ = getString(item, AttrStartingHashKey)
 	l.EndingHashKey, _ = getString(item, AttrEndingHashKey)
 	return l, nil
