@@ -52,7 +52,9 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
+	"github.com/aws/aws-sdk-go-v2/service/kinesis/schemas"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
+	"github.com/aws/smithy-go/transport/http/protocol/awsjson"
 
 	"github.com/kinactor/kinactor/internal/backoff"
 )
@@ -550,7 +552,7 @@ func (f *FanOut) subscribeSDK(ctx context.Context, consumerARN, shardID string, 
 	}
 	out, err := f.api.SubscribeToShard(ctx, &kinesis.SubscribeToShardInput{
 		ConsumerARN: aws.String(consumerARN), ShardId: aws.String(shardID), StartingPosition: sp,
-	}, WithoutThrottleRetries)
+	}, WithoutThrottleRetries, ownEventStreamCodec)
 	if err != nil {
 		return nil, err
 	}
@@ -559,6 +561,19 @@ func (f *FanOut) subscribeSDK(ctx context.Context, consumerARN, shardID string, 
 		return nil, errors.New("no event stream in SubscribeToShard response")
 	}
 	return es, nil
+}
+
+// ownEventStreamCodec gives one SubscribeToShard call its own protocol
+// instance. The SDK's awsJson protocol (smithy-go v1.28.9) decodes every
+// event stream of a client through one shared codec whose scratch state
+// (payload buffer, lazily built decoder) is written without
+// synchronisation, so concurrent subscriptions on one client are a data
+// race (seen with -race). A per-call protocol is cheap and has no shared
+// state. A custom protocol set by the caller is left alone.
+func ownEventStreamCodec(o *kinesis.Options) {
+	if _, ok := o.Protocol.(*awsjson.Protocol); ok {
+		o.Protocol = awsjson.New11(schemas.Kinesis_20131202)
+	}
 }
 
 func startingPosition(pos Position) (*types.StartingPosition, error) {
