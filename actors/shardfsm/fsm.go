@@ -502,6 +502,10 @@ func (m *Machine) initialize(now time.Time, out *effects) {
 // checkpoint, else at the initial position.
 func (m *Machine) resumePosition() stream.Position {
 	switch cp := m.received; {
+	case !cp.IsSentinel() && cp.SubSequenceNumber > 0:
+		// Inside a KPL aggregate: read the aggregate again; the user
+		// records up to cp are dropped when the batch arrives.
+		return stream.Position{Type: stream.AtSequenceNumber, SequenceNumber: cp.SequenceNumber}
 	case !cp.IsSentinel():
 		return stream.Position{Type: stream.AfterSequenceNumber, SequenceNumber: cp.SequenceNumber}
 	case cp.SequenceNumber == lease.CheckpointTrimHorizon:
@@ -595,6 +599,7 @@ func (m *Machine) onFetched(now time.Time, b stream.Batch, out *effects) {
 			}
 		}
 	}
+	b.Records = m.dropSeen(b.Records)
 	if n := len(b.Records); n > 0 {
 		last := b.Records[n-1]
 		m.received = lease.Checkpoint{SequenceNumber: last.SequenceNumber, SubSequenceNumber: last.SubSequenceNumber}
@@ -619,6 +624,27 @@ func (m *Machine) onFetched(now time.Time, b stream.Batch, out *effects) {
 		return
 	}
 	m.scheduleFetch(now, out)
+}
+
+// dropSeen removes records at or before the last one received (or the
+// checkpoint, before anything was received): the user records of a KPL
+// aggregate read again to resume inside it, and anything a server repeats.
+// A record is never delivered twice by one machine.
+func (m *Machine) dropSeen(recs []stream.Record) []stream.Record {
+	if m.received.IsSentinel() || len(recs) == 0 {
+		return recs
+	}
+	first := recs[0]
+	if CompareCheckpoints(lease.Checkpoint{SequenceNumber: first.SequenceNumber, SubSequenceNumber: first.SubSequenceNumber}, m.received) > 0 {
+		return recs // the usual case: nothing to drop
+	}
+	kept := recs[:0:0]
+	for _, r := range recs {
+		if CompareCheckpoints(lease.Checkpoint{SequenceNumber: r.SequenceNumber, SubSequenceNumber: r.SubSequenceNumber}, m.received) > 0 {
+			kept = append(kept, r)
+		}
+	}
+	return kept
 }
 
 func (m *Machine) onFetchFailed(now time.Time, err error, out *effects) {

@@ -955,3 +955,41 @@ func TestShutdownAfterFailedBatchDoesNotCheckpointIt(t *testing.T) {
 	none[WriteCheckpoint](t, effs) // already at record 3; record 5 was never processed
 	must[Release](t, effs)
 }
+
+func TestResumeInsideAggregateSkipsCheckpointedSubRecords(t *testing.T) {
+	x := newH(t, testConfig(), nil, lease.Checkpoint{SequenceNumber: seq(7), SubSequenceNumber: 2})
+	gi := must[GetIterator](t, x.step(Start{}))
+	if gi.Position.Type != stream.AtSequenceNumber || gi.Position.SequenceNumber != seq(7) {
+		t.Fatalf("resume inside an aggregate at %v, want AT_SEQUENCE_NUMBER %s", gi.Position, seq(7))
+	}
+	effs := x.step(IteratorReady{Iterator: "a"})
+	if init, ok := notified[messages.Initialized](effs); !ok || init.SubSequenceNumber != 2 {
+		t.Fatalf("Initialized %+v", init)
+	}
+	agg := []stream.Record{
+		{SequenceNumber: seq(7), SubSequenceNumber: 0}, {SequenceNumber: seq(7), SubSequenceNumber: 1},
+		{SequenceNumber: seq(7), SubSequenceNumber: 2}, {SequenceNumber: seq(7), SubSequenceNumber: 3},
+		{SequenceNumber: seq(8)},
+	}
+	d := must[Deliver](t, x.step(FetchSucceeded{Batch: stream.Batch{Records: agg, NextIterator: "b"}}))
+	if len(d.Batch.Records) != 2 || d.Batch.Records[0].SubSequenceNumber != 3 || d.Batch.Records[1].SequenceNumber != seq(8) {
+		t.Fatalf("delivered %+v, want sub-record 3 of %s and then %s", d.Batch.Records, seq(7), seq(8))
+	}
+}
+
+func TestRecordsAlreadyReceivedAreNeverDeliveredAgain(t *testing.T) {
+	x := inProcessing(t) // records 1..3 delivered, fetch in flight
+	// a server that repeats records 2..3 along with 4
+	effs := x.step(FetchSucceeded{Batch: stream.Batch{Records: append(recs(2, 2), recs(4, 1)...), NextIterator: "n"}})
+	none[Deliver](t, effs) // buffered behind batch 1
+	d := must[Deliver](t, x.step(ProcessorReplied{Reply: messages.Processed{BatchID: 1}}))
+	if len(d.Batch.Records) != 1 || d.Batch.Records[0].SequenceNumber != seq(4) {
+		t.Fatalf("delivered %+v, want only record 4", d.Batch.Records)
+	}
+	// a batch made only of repeats is an empty batch
+	x.advance(time.Second)
+	x.step(TimerFired{Kind: TimerFetch, Token: x.m.tokens[TimerFetch]})
+	effs = x.step(FetchSucceeded{Batch: stream.Batch{Records: recs(3, 2), NextIterator: "m"}})
+	none[Deliver](t, effs)
+	timerOf(t, effs, TimerFetch)
+}
