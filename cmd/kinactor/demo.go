@@ -571,7 +571,8 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "  records produced\t%d\n", rep.Produced)
 	fmt.Fprintf(tw, "  records processed\t%d\t(distinct; %d ledger lines)\n", rep.Processed, rep.Lines)
-	fmt.Fprintf(tw, "  duplicates\t%d\t(%d after the kill, %d after graceful stops, %d other)\n", rep.Duplicates, rep.DupAfterKills, rep.DupAfterTerms, rep.DupUnattributed)
+	fmt.Fprintf(tw, "  duplicates\t%d\t(%d after the kill, %d after graceful stops, %d other; %d of them after a node joined)\n",
+		rep.Duplicates, rep.DupAfterKills, rep.DupAfterTerms, rep.DupUnattributed, rep.DupByLastEvent[clusterrun.EventStart])
 	fmt.Fprintf(tw, "  lost\t%d\t\n", rep.Lost)
 	fmt.Fprintf(tw, "  per-key order violations\t%d\t\n", rep.OrderViolations)
 	fmt.Fprintf(tw, "  idle after the kill\t%.2fs\t(longest of the %d shards that moved)\n", rep.KillIdle.Max.Seconds(), rep.KillIdle.N)

@@ -181,6 +181,7 @@ type benchResult struct {
 	DupAfterTerms    int                `json:"duplicates_after_graceful_stops"`
 	DupAfterKills    int                `json:"duplicates_after_kills"`
 	DupOther         int                `json:"duplicates_other"`
+	DupAfterJoins    int                `json:"duplicates_after_joins"`
 	Lost             int                `json:"lost"`
 	OrderViolations  int                `json:"order_violations"`
 	Produced         int                `json:"produced"`
@@ -388,7 +389,8 @@ func runFailoverBench(ctx context.Context, args []string, stdout, stderr io.Writ
 		Kills: rep.Kills, KillIdle: toStatsJSON(rep.KillIdle),
 		GracefulStops: rep.Terms, TermIdle: toStatsJSON(rep.TermIdle), GracefulMoves: rep.TermIdle.N,
 		DupAfterTerms: rep.DupAfterTerms, DupAfterKills: rep.DupAfterKills, DupOther: rep.DupUnattributed,
-		Lost: rep.Lost, OrderViolations: rep.OrderViolations, Produced: rep.Produced, Processed: rep.Processed,
+		DupAfterJoins: rep.DupByLastEvent[clusterrun.EventStart],
+		Lost:          rep.Lost, OrderViolations: rep.OrderViolations, Produced: rep.Produced, Processed: rep.Processed,
 		LeaseWrites: leaseWrites, LeaseWritesByOp: writesByOp, MetricsMissed: metricsMissed,
 	}
 	if res.GracefulMoves > 0 {
@@ -434,7 +436,7 @@ func printBench(w io.Writer, r benchResult) {
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "duplicates per graceful move\t%.2f\t(%d duplicates after graceful stops, %d shards moved)\n", r.DupPerGraceful, r.DupAfterTerms, r.GracefulMoves)
-	fmt.Fprintf(tw, "duplicates after kills\t%d\t(incl. the replacement's rebalance after each kill)\n", r.DupAfterKills)
+	fmt.Fprintf(tw, "duplicates after kills\t%d\t(%d of them after the replacement joined and before the next stop)\n", r.DupAfterKills, r.DupAfterJoins)
 	if r.DupOther > 0 {
 		fmt.Fprintf(tw, "duplicates before any stop\t%d\t\n", r.DupOther)
 	}

@@ -67,11 +67,16 @@ type Report struct {
 	// attributed to the nearest kill or term at or before each repeat
 	// processing (DupByEvent is parallel to the events; Unattributed has
 	// no kill or term before it).
-	Duplicates        int
-	DupByEvent        []int
-	DupAfterKills     int
-	DupAfterTerms     int
-	DupUnattributed   int
+	Duplicates      int
+	DupByEvent      []int
+	DupAfterKills   int
+	DupAfterTerms   int
+	DupUnattributed int
+	// DupByLastEvent attributes each repeat processing to the nearest
+	// event of any kind at or before it (start, kill or term; "" when
+	// none), which tells a kill's duplicates from those of the rebalance
+	// when a replacement starts.
+	DupByLastEvent    map[EventKind]int
 	OrderViolations   int
 	OrderSamples      []string // up to 20
 	Moves             []Move
@@ -120,7 +125,7 @@ type item struct {
 // produced[pk]) and the kills and terms among events. Records are
 // identified by (pk, n) parsed from the data {"pk":"k7","n":12}.
 func Analyze(entries []ledger.Entry, produced map[string]int, events []Event) Report {
-	r := Report{Lines: len(entries), DupByEvent: make([]int, len(events))}
+	r := Report{Lines: len(entries), DupByEvent: make([]int, len(events)), DupByLastEvent: map[EventKind]int{}}
 	for _, n := range produced {
 		r.Produced += n
 	}
@@ -158,6 +163,11 @@ func Analyze(entries []ledger.Entry, produced map[string]int, events []Event) Re
 		stops = append(stops, stop{i, ev.At.UnixMilli()})
 	}
 	sort.SliceStable(stops, func(i, j int) bool { return stops[i].at < stops[j].at })
+	all := make([]stop, len(events))
+	for i, ev := range events {
+		all[i] = stop{i, ev.At.UnixMilli()}
+	}
+	sort.SliceStable(all, func(i, j int) bool { return all[i].at < all[j].at })
 
 	seen := map[recKey]int{}
 	firsts := map[string][]item{} // pk → first processings in processing order
@@ -170,6 +180,11 @@ func Analyze(entries []ledger.Entry, produced map[string]int, events []Event) Re
 			continue
 		}
 		r.Duplicates++
+		if j := sort.Search(len(all), func(j int) bool { return all[j].at > it.e.TS }) - 1; j >= 0 {
+			r.DupByLastEvent[events[all[j].i].Kind]++
+		} else {
+			r.DupByLastEvent[""]++
+		}
 		j := sort.Search(len(stops), func(j int) bool { return stops[j].at > it.e.TS }) - 1
 		if j < 0 {
 			r.DupUnattributed++

@@ -61,6 +61,7 @@ func TestAnalyze(t *testing.T) {
 	check("DupAfterKills", r.DupAfterKills, 1)
 	check("DupAfterTerms", r.DupAfterTerms, 1)
 	check("DupByEvent", fmt.Sprint(r.DupByEvent), "[0 1 1 0 0 0]")
+	check("DupByLastEvent", fmt.Sprint(r.DupByLastEvent), "map[kill:1 term:1]")
 	check("OrderViolations", r.OrderViolations, 1)
 	check("Kills", r.Kills, 2)
 	check("Terms", r.Terms, 2)
