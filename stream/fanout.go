@@ -32,6 +32,11 @@ package stream
 // MaxWait, GetRecords also returns an empty batch, so that a call never
 // blocks the actor's shutdown for long.
 //
+// A session that sees no GetRecords call for IdleTimeout (default 1 min)
+// is closed, and CloseShard closes one at once: AWS allows a single
+// subscription per consumer and shard, so a shard this node no longer
+// reads must not keep one open.
+//
 // ResourceInUseException (a previous subscription of this consumer and
 // shard is still open) and LimitExceededException make the pump back off
 // (capped, jittered) and subscribe again; the failure is also reported to
@@ -73,6 +78,7 @@ const (
 	DefaultFanOutBuffer          = 4
 	DefaultFanOutMaxWait         = 5 * time.Second
 	DefaultFanOutRegisterTimeout = 2 * time.Minute
+	DefaultFanOutIdleTimeout     = time.Minute
 )
 
 // DefaultFanOutBackoff is the backoff between subscription attempts after
@@ -99,6 +105,17 @@ func WithFanOutRegisterTimeout(d time.Duration) FanOutOption {
 	return func(f *FanOut) { f.registerTimeout = d }
 }
 
+// WithFanOutIdleTimeout sets how long a session may go without a
+// GetRecords call before it is closed (default 1 min; 0 never). A shard
+// actor that stopped (lease lost, shutdown) stops calling GetRecords; its
+// subscription must not stay open, since AWS allows one per consumer and
+// shard and the shard's next owner would get ResourceInUse. A slow
+// processor only costs a resubscription: its next GetRecords gets
+// ErrExpiredIterator and the actor asks for a fresh Iterator.
+func WithFanOutIdleTimeout(d time.Duration) FanOutOption {
+	return func(f *FanOut) { f.idleTimeout = d }
+}
+
 // subscription is one open SubscribeToShard event stream;
 // *kinesis.SubscribeToShardEventStream implements it. It is the seam that
 // unit tests fake.
@@ -122,6 +139,7 @@ type FanOut struct {
 	policy          backoff.Policy
 	maxWait         time.Duration
 	registerTimeout time.Duration
+	idleTimeout     time.Duration
 
 	// seams for tests
 	subscribe func(ctx context.Context, consumerARN, shardID string, pos Position) (subscription, error)
@@ -147,6 +165,7 @@ func NewFanOut(api FanOutAPI, stream, consumerName string, opts ...FanOutOption)
 		policy:          DefaultFanOutBackoff,
 		maxWait:         DefaultFanOutMaxWait,
 		registerTimeout: DefaultFanOutRegisterTimeout,
+		idleTimeout:     DefaultFanOutIdleTimeout,
 		sessions:        map[string]*efoSession{},
 		sleep:           sleepCtx,
 	}
@@ -279,8 +298,42 @@ func (f *FanOut) Iterator(ctx context.Context, shardID string, pos Position) (st
 	if old != nil {
 		old.stop()
 	}
+	s.touch()
 	go f.pump(sctx, s, consumerARN, pos)
+	if f.idleTimeout > 0 {
+		go f.watch(sctx, s)
+	}
 	return s.token, nil
+}
+
+// CloseShard closes the subscription session of shardID, if any; its token
+// then gives ErrExpiredIterator. Call it when a shard is released.
+func (f *FanOut) CloseShard(shardID string) {
+	f.mu.Lock()
+	s := f.sessions[shardID]
+	delete(f.sessions, shardID)
+	f.mu.Unlock()
+	if s != nil {
+		s.stop()
+	}
+}
+
+// watch closes s when no GetRecords used it for idleTimeout.
+func (f *FanOut) watch(ctx context.Context, s *efoSession) {
+	t := time.NewTicker(max(f.idleTimeout/4, time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if s.calls.Load() == 0 && time.Since(time.Unix(0, s.lastUse.Load())) > f.idleTimeout {
+				f.forget(s)
+				s.cancel() // the pump exits; a late GetRecords finds the token gone
+				return
+			}
+		}
+	}
 }
 
 // GetRecords returns the records of the next event of the session named by
@@ -291,6 +344,8 @@ func (f *FanOut) GetRecords(ctx context.Context, token string, limit int32) (Bat
 	if s == nil {
 		return Batch{}, fmt.Errorf("stream: fan-out GetRecords %q: unknown or replaced subscription: %w", token, ErrExpiredIterator)
 	}
+	s.calls.Add(1)
+	defer func() { s.touch(); s.calls.Add(-1) }()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	limit = ClampLimit(limit)
@@ -371,7 +426,12 @@ type efoSession struct {
 	mu      sync.Mutex // serialises GetRecords
 	pending *Batch     // the rest of an event larger than a call's limit
 	mbl     int64      // last MillisBehindLatest seen
+
+	calls   atomic.Int32 // GetRecords calls in progress
+	lastUse atomic.Int64 // unix nanos of the last GetRecords end (or start of the session)
 }
+
+func (s *efoSession) touch() { s.lastUse.Store(time.Now().UnixNano()) }
 
 type efoItem struct {
 	b   Batch

@@ -449,3 +449,46 @@ func TestSeqLess(t *testing.T) {
 		}
 	}
 }
+
+func TestFanOutIdleSessionClosed(t *testing.T) {
+	s0, s1 := newFakeSub(event("1", 0, nil, "1")), newFakeSub()
+	o := &opener{results: []func() (subscription, error){sub(s0), sub(s1)}, called: make(chan struct{}, 2)}
+	f, _ := newTestFanOut(t, o, WithFanOutIdleTimeout(50*time.Millisecond))
+	ctx := context.Background()
+	tok, err := f.Iterator(ctx, "shard-0", Position{Type: TrimHorizon})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := mustGet(t, f, tok, 10); len(b.Records) != 1 {
+		t.Fatalf("records %v", seqsOf(b.Records))
+	}
+	// A GetRecords waiting for events is use, however long it waits.
+	f.maxWait = 200 * time.Millisecond
+	if b := mustGet(t, f, tok, 10); len(b.Records) != 0 {
+		t.Fatalf("records %v, want none", seqsOf(b.Records))
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !s0.isClosed() && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !s0.isClosed() {
+		t.Fatalf("idle subscription still open")
+	}
+	if _, err := f.GetRecords(ctx, tok, 10); !errors.Is(err, ErrExpiredIterator) {
+		t.Errorf("GetRecords on an idle-closed session = %v, want ErrExpiredIterator", err)
+	}
+
+	tok, err = f.Iterator(ctx, "shard-0", Position{Type: AfterSequenceNumber, SequenceNumber: "1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-o.called
+	<-o.called
+	f.CloseShard("shard-0")
+	if !s1.isClosed() {
+		t.Errorf("CloseShard left the subscription open")
+	}
+	if _, err := f.GetRecords(ctx, tok, 10); !errors.Is(err, ErrExpiredIterator) {
+		t.Errorf("GetRecords after CloseShard = %v, want ErrExpiredIterator", err)
+	}
+}
