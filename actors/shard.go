@@ -210,7 +210,7 @@ func (a *shardActor) onFetch(ctx actor.Context, r fetchResult) {
 		return
 	}
 	a.deps.Metrics.MillisBehindLatest.WithLabelValues(a.lease.Key).Set(float64(r.batch.MillisBehindLatest))
-	a.step(ctx, shardfsm.FetchSucceeded{Batch: r.batch})
+	a.step(ctx, shardfsm.FetchSucceeded{Batch: deaggregate(r.batch, a.lease.StartingHashKey, a.lease.EndingHashKey, a.deps.Metrics)})
 }
 
 func (a *shardActor) countFetchError(err error) {

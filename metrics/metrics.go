@@ -34,6 +34,7 @@ type Metrics struct {
 	OwnershipChanges   prometheus.Counter     // leases taken, released or lost by this node
 	HandoffDuration    prometheus.Histogram   // seconds from asking a shard to hand off to its release
 	ShardUnowned       prometheus.Histogram   // seconds a shard had no owner before this node took it
+	KPLRecords         *prometheus.CounterVec // kind: user_record, out_of_range, malformed
 
 	registry prometheus.Gatherer
 }
@@ -63,6 +64,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		ClusterMembers:     prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "cluster_members", Help: "Live cluster members this node sees (1 without a cluster)."}),
 		OwnershipChanges:   prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "ownership_changes_total", Help: "Leases this node took, released or lost."}),
 		HandoffDuration:    prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "handoff_duration_seconds", Help: "From asking a shard to hand off until its lease was released.", Buckets: lat}),
+		KPLRecords:         prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "kpl_records_total", Help: "KPL aggregates: user records delivered, dropped as outside the shard's hash range, and aggregates delivered whole as malformed."}, []string{"kind"}),
 		ShardUnowned:       prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "shard_unowned_seconds", Help: "How long a shard had no owner before this node took it: from the release (sender's clock) or from seeing its owner die.", Buckets: lat}),
 	}
 	if g, ok := reg.(prometheus.Gatherer); ok {
@@ -71,7 +73,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	reg.MustRegister(m.RecordsProcessed, m.BytesProcessed, m.MillisBehindLatest, m.GetRecordsLatency,
 		m.ProcessingLatency, m.FetchErrors, m.CheckpointsWritten, m.CheckpointsRefused, m.LeaseWrites,
 		m.LeasesHeld, m.LeaseLosses, m.ProcessorRestarts, m.ProcessorFailures, m.ShardStates,
-		m.ShardsFinished, m.LeaseTakes, m.ClusterMembers, m.OwnershipChanges, m.HandoffDuration, m.ShardUnowned)
+		m.ShardsFinished, m.LeaseTakes, m.ClusterMembers, m.OwnershipChanges, m.HandoffDuration, m.ShardUnowned, m.KPLRecords)
 	return m
 }
 

@@ -140,10 +140,10 @@ func (l *ledger) record(batch messages.Records) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, r := range batch.Records {
-		k := batch.ShardID + "/" + r.SequenceNumber
+		k := fmt.Sprintf("%s/%s/%d", batch.ShardID, r.SequenceNumber, r.SubSequenceNumber)
 		l.count[k]++
 		l.total++
-		l.byShard[batch.ShardID] = append(l.byShard[batch.ShardID], r.SequenceNumber)
+		l.byShard[batch.ShardID] = append(l.byShard[batch.ShardID], fmt.Sprintf("%s/%06d", r.SequenceNumber, r.SubSequenceNumber))
 		if l.count[k] == 1 {
 			var pk string
 			var n int

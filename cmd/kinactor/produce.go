@@ -38,6 +38,7 @@ func runProduce(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	shards := fs.Int("shards", 4, "shards when creating the stream")
 	start := fs.Int("start", 1, "first n of every key (continue an earlier run with its last n + 1)")
 	batch := fs.Int("batch", 500, "records per PutRecords call, 1..500")
+	aggregate := fs.Int("aggregate", 0, "pack up to N records of one partition key into each Kinesis record, in the KPL aggregated format (0 = plain records)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: kinactor produce --stream NAME --records N [flags]\n\n"+
 			"Writes N records {\"pk\":\"kK\",\"n\":N} round-robin over the partition keys,\n"+
@@ -65,6 +66,8 @@ func runProduce(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return fmt.Errorf("produce: invalid --start %d (want 0 or more)", *start)
 	case *batch < 1 || *batch > 500:
 		return fmt.Errorf("produce: invalid --batch %d (want 1..500)", *batch)
+	case *aggregate < 0:
+		return fmt.Errorf("produce: invalid --aggregate %d (want 0 or more)", *aggregate)
 	}
 	awsCfg, err := config.LoadDefaultConfig(ctx)
 	if err != nil {
@@ -96,7 +99,13 @@ func runProduce(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			})
 			next[k]++
 		}
-		if err := putAll(ctx, kc, *streamName, entries); err != nil {
+		out := entries
+		if *aggregate > 0 {
+			if out, err = aggregateByKey(entries, *aggregate); err != nil {
+				return fmt.Errorf("produce: %w", err)
+			}
+		}
+		if err := putAll(ctx, kc, *streamName, out); err != nil {
 			return fmt.Errorf("produce: %w", err)
 		}
 		for _, e := range entries {
@@ -203,4 +212,28 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// aggregateByKey packs the entries of each partition key, in order, into
+// KPL aggregates of up to n records. Grouping by key keeps every record of a
+// key on its shard, so per-key order survives aggregation.
+func aggregateByKey(entries []types.PutRecordsRequestEntry, n int) ([]types.PutRecordsRequestEntry, error) {
+	var order []string
+	byKey := map[string][]types.PutRecordsRequestEntry{}
+	for _, e := range entries {
+		pk := aws.ToString(e.PartitionKey)
+		if _, ok := byKey[pk]; !ok {
+			order = append(order, pk)
+		}
+		byKey[pk] = append(byKey[pk], e)
+	}
+	var out []types.PutRecordsRequestEntry
+	for _, pk := range order {
+		agg, err := aggregateEntries(byKey[pk], n)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, agg...)
+	}
+	return out, nil
 }
