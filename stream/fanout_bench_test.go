@@ -12,6 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 
 	"github.com/kinactor/kinactor/internal/backoff"
+	"github.com/kinactor/kinactor/internal/kinesismock"
 	"github.com/kinactor/kinactor/internal/localaws"
 	"github.com/kinactor/kinactor/stream"
 )
@@ -34,8 +35,8 @@ func BenchmarkFanOutVsPolling(b *testing.B) {
 		b.Skip("benchmark needs kinesis-mock")
 	}
 	env := localaws.StartT(b, localaws.KinesisMock, "")
-	tr := &mockTransport{}
-	kc := mockFanOutClient(env, tr)
+	tr := &kinesismock.Transport{}
+	kc := kinesismock.Client(env, tr)
 	const name = "efo-bench"
 	createStream(b, kc, name, 1)
 	ctx := context.Background()

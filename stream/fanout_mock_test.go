@@ -24,115 +24,18 @@ package stream_test
 // without losing or repeating records.
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/kinesis"
-	"github.com/aws/smithy-go/eventstream"
-
 	"github.com/kinactor/kinactor/internal/backoff"
+	"github.com/kinactor/kinactor/internal/kinesismock"
 	"github.com/kinactor/kinactor/internal/localaws"
 	"github.com/kinactor/kinactor/stream"
 )
-
-// mockTransport inserts the initial-response event kinesis-mock omits and
-// optionally ends event streams after cutAfter events.
-type mockTransport struct {
-	base     http.RoundTripper
-	cutAfter int // 0: never cut
-
-	subscribes atomic.Int64 // SubscribeToShard calls answered 200
-	cuts       atomic.Int64 // event streams ended by the transport
-}
-
-func (t *mockTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	resp, err := t.base.RoundTrip(req)
-	if err != nil || resp.StatusCode != http.StatusOK || !strings.HasSuffix(req.Header.Get("X-Amz-Target"), ".SubscribeToShard") {
-		return resp, err
-	}
-	t.subscribes.Add(1)
-	var head bytes.Buffer
-	var msg eventstream.Message
-	msg.Headers.Set(eventstream.MessageTypeHeader, eventstream.StringValue(eventstream.EventMessageType))
-	msg.Headers.Set(eventstream.EventTypeHeader, eventstream.StringValue("initial-response"))
-	if err := eventstream.NewEncoder().Encode(&head, msg); err != nil {
-		resp.Body.Close()
-		return nil, err
-	}
-	resp.Body = &eventBody{t: t, head: head.Bytes(), body: resp.Body}
-	resp.ContentLength = -1
-	return resp, nil
-}
-
-// eventBody yields head, then the server's event stream (re-framed message
-// by message when it must be cut).
-type eventBody struct {
-	t    *mockTransport
-	head []byte
-	body io.ReadCloser
-
-	buf    bytes.Buffer
-	events int
-	dec    *eventstream.Decoder
-	enc    *eventstream.Encoder
-	eof    bool
-}
-
-func (b *eventBody) Read(p []byte) (int, error) {
-	if len(b.head) > 0 {
-		n := copy(p, b.head)
-		b.head = b.head[n:]
-		return n, nil
-	}
-	if b.t.cutAfter <= 0 {
-		return b.body.Read(p)
-	}
-	for b.buf.Len() == 0 {
-		if b.eof {
-			return 0, io.EOF
-		}
-		if b.dec == nil {
-			b.dec, b.enc = eventstream.NewDecoder(), eventstream.NewEncoder()
-		}
-		msg, err := b.dec.Decode(b.body, nil)
-		if err != nil {
-			return 0, err
-		}
-		if err := b.enc.Encode(&b.buf, msg); err != nil {
-			return 0, err
-		}
-		if v := msg.Headers.Get(eventstream.EventTypeHeader); v != nil && v.String() == "SubscribeToShardEvent" {
-			b.events++
-			if b.events >= b.t.cutAfter {
-				b.eof = true
-				b.t.cuts.Add(1)
-				b.body.Close()
-			}
-		}
-	}
-	return b.buf.Read(p)
-}
-
-func (b *eventBody) Close() error { return b.body.Close() }
-
-// mockFanOutClient returns a Kinesis client for env's kinesis-mock whose
-// HTTP transport is t (t.base set to a fresh default transport).
-func mockFanOutClient(env *localaws.Env, t *mockTransport) *kinesis.Client {
-	t.base = http.DefaultTransport.(*http.Transport).Clone()
-	return kinesis.NewFromConfig(env.AWSConfig(), func(o *kinesis.Options) {
-		o.BaseEndpoint = aws.String(env.Kinesis.Endpoint)
-		o.HTTPClient = &http.Client{Transport: t}
-	})
-}
 
 // readShardFanOut reads shardID through f from TRIM_HORIZON until want
 // (-1 while unknown) records arrived or ctx ends, asking for a fresh
@@ -182,8 +85,8 @@ func TestFanOutKinesisMockEndToEnd(t *testing.T) {
 		t.Skip("integration test: needs kinesis-mock")
 	}
 	env := localaws.StartT(t, localaws.KinesisMock, "")
-	tr := &mockTransport{cutAfter: 2}
-	kc := mockFanOutClient(env, tr)
+	tr := &kinesismock.Transport{CutAfter: 2}
+	kc := kinesismock.Client(env, tr)
 	const name = "efo"
 	createStream(t, kc, name, 4)
 
@@ -253,8 +156,8 @@ func TestFanOutKinesisMockEndToEnd(t *testing.T) {
 			t.Errorf("shard %s: got %d records %v\nwant %d %v", s.ID, len(gotSeqs), gotSeqs, len(wantBy[s.ID]), wantBy[s.ID])
 		}
 	}
-	t.Logf("%d records over 4 shards; %d subscriptions, %d cut by the transport", total, tr.subscribes.Load(), tr.cuts.Load())
-	if tr.cuts.Load() == 0 {
+	t.Logf("%d records over 4 shards; %d subscriptions, %d cut by the transport", total, tr.Subscribes.Load(), tr.Cuts.Load())
+	if tr.Cuts.Load() == 0 {
 		t.Errorf("no subscription was cut: the resubscription path was not exercised")
 	}
 }
