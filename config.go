@@ -123,6 +123,11 @@ type Config struct {
 	// registry of the node's own (never the global one).
 	Registerer prometheus.Registerer
 
+	// FanOutConsumer, when set, reads shards with enhanced fan-out
+	// (SubscribeToShard) as this registered stream consumer (registered
+	// if missing) instead of polling GetRecords.
+	FanOutConsumer string
+
 	// Cluster makes this node one of many sharing the stream by gossip.
 	// Nil: a single node that takes every shard.
 	Cluster *ClusterConfig

@@ -57,6 +57,7 @@ type Node struct {
 	coord   *actor.PID
 
 	membership *cluster.Membership
+	fanOut     *stream.FanOut
 
 	stopOnce sync.Once
 	stopped  chan struct{} // closed when Stop has finished
@@ -129,6 +130,7 @@ func (n *Node) Start(ctx context.Context) error {
 		}
 	}))
 	sc := stream.NewClient(kin, cfg.StreamName, cfg.StreamARN)
+	var fetch actors.StreamAPI = sc
 
 	if err := store.EnsureTable(ctx); err != nil {
 		return fmt.Errorf("kinactor: lease table %q: %w", cfg.TableName, err)
@@ -138,11 +140,26 @@ func (n *Node) Start(ctx context.Context) error {
 		return fmt.Errorf("kinactor: stream %q: %w", cfg.StreamName+cfg.StreamARN, err)
 	}
 	log.Info("node starting", "stream", cfg.StreamName+cfg.StreamARN, "table", cfg.TableName, "shards", len(shards))
+	if cfg.FanOutConsumer != "" {
+		api, ok := kin.(stream.FanOutAPI)
+		if !ok {
+			return bad("Kinesis", fmt.Sprintf("%T", kin), "enhanced fan-out needs a client with SubscribeToShard and the consumer calls (a *kinesis.Client)")
+		}
+		ref := cfg.StreamARN
+		if ref == "" {
+			ref = cfg.StreamName
+		}
+		fo := stream.NewFanOut(api, ref, cfg.FanOutConsumer)
+		if err := fo.Register(ctx); err != nil {
+			return fmt.Errorf("kinactor: enhanced fan-out consumer %q: %w", cfg.FanOutConsumer, err)
+		}
+		n.fanOut, fetch = fo, fo
+	}
 
 	deps := &actors.Deps{
 		Owner:      cfg.WorkerID,
 		Store:      store,
-		Stream:     sc,
+		Stream:     fetch,
 		Processor:  n.processor,
 		Machine:    n.machineConfig(),
 		DeadLetter: cfg.DeadLetter,
@@ -300,6 +317,9 @@ func (n *Node) stop(ctx context.Context) {
 	// protoactor's Shutdown stops no actors by itself.
 	n.sys.Root.Stop(n.coord)
 	n.sys.Shutdown()
+	if n.fanOut != nil {
+		n.fanOut.Close()
+	}
 }
 
 // GossipAddr is the gossip "host:port" in use ("" without a cluster).

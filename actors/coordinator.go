@@ -85,9 +85,10 @@ type gossipMsg struct {
 type (
 	syncTick   struct{}
 	syncResult struct {
-		listed map[string]bool // nil unless shards were listed
-		leases []lease.Lease
-		err    error
+		listed  map[string]bool // nil unless shards were listed
+		leases  []lease.Lease
+		changed bool // rows were created or deleted
+		err     error
 	}
 	takeResult struct {
 		key    string
@@ -183,7 +184,7 @@ func (c *coordinator) Receive(ctx actor.Context) {
 			}
 		}
 		every := 1
-		if !c.leader() && c.cfg.FollowerSyncInterval > c.cfg.SyncInterval {
+		if !c.leader() && len(c.leases) > 0 && c.cfg.FollowerSyncInterval > c.cfg.SyncInterval {
 			every = int(c.cfg.FollowerSyncInterval / c.cfg.SyncInterval)
 		}
 		if c.ticks%every == 0 {
@@ -376,7 +377,7 @@ func syncShards(ctx context.Context, deps *Deps, initial string) syncResult {
 			return syncResult{err: err}
 		}
 	}
-	return syncResult{listed: listed, leases: leases}
+	return syncResult{listed: listed, leases: leases, changed: changed}
 }
 
 func anyHasRow(ids []string, have map[string]lease.Lease) bool {
@@ -422,7 +423,6 @@ func (c *coordinator) onSync(ctx actor.Context, r syncResult) {
 	if r.err != nil {
 		c.log.Warn("shard sync failed, will retry", "err", r.err)
 	} else {
-		known := len(c.leases)
 		c.leases = make(map[string]lease.Lease, len(r.leases))
 		for _, l := range r.leases {
 			c.leases[l.Key] = l
@@ -433,8 +433,8 @@ func (c *coordinator) onSync(ctx actor.Context, r syncResult) {
 		if r.listed != nil {
 			c.listed = r.listed
 		}
-		if c.cfg.Gossip != nil && r.listed != nil && len(c.leases) > known && known > 0 {
-			c.broadcast(gossipMsg{Type: "shards"}) // new rows: tell the others
+		if c.cfg.Gossip != nil && r.changed {
+			c.broadcast(gossipMsg{Type: "shards"}) // new or removed rows: tell the others
 		}
 		c.plan(ctx)
 	}

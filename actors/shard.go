@@ -408,6 +408,9 @@ func (a *shardActor) stopTimers() {
 func (a *shardActor) finish(ctx actor.Context, f shardfsm.Finished) {
 	a.finished = true
 	a.stopTimers()
+	if c, ok := a.deps.Stream.(interface{ CloseShard(string) }); ok {
+		c.CloseShard(a.lease.Key) // a fan-out subscription would block the next owner's
+	}
 	a.setState(ctx, 0)
 	a.deps.Metrics.ShardsFinished.WithLabelValues(f.Outcome.String()).Inc()
 	a.log.Info("shard finished", "outcome", f.Outcome.String(), "checkpoint", a.m.Checkpoint().SequenceNumber, "err", f.Err)

@@ -1,0 +1,61 @@
+package test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/kinactor/kinactor/internal/kinesismock"
+	"github.com/kinactor/kinactor/internal/localaws"
+	"github.com/kinactor/kinactor/messages"
+)
+
+// A node reading with enhanced fan-out on kinesis-mock: a 4-shard stream,
+// records written before and during the subscriptions, every event stream
+// cut after its first event (as AWS ends subscriptions every 5 minutes): every
+// record is processed exactly once and in order per shard and key.
+func TestNodeWithEnhancedFanOut(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test: starts kinesis-mock and dynalite")
+	}
+	env := localaws.StartT(t, localaws.KinesisMock, localaws.Dynalite)
+	const name = "efo"
+	createStream(t, env.KinesisClient(), name, 4)
+	p := newProducer(env.KinesisClient(), name, 16)
+	p.put(t, 200)
+
+	tr := &kinesismock.Transport{CutAfter: 1}
+	led := newLedger()
+	cfg := nodeConfig(t, env, name, "efo-app", "node-e")
+	cfg.Kinesis = kinesismock.Client(env, tr)
+	cfg.FanOutConsumer = "kinactor-efo-test"
+	n := runNode(t, cfg, func(_ context.Context, b messages.Records) error {
+		led.record(b)
+		return nil
+	})
+	checkFor(t, 60*time.Second, func() error {
+		if u := led.unique(); u < 200 {
+			return fmt.Errorf("processed %d of the first 200", u)
+		}
+		return nil
+	})
+	p.put(t, 200) // during the subscriptions
+	checkFor(t, 90*time.Second, func() error {
+		if u := led.unique(); u < 400 {
+			return fmt.Errorf("processed %d of 400", u)
+		}
+		return nil
+	})
+	stopNode(t, n)
+	led.verify(t, 400)
+	if tr.Cuts.Load() == 0 {
+		t.Fatal("no event stream was cut: resubscription was not exercised")
+	}
+	if f := testutil.ToFloat64(n.Metrics().RecordsProcessed.WithLabelValues("shardId-000000000000")); f == 0 {
+		t.Fatal("no records counted on shard 0")
+	}
+	t.Logf("400 records through fan-out: %d subscriptions, %d streams cut", tr.Subscribes.Load(), tr.Cuts.Load())
+}
