@@ -1,4 +1,4 @@
-# kinactor. `make demo` runs a node end to end against local servers;
+# kinactor. `make demo` runs a 3-node cluster demo against local servers;
 # `make test` runs every test. Both install the local servers first (deps).
 
 GO ?= go

@@ -55,6 +55,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	weight := fs.Int("weight", 1, "capacity relative to other members")
 	secretKeyFile := fs.String("secret-key-file", "", "file holding the gossip encryption key: 16, 24 or 32 bytes, raw or base64")
 	label := fs.String("label", "", "gossip label keeping clusters on one network apart")
+	fanOut := fs.String("fan-out", "", "read with enhanced fan-out as this stream consumer (registered if missing) instead of polling")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	checkpointInterval := fs.Duration("checkpoint-interval", 0, "write accepted checkpoints at most this often (0 = default 30s)")
 	renewInterval := fs.Duration("renew-interval", 0, "renew a lease with no write for this long; expiry is 3x (0 = default 30s)")
@@ -92,6 +93,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		CheckpointInterval: *checkpointInterval,
 		LeaseRenewInterval: *renewInterval,
 		ShardSyncInterval:  *syncInterval,
+		FanOutConsumer:     *fanOut,
 		Logger:             slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})),
 	}
 	switch *initial {
