@@ -62,12 +62,13 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	syncInterval := fs.Duration("sync-interval", 0, "interval between listings of shards and leases (0 = default 10s)")
 	stopTimeout := fs.Duration("stop-timeout", 30*time.Second, "how long the graceful stop may take before leases are left to expire")
 	readyFile := fs.String("ready-file", "", "write {node, gossip, http, pid} as JSON to this file once ready")
+	testFaults := fs.Bool(testFaultsFlag, false, "for chaos runs only: gossip through a fault-injecting transport and serve POST /faults/partition?block=HOST:PORT,... and /faults/heal on --http (every member must use it)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: kinactor node --app NAME --stream NAME [--bind HOST:PORT] [flags]\n\n"+
 			"Consumes the stream as one member of a cluster until interrupted, then stops\n"+
 			"gracefully (a second interrupt exits at once). Endpoints, region and\n"+
 			"credentials come from the AWS SDK's environment.\n\nflags:\n")
-		fs.PrintDefaults()
+		printDefaultsExcept(fs, testFaultsFlag)
 	}
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -151,7 +152,17 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			}
 			cl.SecretKey = key
 		}
+		if *testFaults {
+			dt, err := newTestFaultsTransport(*bind, stderr)
+			if err != nil {
+				return fmt.Errorf("node: --test-faults: --bind %q: %w", *bind, err)
+			}
+			cl.Transport = dt
+		}
 		cfg.Cluster = cl
+	}
+	if *testFaults && cfg.Cluster == nil {
+		return errors.New("node: --test-faults needs --bind (gossip)")
 	}
 
 	// The HTTP listener first, so that its port is known before the node
@@ -220,6 +231,9 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			}
 			_ = json.NewEncoder(w).Encode(st)
 		})
+		if dt := dropTransportOf(cfg.Cluster); dt != nil {
+			handleTestFaults(mux, dt, log.Info)
+		}
 		srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		go func() { httpDone <- srv.Serve(ln) }()
 		defer srv.Close()
