@@ -1,0 +1,342 @@
+// Package chaos owns chaos scenarios: the seeded fault schedule, running it
+// against a clusterrun.Cluster of `kinactor node` processes (with local
+// servers behind fault-injecting proxies, a producer and a lease-table
+// sampler), and the verifier that reads every ledger and reports lost
+// records, duplicates by the fault that caused them, per-key order,
+// backwards checkpoints, idle time after kills and stops, and lease-table
+// writes. `kinactor chaos` is its command; it is for tests and soak runs
+// only.
+package chaos
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Kind is a fault kind.
+type Kind string
+
+// The fault kinds.
+const (
+	Kill      Kind = "kill"      // SIGKILL a node
+	Restart   Kind = "restart"   // start a node again (under a new name)
+	Stop      Kind = "stop"      // SIGTERM a node: graceful leave
+	Partition Kind = "partition" // cut gossip between two groups for For, then heal
+	Throttle  Kind = "throttle"  // proxies answer Share of requests with ProvisionedThroughputExceededException for For
+	Errors    Kind = "errors"    // proxies answer Share of requests with HTTP 500 for For
+	Latency   Kind = "latency"   // proxies delay every request by Delay for For
+	Split     Kind = "split"     // split an open shard at the middle (kinesis-mock)
+	Merge     Kind = "merge"     // merge two adjacent open shards (kinesis-mock)
+)
+
+// Kinds lists every fault kind.
+var Kinds = []Kind{Kill, Restart, Stop, Partition, Throttle, Errors, Latency, Split, Merge}
+
+func (k Kind) valid() bool {
+	for _, v := range Kinds {
+		if k == v {
+			return true
+		}
+	}
+	return false
+}
+
+// timed reports whether the fault lasts For and is then undone.
+func (k Kind) timed() bool {
+	return k == Partition || k == Throttle || k == Errors || k == Latency
+}
+
+// Duration is a time.Duration that reads and writes JSON as "1m30s" (a
+// number is taken as seconds).
+type Duration time.Duration
+
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		var f float64
+		if err := json.Unmarshal(b, &f); err != nil {
+			return fmt.Errorf("duration: want \"30s\" or seconds, got %s", b)
+		}
+		*d = Duration(f * float64(time.Second))
+		return nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Fault is one scheduled fault.
+type Fault struct {
+	At   Duration `json:"at"` // after the producer started
+	Kind Kind     `json:"kind"`
+	// Node names the victim of kill and stop ("" picks a random running
+	// node with the run's seeded generator).
+	Node string `json:"node,omitempty"`
+	// For is how long a timed fault (partition, throttle, errors,
+	// latency) lasts (default 10s).
+	For Duration `json:"for,omitempty"`
+	// Share of requests throttled or failed (default 0.2); Delay added to
+	// requests by latency (default 200ms).
+	Share float64  `json:"share,omitempty"`
+	Delay Duration `json:"delay,omitempty"`
+	// Target of throttle, errors and latency: kinesis, dynamodb or both
+	// (default both).
+	Target string `json:"target,omitempty"`
+	// Shard to split ("" picks one); Shards to merge (two adjacent ids;
+	// empty picks a pair).
+	Shard  string   `json:"shard,omitempty"`
+	Shards []string `json:"shards,omitempty"`
+}
+
+// Scenario describes a chaos run.
+type Scenario struct {
+	Nodes    int      `json:"nodes"`    // node processes at the start (default 5)
+	Shards   int      `json:"shards"`   // shards of the stream (default 16)
+	Rate     float64  `json:"rate"`     // records per second (default 20)
+	Keys     int      `json:"keys"`     // partition keys (default 32)
+	Duration Duration `json:"duration"` // how long the producer runs (default 3m)
+	Seed     uint64   `json:"seed"`     // seeds the schedule, victims and proxies (default 1)
+	// Faults is an explicit schedule; when empty, Mix and Count make a
+	// random one.
+	Faults []Fault `json:"faults,omitempty"`
+	Mix    []Kind  `json:"mix,omitempty"`   // kinds of a random schedule
+	Count  int     `json:"count,omitempty"` // faults of a random schedule (default one per 15s)
+	// Drain bounds the wait for every record to be processed after the
+	// producer stopped (default 90s).
+	Drain Duration `json:"drain,omitempty"`
+	// NodeArgs are added to every node's arguments (default: short sync,
+	// checkpoint and renew intervals suited to a short run).
+	NodeArgs []string `json:"node_args,omitempty"`
+	// Kinesis and DynamoDB choose the local servers: kinesis-mock or
+	// kinesalite (default kinesis-mock when the schedule splits or
+	// merges, else kinesalite); dynamodb-local or dynalite (default
+	// dynalite).
+	Kinesis  string `json:"kinesis,omitempty"`
+	DynamoDB string `json:"dynamodb,omitempty"`
+}
+
+// DefaultNodeArgs are the node flags a scenario without NodeArgs uses.
+var DefaultNodeArgs = []string{"--sync-interval", "2s", "--checkpoint-interval", "1s", "--renew-interval", "3s", "--stop-timeout", "20s"}
+
+// Load reads a scenario from a JSON file.
+func Load(path string) (Scenario, error) {
+	var s Scenario
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return s, fmt.Errorf("chaos: scenario: %w", err)
+	}
+	dec := json.NewDecoder(strings.NewReader(string(b)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&s); err != nil {
+		return s, fmt.Errorf("chaos: scenario %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// WithDefaults fills in defaults and checks the scenario.
+func (s Scenario) WithDefaults() (Scenario, error) {
+	if s.Nodes == 0 {
+		s.Nodes = 5
+	}
+	if s.Shards == 0 {
+		s.Shards = 16
+	}
+	if s.Rate == 0 {
+		s.Rate = 20
+	}
+	if s.Keys == 0 {
+		s.Keys = 32
+	}
+	if s.Duration == 0 {
+		s.Duration = Duration(3 * time.Minute)
+	}
+	if s.Seed == 0 {
+		s.Seed = 1
+	}
+	if s.Drain == 0 {
+		s.Drain = Duration(90 * time.Second)
+	}
+	if s.NodeArgs == nil {
+		s.NodeArgs = DefaultNodeArgs
+	}
+	var errs []error
+	if s.Nodes < 2 {
+		errs = append(errs, fmt.Errorf("nodes %d (want at least 2)", s.Nodes))
+	}
+	if s.Shards < 1 || s.Shards > 200 {
+		errs = append(errs, fmt.Errorf("shards %d (want 1..200)", s.Shards))
+	}
+	if s.Rate <= 0 || s.Keys < 1 || s.Duration <= 0 {
+		errs = append(errs, fmt.Errorf("rate %g, keys %d, duration %s (want positive)", s.Rate, s.Keys, time.Duration(s.Duration)))
+	}
+	for _, k := range s.Mix {
+		if !k.valid() {
+			errs = append(errs, fmt.Errorf("unknown fault kind %q in mix (want %s)", k, kindList()))
+		}
+	}
+	for i, f := range s.Faults {
+		if !f.Kind.valid() {
+			errs = append(errs, fmt.Errorf("fault %d: unknown kind %q (want %s)", i, f.Kind, kindList()))
+		}
+		switch f.Target {
+		case "", "both", "kinesis", "dynamodb":
+		default:
+			errs = append(errs, fmt.Errorf("fault %d: target %q (want kinesis, dynamodb or both)", i, f.Target))
+		}
+		if f.Share < 0 || f.Share > 1 {
+			errs = append(errs, fmt.Errorf("fault %d: share %g (want 0..1)", i, f.Share))
+		}
+	}
+	switch s.Kinesis {
+	case "", "kinesis-mock", "kinesalite":
+	default:
+		errs = append(errs, fmt.Errorf("kinesis %q (want kinesis-mock or kinesalite)", s.Kinesis))
+	}
+	switch s.DynamoDB {
+	case "", "dynamodb-local", "dynalite":
+	default:
+		errs = append(errs, fmt.Errorf("dynamodb %q (want dynamodb-local or dynalite)", s.DynamoDB))
+	}
+	if s.DynamoDB == "" {
+		s.DynamoDB = "dynalite"
+	}
+	if err := errors.Join(errs...); err != nil {
+		return s, fmt.Errorf("chaos: invalid scenario: %w", err)
+	}
+	return s, nil
+}
+
+func kindList() string {
+	var ks []string
+	for _, k := range Kinds {
+		ks = append(ks, string(k))
+	}
+	return strings.Join(ks, ", ")
+}
+
+// ParseKinds parses a comma-separated list of fault kinds.
+func ParseKinds(list string) ([]Kind, error) {
+	var ks []Kind
+	for f := range strings.SplitSeq(list, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		if !Kind(f).valid() {
+			return nil, fmt.Errorf("unknown fault kind %q (want %s)", f, kindList())
+		}
+		ks = append(ks, Kind(f))
+	}
+	return ks, nil
+}
+
+// Schedule returns the scenario's faults in time order: its explicit list
+// (with defaults filled in), or else Count faults of the Mix kinds drawn
+// from a generator seeded with seed, spread over the middle of the run
+// (after a quarter-minute warm-up, ending early enough to see the last
+// fault's effect). The same seed and scenario give the same schedule.
+//
+// A random schedule never takes more than Nodes-2 nodes down at once (a
+// kill or stop that would is replaced by a restart, and a restart with no
+// node down by the next kind of the mix), and timed faults do not overlap.
+func Schedule(seed uint64, s Scenario) []Fault {
+	var fs []Fault
+	if len(s.Faults) > 0 {
+		fs = append(fs, s.Faults...)
+	} else if len(s.Mix) > 0 {
+		fs = randomSchedule(seed, s)
+	}
+	for i := range fs {
+		f := &fs[i]
+		if f.Kind.timed() && f.For == 0 {
+			f.For = Duration(10 * time.Second)
+		}
+		if (f.Kind == Throttle || f.Kind == Errors) && f.Share == 0 {
+			f.Share = 0.2
+		}
+		if f.Kind == Latency && f.Delay == 0 {
+			f.Delay = Duration(200 * time.Millisecond)
+		}
+		if (f.Kind == Throttle || f.Kind == Errors || f.Kind == Latency) && f.Target == "" {
+			f.Target = "both"
+		}
+	}
+	sort.SliceStable(fs, func(i, j int) bool { return fs[i].At < fs[j].At })
+	return fs
+}
+
+func randomSchedule(seed uint64, s Scenario) []Fault {
+	rng := rand.New(rand.NewPCG(seed, seed^0x5eed0fc4a05))
+	d := time.Duration(s.Duration)
+	warm := min(15*time.Second, d/6)
+	end := d - min(20*time.Second, d/6)
+	n := s.Count
+	if n <= 0 {
+		n = max(1, int(d/(15*time.Second)))
+	}
+	slot := (end - warm) / time.Duration(n)
+	down := 0
+	var fs []Fault
+	for i := 0; i < n; i++ {
+		k := s.Mix[rng.IntN(len(s.Mix))]
+		if (k == Kill || k == Stop) && s.Nodes-down <= 2 {
+			k = Restart
+		}
+		if k == Restart && down == 0 {
+			k = "" // the next kind of the mix that needs no node down
+			for j := 1; j <= len(s.Mix); j++ {
+				c := s.Mix[(indexKind(s.Mix, Restart)+j)%len(s.Mix)]
+				if c != Restart {
+					k = c
+					break
+				}
+			}
+			if k == "" {
+				continue
+			}
+		}
+		switch k {
+		case Kill, Stop:
+			down++
+		case Restart:
+			down--
+		}
+		at := warm + time.Duration(i)*slot + time.Duration(rng.Int64N(int64(max(slot/4, 1))))
+		f := Fault{At: Duration(at.Truncate(100 * time.Millisecond)), Kind: k}
+		if k.timed() {
+			f.For = Duration(min(10*time.Second, slot*2/3).Truncate(100 * time.Millisecond))
+		}
+		fs = append(fs, f)
+	}
+	return fs
+}
+
+func indexKind(ks []Kind, k Kind) int {
+	for i, v := range ks {
+		if v == k {
+			return i
+		}
+	}
+	return -1
+}
+
+// needsResharding reports whether the schedule splits or merges.
+func needsResharding(fs []Fault) bool {
+	for _, f := range fs {
+		if f.Kind == Split || f.Kind == Merge {
+			return true
+		}
+	}
+	return false
+}
