@@ -58,7 +58,7 @@ func TestVerifyCountsAndAttributesDuplicates(t *testing.T) {
 	events := []clusterrun.Event{{Kind: clusterrun.EventKill, Node: "n1", At: kill}, {Kind: clusterrun.EventTerm, Node: "n2", At: stop}}
 	es := []ledger.Entry{
 		ent("n1", "s0", 10, "a", 1), ent("n1", "s0", 10, "a", 2),
-		ent("n1", "s0", 20, "a", 1), // repeat before any fault: none
+		ent("n1", "s0", 20, "a", 1),                                // repeat before any fault: none
 		ent("n3", "s0", 150, "a", 1), ent("n3", "s0", 150, "a", 2), // after the kill: 2
 		ent("n3", "s0", 160, "a", 2),                              // again: 3rd processing, kill
 		ent("n2", "s1", 50, "b", 1), ent("n3", "s1", 250, "b", 1), // after the partition
