@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -22,14 +24,23 @@ import (
 // BenchmarkThroughput compares, on one kinesalite server, a bare SDK
 // GetRecords loop with a kinactor node (no-op processor, checkpoints on)
 // reading the same pre-filled shards from TRIM_HORIZON. One op reads every
-// record once; records/s is the figure to compare.
+// record once, the node's start (table check, shard listing, lease takes,
+// iterators) included; records/s is the figure to compare. Records per
+// shard: KINACTOR_BENCH_RECORDS (default 20000).
 //
 //	go test -run '^$' -bench Throughput -benchtime 3x ./test/
 func BenchmarkThroughput(b *testing.B) {
 	if testing.Short() {
 		b.Skip("benchmark needs local servers")
 	}
-	const perShard = 20000
+	perShard := 20000
+	if v := os.Getenv("KINACTOR_BENCH_RECORDS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			b.Fatalf("KINACTOR_BENCH_RECORDS=%q: want a positive count", v)
+		}
+		perShard = n
+	}
 	env := localaws.StartT(b, localaws.Kinesalite, localaws.DynamoDBLocal)
 	kc := env.KinesisClient()
 	for _, shards := range []int{1, 4} {
