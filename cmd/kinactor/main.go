@@ -7,6 +7,7 @@
 //	kinactor status  print the lease table, shards and a node's view
 //	kinactor reshard split or merge shards, or change the shard count
 //	kinactor failover-bench  kill and replace nodes of a local cluster, measure
+//	kinactor chaos   run a chaos scenario against a local cluster, verify the ledgers
 //	kinactor migrate copy a vmware-go-kcl table's checkpoints to a lease table
 //
 // Errors are printed as "kinactor: <err>" and exit with status 1; a missing
@@ -41,6 +42,7 @@ var commands = []command{
 	{"status", "print the lease table and shards, and a node's members and shards", runStatus},
 	{"reshard", "split or merge shards, or change the shard count, and wait until ACTIVE", runReshard},
 	{"failover-bench", "kill and replace node processes of a local cluster repeatedly; report idle time, duplicates, losses", runFailoverBench},
+	{"chaos", "run a chaos scenario (kills, partitions, throttling, resharding) against a local cluster and verify the ledgers", runChaos},
 	{"migrate", "copy a vmware-go-kcl table's checkpoints into a kinactor lease table", runMigrate},
 }
 

@@ -117,6 +117,9 @@ type Report struct {
 	Shards      int     `json:"shards"`
 	Seed        uint64  `json:"seed"`
 	DurationSec float64 `json:"duration_s"`
+	// Start is when the producer started; fault times are relative to it
+	// in the table.
+	Start time.Time `json:"start"`
 
 	Produced  int `json:"produced"`
 	Processed int `json:"processed"` // distinct records processed at least once
@@ -266,9 +269,9 @@ func (r Report) WriteTable(w io.Writer) {
 	}
 	fmt.Fprintf(w, "chaos: %d nodes, %d shards, seed %d, %.0fs: %s\n\n", r.Nodes, r.Shards, r.Seed, r.DurationSec, status)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "at (s)\tfault\tdetail\t")
-	var t0 time.Time
-	if len(r.Faults) > 0 {
+	fmt.Fprintln(tw, "at (s)\tfault\tdetail")
+	t0 := r.Start
+	if t0.IsZero() && len(r.Faults) > 0 {
 		t0 = r.Faults[0].At
 	}
 	for _, f := range r.Faults {
@@ -279,7 +282,7 @@ func (r Report) WriteTable(w io.Writer) {
 		if f.Err != "" {
 			d += " ERROR: " + f.Err
 		}
-		fmt.Fprintf(tw, "%.1f\t%s\t%s\t\n", f.At.Sub(t0).Seconds(), f.Kind, d)
+		fmt.Fprintf(tw, "%.1f\t%s\t%s\n", f.At.Sub(t0).Seconds(), f.Kind, d)
 	}
 	_ = tw.Flush()
 	fmt.Fprintln(w)
@@ -297,13 +300,13 @@ func (r Report) WriteTable(w io.Writer) {
 	fmt.Fprintf(tw, "idle after kill (s)\tn=%d\tp50 %.3f  p99 %.3f  max %.3f\n", r.KillIdle.N, r.KillIdle.P50, r.KillIdle.P99, r.KillIdle.Max)
 	fmt.Fprintf(tw, "idle after stop (s)\tn=%d\tp50 %.3f  p99 %.3f  max %.3f\n", r.StopIdle.N, r.StopIdle.P50, r.StopIdle.P99, r.StopIdle.Max)
 	fmt.Fprintf(tw, "lease writes per shard-hour\t%.0f\t(%.0f writes)\n", r.LeaseWritesPerSH, r.LeaseWrites)
-	for _, k := range sortedKeys(r.Proxy) {
-		fmt.Fprintf(tw, "%s proxy\t%s\t\n", k, r.Proxy[k])
-	}
 	if r.Unexpected > 0 {
 		fmt.Fprintf(tw, "unexpected or unparsable ledger lines\t%d\t\n", r.Unexpected)
 	}
 	_ = tw.Flush()
+	for _, k := range sortedKeys(r.Proxy) {
+		fmt.Fprintf(w, "%s proxy: %s\n", k, r.Proxy[k])
+	}
 	for _, s := range r.OrderSamples {
 		fmt.Fprintf(w, "order: %s\n", s)
 	}

@@ -1,0 +1,681 @@
+package chaos
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/kinesis"
+	ktypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
+
+	"github.com/kinactor/kinactor/internal/clusterrun"
+	"github.com/kinactor/kinactor/internal/faultproxy"
+	"github.com/kinactor/kinactor/internal/ledger"
+	"github.com/kinactor/kinactor/internal/localaws"
+	"github.com/kinactor/kinactor/lease"
+	"github.com/kinactor/kinactor/stream"
+)
+
+// Name is the stream and application (lease table) name of a chaos run.
+const Name = "kinactor-chaos"
+
+// Options configure Run.
+type Options struct {
+	Bin     string // the kinactor binary the nodes run
+	WorkDir string // ledgers, ready files, node logs
+	// ToolsDir is the tools/localaws directory ("" finds it).
+	ToolsDir string
+	// UseEnv takes the Kinesis and DynamoDB endpoints from
+	// AWS_ENDPOINT_URL_KINESIS and AWS_ENDPOINT_URL_DYNAMODB instead of
+	// starting local servers (they must allow creating the stream and
+	// table; resharding needs a server that supports it).
+	UseEnv bool
+	// Progress receives a live line every few seconds and a line per
+	// fault; nil is quiet.
+	Progress io.Writer
+}
+
+// Run runs the scenario: servers, proxies, nodes, producer, faults,
+// drain, verification. The error is for a run that could not be carried
+// out; what the verifier found is in the Report (Report.OK).
+func Run(ctx context.Context, s Scenario, o Options) (Report, error) {
+	s, err := s.WithDefaults()
+	if err != nil {
+		return Report{}, err
+	}
+	faults := Schedule(s.Seed, s)
+	r := &runner{s: s, o: o, faults: faults, began: time.Now(), writes: map[string]float64{},
+		rng: rand.New(rand.NewPCG(s.Seed, s.Seed^0xc4a05)), http: &http.Client{Timeout: 5 * time.Second}}
+	defer r.cleanup()
+	if err := r.setup(ctx); err != nil {
+		return Report{}, err
+	}
+	return r.run(ctx)
+}
+
+type runner struct {
+	s      Scenario
+	o      Options
+	faults []Fault
+	began  time.Time
+	rng    *rand.Rand
+	http   *http.Client
+
+	kin, ddb     *localaws.Server
+	kinP, ddbP   *faultproxy.Proxy
+	kc           *kinesis.Client
+	sc           *stream.Client
+	store        *lease.DynamoStore
+	c            *clusterrun.Cluster
+	prod         *clusterrun.Producer
+	runStart     time.Time
+	stopSampling func()
+
+	mu      sync.Mutex
+	done    []Done
+	samples []Sample
+	writes  map[string]float64 // node → last kinactor_lease_writes_total
+}
+
+func (r *runner) logf(format string, a ...any) {
+	if r.o.Progress != nil {
+		fmt.Fprintf(r.o.Progress, "[%6.1fs] %s\n", time.Since(r.began).Seconds(), fmt.Sprintf(format, a...))
+	}
+}
+
+func (r *runner) cleanup() {
+	if r.stopSampling != nil {
+		r.stopSampling()
+	}
+	if r.prod != nil {
+		_, _ = r.prod.Stop() // Stop may be called twice
+	}
+	if r.c != nil {
+		r.c.Close()
+	}
+	for _, p := range []*faultproxy.Proxy{r.kinP, r.ddbP} {
+		if p != nil {
+			_ = p.Close()
+		}
+	}
+	_ = r.kin.Stop() // nil-safe
+	_ = r.ddb.Stop()
+}
+
+func awsConfig() aws.Config {
+	return aws.Config{Region: "us-east-1", Credentials: credentials.NewStaticCredentialsProvider("local", "local", "")}
+}
+
+func (r *runner) setup(ctx context.Context) error {
+	kinURL, ddbURL := os.Getenv("AWS_ENDPOINT_URL_KINESIS"), os.Getenv("AWS_ENDPOINT_URL_DYNAMODB")
+	if r.o.UseEnv {
+		if kinURL == "" || ddbURL == "" {
+			return errors.New("chaos: endpoints from the environment need AWS_ENDPOINT_URL_KINESIS and AWS_ENDPOINT_URL_DYNAMODB")
+		}
+	} else {
+		kk := localaws.Kind(r.s.Kinesis)
+		if kk == "" {
+			kk = localaws.Kinesalite
+			if needsResharding(r.faults) {
+				kk = localaws.KinesisMock
+			}
+		}
+		var wg sync.WaitGroup
+		var kErr, dErr error
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			r.kin, kErr = localaws.Start(ctx, kk, localaws.Options{Dir: r.o.ToolsDir})
+		}()
+		go func() {
+			defer wg.Done()
+			r.ddb, dErr = localaws.Start(ctx, localaws.Kind(r.s.DynamoDB), localaws.Options{Dir: r.o.ToolsDir})
+		}()
+		wg.Wait()
+		if err := errors.Join(kErr, dErr); err != nil {
+			return fmt.Errorf("chaos: starting local servers (install them with `make deps`): %w", err)
+		}
+		kinURL, ddbURL = r.kin.Endpoint, r.ddb.Endpoint
+		r.logf("servers: %s at %s, %s at %s", r.kin.Kind, kinURL, r.ddb.Kind, ddbURL)
+	}
+	var err error
+	if r.kinP, err = faultproxy.Start(faultproxy.Kinesis, kinURL, r.s.Seed); err != nil {
+		return fmt.Errorf("chaos: %w", err)
+	}
+	if r.ddbP, err = faultproxy.Start(faultproxy.DynamoDB, ddbURL, r.s.Seed+1); err != nil {
+		return fmt.Errorf("chaos: %w", err)
+	}
+	// The runner's own clients go to the servers directly: the faults are
+	// for the nodes.
+	cfg := awsConfig()
+	r.kc = kinesis.NewFromConfig(cfg, func(o *kinesis.Options) { o.BaseEndpoint = aws.String(kinURL) })
+	kcfg := cfg.Copy()
+	kcfg.BaseEndpoint = aws.String(kinURL)
+	r.sc = stream.NewClient(stream.NewSDKClient(kcfg), Name, "")
+	ddb := dynamodb.NewFromConfig(cfg, func(o *dynamodb.Options) { o.BaseEndpoint = aws.String(ddbURL) })
+	r.store = lease.NewDynamoStore(ddb, Name)
+	if err := r.createStream(ctx); err != nil {
+		return err
+	}
+	r.logf("stream %s with %d shards; fault proxies %s (kinesis), %s (dynamodb)", Name, r.s.Shards, r.kinP.URL, r.ddbP.URL)
+
+	env := []string{
+		"AWS_ENDPOINT_URL_KINESIS=" + r.kinP.URL, "AWS_ENDPOINT_URL_DYNAMODB=" + r.ddbP.URL,
+		"AWS_REGION=us-east-1", "AWS_ACCESS_KEY_ID=local", "AWS_SECRET_ACCESS_KEY=local",
+		"AWS_SESSION_TOKEN=", "AWS_PROFILE=", "AWS_ENDPOINT_URL=", "AWS_EC2_METADATA_DISABLED=true",
+	}
+	args := append(append([]string(nil), r.s.NodeArgs...), "--test-faults")
+	// One node creates the lease rows, then the others join.
+	r.c, err = clusterrun.Start(ctx, clusterrun.Options{Bin: r.o.Bin, Dir: r.o.WorkDir, App: Name, Stream: Name,
+		Env: env, ExtraArgs: args, Nodes: 1, ReadyTimeout: 90 * time.Second, StopTimeout: 45 * time.Second})
+	if err != nil {
+		return fmt.Errorf("chaos: %w", err)
+	}
+	if _, err := r.c.WaitBalanced(ctx, r.s.Shards, 90*time.Second); err != nil {
+		return fmt.Errorf("chaos: %w", err)
+	}
+	for i := 1; i < r.s.Nodes; i++ {
+		if _, err := r.c.AddNode(ctx); err != nil {
+			return fmt.Errorf("chaos: %w", err)
+		}
+	}
+	if _, err := r.c.WaitBalanced(ctx, r.s.Shards, 90*time.Second); err != nil {
+		return fmt.Errorf("chaos: %w", err)
+	}
+	r.logf("%d nodes balanced over %d shards", r.s.Nodes, r.s.Shards)
+	return nil
+}
+
+func (r *runner) createStream(ctx context.Context) error {
+	_, err := r.kc.CreateStream(ctx, &kinesis.CreateStreamInput{StreamName: aws.String(Name), ShardCount: aws.Int32(int32(r.s.Shards))})
+	var inUse *ktypes.ResourceInUseException
+	if err != nil && !errors.As(err, &inUse) {
+		return fmt.Errorf("chaos: creating stream: %w", err)
+	}
+	return r.waitActive(ctx)
+}
+
+func (r *runner) waitActive(ctx context.Context) error {
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		out, err := r.kc.DescribeStreamSummary(ctx, &kinesis.DescribeStreamSummaryInput{StreamName: aws.String(Name)})
+		if err == nil && out.StreamDescriptionSummary.StreamStatus == ktypes.StreamStatusActive {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("chaos: stream not ACTIVE within 2m (last error: %v)", err)
+		}
+		if err := sleep(ctx, 200*time.Millisecond); err != nil {
+			return err
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+func (r *runner) run(ctx context.Context) (Report, error) {
+	// Lease-table sampler.
+	sctx, stopS := context.WithCancel(context.Background())
+	var swg sync.WaitGroup
+	swg.Add(1)
+	go func() {
+		defer swg.Done()
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			r.sample(sctx)
+			select {
+			case <-sctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	r.stopSampling = func() { stopS(); swg.Wait() }
+
+	r.runStart = time.Now()
+	r.prod = clusterrun.StartProducer(r.kc, Name, r.s.Keys, r.s.Rate)
+	r.logf("producing %g records/s over %d keys for %s; %d faults scheduled", r.s.Rate, r.s.Keys, time.Duration(r.s.Duration), len(r.faults))
+
+	pctx, stopP := context.WithCancel(ctx)
+	var pwg sync.WaitGroup
+	pwg.Add(1)
+	go func() {
+		defer pwg.Done()
+		r.progressLoop(pctx)
+	}()
+	defer func() { stopP(); pwg.Wait() }()
+
+	for _, f := range r.faults {
+		if err := sleep(ctx, time.Until(r.runStart.Add(time.Duration(f.At)))); err != nil {
+			return Report{}, err
+		}
+		d := r.do(ctx, f)
+		if d.Err != "" {
+			r.logf("fault %s: %s: ERROR %s", d.Kind, d.Detail, d.Err)
+		} else {
+			r.logf("fault %s: %s", d.Kind, d.Detail)
+		}
+		if ctx.Err() != nil {
+			return Report{}, ctx.Err()
+		}
+	}
+	if err := sleep(ctx, time.Until(r.runStart.Add(time.Duration(r.s.Duration)))); err != nil {
+		return Report{}, err
+	}
+	produced, perr := r.prod.Stop()
+	if perr != nil {
+		return Report{}, fmt.Errorf("chaos: producer: %w", perr)
+	}
+	total := 0
+	for _, n := range produced {
+		total += n
+	}
+	r.logf("producer stopped after %d records; waiting up to %s for the rest to be processed", total, time.Duration(r.s.Drain))
+	deadline := time.Now().Add(time.Duration(r.s.Drain))
+	for {
+		es, err := ledger.ReadDir(r.c.LedgerDir())
+		if err == nil && clusterrun.Analyze(es, produced, nil).Lost == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			r.logf("not everything processed within %s", time.Duration(r.s.Drain))
+			break
+		}
+		if err := sleep(ctx, time.Second); err != nil {
+			return Report{}, err
+		}
+	}
+	// Let the last checkpoints land, then take the last samples.
+	_ = sleep(ctx, 3*time.Second)
+	stopP()
+	pwg.Wait()
+	r.stopSampling()
+	r.stopSampling = nil
+	for _, p := range r.c.Nodes() {
+		r.scrape(ctx, p)
+	}
+	hours := time.Since(r.runStart).Hours()
+
+	es, err := ledger.ReadDir(r.c.LedgerDir())
+	if err != nil {
+		return Report{}, fmt.Errorf("chaos: reading ledgers: %w", err)
+	}
+	r.mu.Lock()
+	rep := Verify(es, produced, r.c.Events(), append([]Done(nil), r.done...), append([]Sample(nil), r.samples...))
+	for _, v := range r.writes {
+		rep.LeaseWrites += v
+	}
+	r.mu.Unlock()
+	rep.Nodes, rep.Shards, rep.Seed = r.s.Nodes, r.s.Shards, r.s.Seed
+	rep.DurationSec, rep.Start = time.Since(r.began).Seconds(), r.runStart
+	if hours > 0 {
+		rep.LeaseWritesPerSH = rep.LeaseWrites / float64(r.s.Shards) / hours
+	}
+	rep.Proxy = map[string]string{}
+	for name, p := range map[string]*faultproxy.Proxy{"kinesis": r.kinP, "dynamodb": r.ddbP} {
+		c := p.Counts()
+		rep.Proxy[name] = fmt.Sprintf("%d requests, %d throttled, %d errors, %d delayed", c.Requests, c.Throttled, c.Errored, c.Delayed)
+	}
+	for _, d := range rep.Faults {
+		if d.Err != "" {
+			rep.Failures = append(rep.Failures, fmt.Sprintf("fault %s failed: %s", d.Kind, d.Err))
+		}
+	}
+	rep.OK = len(rep.Failures) == 0
+	return rep, nil
+}
+
+// sample reads the lease table once.
+func (r *runner) sample(ctx context.Context) {
+	ls, err := r.store.List(ctx)
+	if err != nil {
+		return
+	}
+	at := time.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, l := range ls {
+		r.samples = append(r.samples, Sample{At: at, Shard: l.Key, Owner: l.Owner, Counter: l.Counter, Checkpoint: l.Checkpoint})
+	}
+}
+
+// scrape records p's kinactor_lease_writes_total.
+func (r *runner) scrape(ctx context.Context, p *clusterrun.Proc) {
+	m, err := r.c.Metrics(ctx, p)
+	if err != nil {
+		return
+	}
+	v := sumMetric(m, "kinactor_lease_writes_total")
+	r.mu.Lock()
+	r.writes[p.Name] = v
+	r.mu.Unlock()
+}
+
+// sumMetric sums the samples of a metric in Prometheus text format.
+func sumMetric(text, name string) float64 {
+	total := 0.0
+	for line := range strings.SplitSeq(text, "\n") {
+		rest, ok := strings.CutPrefix(line, name)
+		if !ok || rest == "" || (rest[0] != '{' && rest[0] != ' ') {
+			continue
+		}
+		f := strings.Fields(line)
+		if v, err := strconv.ParseFloat(f[len(f)-1], 64); err == nil {
+			total += v
+		}
+	}
+	return total
+}
+
+func (r *runner) progressLoop(ctx context.Context) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, p := range r.c.Nodes() {
+			r.scrape(ctx, p)
+		}
+		if r.o.Progress == nil {
+			continue
+		}
+		_, produced := r.prod.Produced()
+		processed := 0
+		if es, err := ledger.ReadDir(r.c.LedgerDir()); err == nil {
+			seen := map[string]bool{}
+			for _, e := range es {
+				seen[string(e.Data)] = true
+			}
+			processed = len(seen)
+		}
+		owners, _ := r.c.Owners(ctx)
+		count := map[string]int{}
+		for _, os := range owners {
+			for _, o := range os {
+				count[o]++
+			}
+		}
+		var ow []string
+		for _, p := range r.c.Nodes() {
+			ow = append(ow, fmt.Sprintf("%s:%d", p.Name, count[p.Name]))
+		}
+		r.mu.Lock()
+		nf := len(r.done)
+		r.mu.Unlock()
+		r.logf("elapsed %s  faults %d/%d  produced %d  processed %d  lag %d  owners %s",
+			time.Since(r.runStart).Round(time.Second), nf, len(r.faults), produced, processed, produced-processed, strings.Join(ow, " "))
+	}
+}
+
+// do carries out one fault and records it.
+func (r *runner) do(ctx context.Context, f Fault) Done {
+	d := Done{Kind: f.Kind, At: time.Now()}
+	var err error
+	switch f.Kind {
+	case Kill, Stop:
+		var p *clusterrun.Proc
+		if p, err = r.victim(f.Node); err == nil {
+			st, _ := r.c.Status(ctx, p)
+			d.Detail = fmt.Sprintf("%s (%d shards)", p.Name, len(st.Shards))
+			r.scrape(ctx, p)
+			d.At = time.Now()
+			if f.Kind == Kill {
+				err = r.c.Kill(p)
+			} else {
+				err = r.c.Term(p)
+			}
+		}
+	case Restart:
+		var p *clusterrun.Proc
+		if p, err = r.c.AddNode(ctx); err == nil {
+			d.Detail = p.Name + " started"
+		}
+	case Partition:
+		d.Detail, err = r.partition(ctx, f)
+		d.End = time.Now()
+	case Throttle, Errors, Latency:
+		d.Detail = r.proxyFault(ctx, f)
+		d.End = time.Now()
+	case Split:
+		d.Detail, err = r.split(ctx, f)
+	case Merge:
+		d.Detail, err = r.merge(ctx, f)
+	}
+	if err != nil {
+		d.Err = err.Error()
+		if i := strings.Index(d.Err, "\n"); i >= 0 {
+			d.Err = d.Err[:i] // no log tails in the report
+		}
+	}
+	r.mu.Lock()
+	r.done = append(r.done, d)
+	r.mu.Unlock()
+	return d
+}
+
+func (r *runner) victim(name string) (*clusterrun.Proc, error) {
+	live := r.c.Nodes()
+	if len(live) == 0 {
+		return nil, errors.New("no running node")
+	}
+	if name == "" {
+		return live[r.rng.IntN(len(live))], nil
+	}
+	for _, p := range live {
+		if p.Name == name {
+			return p, nil
+		}
+	}
+	return nil, fmt.Errorf("node %s is not running", name)
+}
+
+func (r *runner) post(ctx context.Context, p *clusterrun.Proc, path string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+p.HTTP+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := r.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", p.Name, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s %s: HTTP %d: %s", p.Name, path, resp.StatusCode, strings.TrimSpace(string(b)))
+	}
+	return nil
+}
+
+// partition cuts gossip between a random minority of the running nodes
+// and the rest for f.For: every node of one group drops gossip to and from
+// every node of the other. Then every running node heals.
+func (r *runner) partition(ctx context.Context, f Fault) (string, error) {
+	live := r.c.Nodes()
+	if len(live) < 2 {
+		return "", errors.New("fewer than 2 running nodes")
+	}
+	r.rng.Shuffle(len(live), func(i, j int) { live[i], live[j] = live[j], live[i] })
+	k := 1 + r.rng.IntN(len(live)/2)
+	a, b := live[:k], live[k:]
+	names := func(ps []*clusterrun.Proc) (string, string) {
+		var ns, as []string
+		for _, p := range ps {
+			ns, as = append(ns, p.Name), append(as, p.Gossip)
+		}
+		sort.Strings(ns)
+		return strings.Join(ns, ","), strings.Join(as, ",")
+	}
+	an, aa := names(a)
+	bn, ba := names(b)
+	detail := fmt.Sprintf("{%s} | {%s} for %s", an, bn, time.Duration(f.For))
+	var errs []error
+	for _, p := range a {
+		errs = append(errs, r.post(ctx, p, "/faults/partition?block="+url.QueryEscape(ba)))
+	}
+	for _, p := range b {
+		errs = append(errs, r.post(ctx, p, "/faults/partition?block="+url.QueryEscape(aa)))
+	}
+	serr := sleep(ctx, time.Duration(f.For))
+	for _, p := range r.c.Nodes() {
+		errs = append(errs, r.post(context.Background(), p, "/faults/heal"))
+	}
+	return detail, errors.Join(append(errs, serr)...)
+}
+
+func (r *runner) proxyFault(ctx context.Context, f Fault) string {
+	var ps []*faultproxy.Proxy
+	switch f.Target {
+	case "kinesis":
+		ps = []*faultproxy.Proxy{r.kinP}
+	case "dynamodb":
+		ps = []*faultproxy.Proxy{r.ddbP}
+	default:
+		ps = []*faultproxy.Proxy{r.kinP, r.ddbP}
+	}
+	ff := faultproxy.Faults{}
+	var what string
+	switch f.Kind {
+	case Throttle:
+		ff.Throttle, what = f.Share, fmt.Sprintf("%.0f%% throttled", 100*f.Share)
+	case Errors:
+		ff.Errors, what = f.Share, fmt.Sprintf("%.0f%% HTTP 500", 100*f.Share)
+	case Latency:
+		ff.Latency, what = time.Duration(f.Delay), fmt.Sprintf("+%s per request", time.Duration(f.Delay))
+	}
+	for _, p := range ps {
+		p.Set(ff)
+	}
+	_ = sleep(ctx, time.Duration(f.For))
+	for _, p := range ps {
+		p.Clear()
+	}
+	return fmt.Sprintf("%s, %s for %s", f.Target, what, time.Duration(f.For))
+}
+
+func (r *runner) openShards(ctx context.Context) ([]stream.Shard, error) {
+	all, err := r.sc.ListShards(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var open []stream.Shard
+	for _, s := range all {
+		if !s.Closed() {
+			open = append(open, s)
+		}
+	}
+	sort.Slice(open, func(i, j int) bool { return hashCmp(open[i].StartingHashKey, open[j].StartingHashKey) < 0 })
+	return open, nil
+}
+
+func hashCmp(a, b string) int {
+	x, _ := new(big.Int).SetString(a, 10)
+	y, _ := new(big.Int).SetString(b, 10)
+	if x == nil || y == nil {
+		return strings.Compare(a, b)
+	}
+	return x.Cmp(y)
+}
+
+// split splits f.Shard (or a random open shard) at the middle of its hash
+// range and waits until the stream is ACTIVE again.
+func (r *runner) split(ctx context.Context, f Fault) (string, error) {
+	open, err := r.openShards(ctx)
+	if err != nil {
+		return "", err
+	}
+	if len(open) == 0 {
+		return "", errors.New("no open shard")
+	}
+	s := open[r.rng.IntN(len(open))]
+	if f.Shard != "" {
+		found := false
+		for _, o := range open {
+			if o.ID == f.Shard {
+				s, found = o, true
+			}
+		}
+		if !found {
+			return "", fmt.Errorf("shard %s is not open", f.Shard)
+		}
+	}
+	lo, _ := new(big.Int).SetString(s.StartingHashKey, 10)
+	hi, _ := new(big.Int).SetString(s.EndingHashKey, 10)
+	if lo == nil || hi == nil || hi.Cmp(lo) <= 0 {
+		return "", fmt.Errorf("shard %s: hash range %s..%s cannot be split", s.ID, s.StartingHashKey, s.EndingHashKey)
+	}
+	mid := new(big.Int).Add(lo, hi)
+	mid.Add(mid, big.NewInt(1)).Rsh(mid, 1)
+	if _, err := r.kc.SplitShard(ctx, &kinesis.SplitShardInput{StreamName: aws.String(Name), ShardToSplit: aws.String(s.ID), NewStartingHashKey: aws.String(mid.String())}); err != nil {
+		return s.ID, fmt.Errorf("SplitShard %s: %w", s.ID, err)
+	}
+	return s.ID, r.waitNewShards(ctx, len(open))
+}
+
+// merge merges f.Shards (or a random adjacent pair of open shards).
+func (r *runner) merge(ctx context.Context, f Fault) (string, error) {
+	open, err := r.openShards(ctx)
+	if err != nil {
+		return "", err
+	}
+	if len(open) < 2 {
+		return "", errors.New("fewer than 2 open shards")
+	}
+	i := r.rng.IntN(len(open) - 1)
+	a, b := open[i].ID, open[i+1].ID
+	if len(f.Shards) == 2 {
+		a, b = f.Shards[0], f.Shards[1]
+	}
+	detail := a + " + " + b
+	if _, err := r.kc.MergeShards(ctx, &kinesis.MergeShardsInput{StreamName: aws.String(Name), ShardToMerge: aws.String(a), AdjacentShardToMerge: aws.String(b)}); err != nil {
+		return detail, fmt.Errorf("MergeShards %s %s: %w", a, b, err)
+	}
+	return detail, r.waitNewShards(ctx, len(open))
+}
+
+// waitNewShards waits until the stream is ACTIVE and its open shards are
+// no longer openBefore in number.
+func (r *runner) waitNewShards(ctx context.Context, openBefore int) error {
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		if err := r.waitActive(ctx); err != nil {
+			return err
+		}
+		open, err := r.openShards(ctx)
+		if err == nil && len(open) != openBefore {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("new shards not listed within 2m (last error: %v)", err)
+		}
+		if err := sleep(ctx, 200*time.Millisecond); err != nil {
+			return err
+		}
+	}
+}
