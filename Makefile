@@ -1,9 +1,11 @@
 # kinactor. `make demo` runs a 3-node cluster demo against local servers;
-# `make test` runs every test. Both install the local servers first (deps).
+# `make test` runs every test; `make chaos` runs the short chaos scenario
+# (about 3 minutes, also in CI) and `make chaos-long` a 30-minute soak. All
+# install the local servers first (deps).
 
 GO ?= go
 
-.PHONY: deps test demo bench fmt vet local
+.PHONY: deps test demo bench fmt vet local chaos chaos-long
 
 deps:
 	bash tools/localaws/install.sh
@@ -12,6 +14,12 @@ deps:
 test: deps
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 40m ./...
+
+chaos: deps
+	$(GO) run ./cmd/kinactor chaos --scenario test/chaos/short.json
+
+chaos-long: deps
+	$(GO) run ./cmd/kinactor chaos --scenario test/chaos/long.json
 
 demo: deps
 	$(GO) run ./cmd/kinactor demo

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log"
 	"os"
 	"path/filepath"
 	"strings"
@@ -94,6 +95,10 @@ func runChaos(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *asJSON {
 		progress = nil
 	}
+	// The fault proxies' reverse proxies log every request a node gave up
+	// on ("http: proxy error: context canceled") to the standard logger.
+	log.SetOutput(io.Discard)
+	defer log.SetOutput(os.Stderr)
 	rep, err := chaos.Run(ctx, s, chaos.Options{Bin: bin, WorkDir: wd, ToolsDir: *dir, UseEnv: *useEnv, Progress: progress})
 	if *keepDir || *workDir != "" {
 		fmt.Fprintf(stderr, "chaos: ledgers and node logs in %s\n", wd)

@@ -185,18 +185,61 @@ func (r *runner) setup(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("chaos: %w", err)
 	}
-	if _, err := r.c.WaitBalanced(ctx, r.s.Shards, 90*time.Second); err != nil {
-		return fmt.Errorf("chaos: %w", err)
+	if err := r.waitSettled(ctx, 90*time.Second); err != nil {
+		return err
 	}
 	for i := 1; i < r.s.Nodes; i++ {
 		if _, err := r.c.AddNode(ctx); err != nil {
 			return fmt.Errorf("chaos: %w", err)
 		}
 	}
-	if _, err := r.c.WaitBalanced(ctx, r.s.Shards, 90*time.Second); err != nil {
-		return fmt.Errorf("chaos: %w", err)
+	if err := r.waitSettled(ctx, 90*time.Second); err != nil {
+		return err
 	}
-	r.logf("%d nodes balanced over %d shards", r.s.Nodes, r.s.Shards)
+	r.logf("%d nodes settled over %d shards", r.s.Nodes, r.s.Shards)
+	return nil
+}
+
+// waitSettled polls the nodes' /status until every shard is owned by
+// exactly one node and no node owns more than ⌈S/N⌉ (the library's
+// bounded-load cap; rendezvous hashing sets no lower bound, so
+// clusterrun.WaitBalanced's ⌊S/N⌋ can fail for good, e.g. 4+4+3+3+2 for 16
+// shards on 5 nodes).
+func (r *runner) waitSettled(ctx context.Context, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		owners, err := r.c.Owners(ctx)
+		if err == nil {
+			err = settled(owners, r.s.Shards, len(r.c.Nodes()))
+		}
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("chaos: ownership not settled within %s: %w", timeout, err)
+		}
+		if err := sleep(ctx, 200*time.Millisecond); err != nil {
+			return err
+		}
+	}
+}
+
+func settled(owners map[string][]string, shards, nodes int) error {
+	count := map[string]int{}
+	for s, os := range owners {
+		if len(os) != 1 {
+			return fmt.Errorf("shard %s owned by %v", s, os)
+		}
+		count[os[0]]++
+	}
+	if len(owners) != shards {
+		return fmt.Errorf("%d of %d shards owned", len(owners), shards)
+	}
+	for n, c := range count {
+		if c > (shards+nodes-1)/nodes {
+			return fmt.Errorf("node %s owns %d shards (cap %d): %v", n, c, (shards+nodes-1)/nodes, owners)
+		}
+	}
 	return nil
 }
 
