@@ -204,6 +204,7 @@ func (a *shardActor) onStore(ctx actor.Context, r storeResult) {
 
 func (a *shardActor) onFetch(ctx actor.Context, r fetchResult) {
 	a.deps.Metrics.GetRecordsLatency.Observe(r.took.Seconds())
+	a.log.Debug("fetched", "records", len(r.batch.Records), "behind_ms", r.batch.MillisBehindLatest, "end", r.err == nil && r.batch.ShardEnd(), "err", r.err)
 	if r.err != nil {
 		a.countFetchError(r.err)
 		a.step(ctx, shardfsm.FetchFailed{Err: r.err})
@@ -252,6 +253,7 @@ func (a *shardActor) setState(ctx actor.Context, s shardfsm.State) {
 	}
 	a.state = s
 	if s != 0 {
+		a.log.Debug("shard state", "state", s.String())
 		a.report(ctx, a.m.Checkpoint())
 	}
 }
@@ -278,6 +280,7 @@ func (a *shardActor) run(ctx actor.Context, eff shardfsm.Effect) {
 	id := a.lease.Key
 	switch e := eff.(type) {
 	case shardfsm.CheckParents:
+		a.log.Debug("waiting on parents", "parents", e.ShardIDs)
 		store := a.deps.Store
 		a.async(func(c context.Context) any {
 			for _, p := range e.ShardIDs {

@@ -22,7 +22,10 @@ func clusterNode(t *testing.T, env *localaws.Env, streamName, app, name string, 
 	cfg := nodeConfig(t, env, streamName, app, name)
 	cfg.LeaseRenewInterval = 2 * time.Second
 	cfg.FollowerSyncInterval = 2 * time.Second
-	cfg.Cluster = &kinactor.ClusterConfig{BindAddr: "127.0.0.1:0", Join: seeds, RejoinInterval: time.Second}
+	// Gossip timings more tolerant than the defaults: the whole suite runs
+	// on 2 cores, and a starved node must not be declared dead here (these
+	// tests are about handoffs and partitions, not detection speed).
+	cfg.Cluster = &kinactor.ClusterConfig{BindAddr: "127.0.0.1:0", Join: seeds, RejoinInterval: time.Second, ProbeInterval: 500 * time.Millisecond, ProbeTimeout: 400 * time.Millisecond, SuspicionMult: 4}
 	if tweak != nil {
 		tweak(&cfg)
 	}

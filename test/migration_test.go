@@ -80,7 +80,7 @@ func checkResumed(t *testing.T, led *ledger, sr shardRecords, first map[string]i
 	expected := map[string]bool{}
 	for _, id := range sr.ids {
 		for _, seq := range sr.seqs[id][first[id]:] {
-			expected[id+"/"+seq] = true
+			expected[id+"/"+seq+"/0"] = true
 		}
 	}
 	checkFor(t, 90*time.Second, func() error {

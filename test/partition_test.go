@@ -132,7 +132,8 @@ func TestPartitionFencingAndHeal(t *testing.T) {
 	nodes := map[string]*kinactor.Node{}
 	for _, n := range names {
 		nodes[n] = clusterNode(t, env, name, "partition-app", n, nil, led, func(c *kinactor.Config) {
-			c.Cluster = &kinactor.ClusterConfig{Transport: trs[n], Join: []string{addrs["pa"], addrs["pc"]}, RejoinInterval: 500 * time.Millisecond}
+			c.Cluster = &kinactor.ClusterConfig{Transport: trs[n], Join: []string{addrs["pa"], addrs["pc"]}, RejoinInterval: 500 * time.Millisecond,
+				ProbeInterval: 500 * time.Millisecond, ProbeTimeout: 400 * time.Millisecond, SuspicionMult: 4}
 			c.DynamoDB = recordingDynamo{DynamoAPI: env.DynamoDBClient(), node: n, log: wlog}
 		})
 	}
