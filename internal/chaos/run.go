@@ -316,11 +316,15 @@ func (r *runner) run(ctx context.Context) (Report, error) {
 		if err := sleep(ctx, time.Until(r.runStart.Add(time.Duration(f.At)))); err != nil {
 			return Report{}, err
 		}
+		if f.Kind.timed() {
+			r.logf("fault %s begins (for %s)", f.Kind, time.Duration(f.For))
+		}
 		d := r.do(ctx, f)
+		at := d.At.Sub(r.runStart).Seconds()
 		if d.Err != "" {
-			r.logf("fault %s: %s: ERROR %s", d.Kind, d.Detail, d.Err)
+			r.logf("fault %s at %.1fs: %s: ERROR %s", d.Kind, at, d.Detail, d.Err)
 		} else {
-			r.logf("fault %s: %s", d.Kind, d.Detail)
+			r.logf("fault %s at %.1fs: %s", d.Kind, at, d.Detail)
 		}
 		if ctx.Err() != nil {
 			return Report{}, ctx.Err()
