@@ -57,9 +57,7 @@ func TestProcessFailover(t *testing.T) {
 			}
 		}
 	})
-	// The first node alone creates the lease rows; then two more join
-	// (nodes starting together on an empty table wait for the followers'
-	// lease-table read, 60s by default, see the report).
+	// The first node alone creates the lease rows; then two more join.
 	_, err = c.WaitBalanced(ctx, shards, 30*time.Second)
 	requireNoError(t, err, "first node")
 	for i := 0; i < 2; i++ {

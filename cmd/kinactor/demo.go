@@ -439,15 +439,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("demo: %w (pass --work-dir to keep the node logs)", err)
 	}
 	// The first node creates the lease rows alone; then the others join.
-	if _, err := c.WaitBalanced(ctx, *shards, 60*time.Second); err != nil {
-		return failed(err)
-	}
-	for i := 1; i < *nodes; i++ {
-		if _, err := c.AddNode(ctx); err != nil {
-			return failed(err)
-		}
-	}
-	if _, err := c.WaitBalanced(ctx, *shards, 60*time.Second); err != nil {
+	if err := c.Grow(ctx, *nodes, *shards, 60*time.Second); err != nil {
 		return failed(err)
 	}
 	step("nodes %s started (logs in %s)", procNames(c.Nodes()), filepath.Join(wd, "logs"))

@@ -284,15 +284,7 @@ func runFailoverBench(ctx context.Context, args []string, stdout, stderr io.Writ
 			return fmt.Errorf("failover-bench: %w (pass --work-dir to keep the node logs)", err)
 		}
 	}
-	if _, err := c.WaitBalanced(ctx, *shards, 60*time.Second); err != nil {
-		return failed(err)
-	}
-	for i := 1; i < *nodes; i++ {
-		if _, err := c.AddNode(ctx); err != nil {
-			return failed(err)
-		}
-	}
-	if _, err := c.WaitBalanced(ctx, *shards, 60*time.Second); err != nil {
+	if err := c.Grow(ctx, *nodes, *shards, 60*time.Second); err != nil {
 		return failed(err)
 	}
 	runStart := time.Now()

@@ -21,17 +21,17 @@ import (
 	"sync"
 	"syscall"
 	"time"
-)
 
-const modulePath = "github.com/kinactor/kinactor"
+	"github.com/kinactor/kinactor/internal/localaws"
+)
 
 // Build runs `go build -o dir/kinactor ./cmd/kinactor` in the module root
 // (found by walking up from the working directory) and returns the
 // binary's path.
 func Build(ctx context.Context, dir string) (string, error) {
-	root, err := moduleRoot()
+	root, err := localaws.ModuleRoot()
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("clusterrun: %w", err)
 	}
 	bin, err := filepath.Abs(filepath.Join(dir, "kinactor"))
 	if err != nil {
@@ -43,33 +43,6 @@ func Build(ctx context.Context, dir string) (string, error) {
 		return "", fmt.Errorf("clusterrun: go build: %v\n%s", err, out)
 	}
 	return bin, nil
-}
-
-func moduleRoot() (string, error) {
-	wd, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for d := wd; ; {
-		if b, err := os.ReadFile(filepath.Join(d, "go.mod")); err == nil && modulePathOf(b) == modulePath {
-			return d, nil
-		}
-		parent := filepath.Dir(d)
-		if parent == d {
-			return "", fmt.Errorf("clusterrun: no go.mod of module %s above %s", modulePath, wd)
-		}
-		d = parent
-	}
-}
-
-func modulePathOf(gomod []byte) string {
-	for line := range strings.SplitSeq(string(gomod), "\n") {
-		f := strings.Fields(line)
-		if len(f) >= 2 && f[0] == "module" {
-			return strings.Trim(f[1], `"`)
-		}
-	}
-	return ""
 }
 
 // Options configure a Cluster.
@@ -453,6 +426,22 @@ func (c *Cluster) Close() {
 
 // WaitBalanced polls the running nodes' /status until each of the shards
 // shards is owned by exactly one node and every node owns between ⌊S/N⌋
+// Grow waits until the running node(s) own all shards, then adds nodes
+// until there are total, and waits until the shards are spread over them.
+// Starting with one node lets it create the lease rows alone.
+func (c *Cluster) Grow(ctx context.Context, total, shards int, timeout time.Duration) error {
+	if _, err := c.WaitBalanced(ctx, shards, timeout); err != nil {
+		return err
+	}
+	for len(c.Nodes()) < total {
+		if _, err := c.AddNode(ctx); err != nil {
+			return err
+		}
+	}
+	_, err := c.WaitBalanced(ctx, shards, timeout)
+	return err
+}
+
 // and ⌈S/N⌉ of them, or until timeout. It returns the last owners seen.
 func (c *Cluster) WaitBalanced(ctx context.Context, shards int, timeout time.Duration) (map[string][]string, error) {
 	deadline := time.Now().Add(timeout)

@@ -450,9 +450,9 @@ func resolveDir(dir string) (string, error) {
 		dir = os.Getenv(EnvDir)
 	}
 	if dir == "" {
-		root, err := moduleRoot()
+		root, err := ModuleRoot()
 		if err != nil {
-			return "", err
+			return "", fmt.Errorf("cannot find tools/localaws: %w; set Options.Dir or $%s", err, EnvDir)
 		}
 		dir = filepath.Join(root, "tools", "localaws")
 	}
@@ -466,8 +466,9 @@ func resolveDir(dir string) (string, error) {
 	return abs, nil
 }
 
-// moduleRoot walks up from the working directory to the go.mod of this module.
-func moduleRoot() (string, error) {
+// ModuleRoot walks up from the working directory to the go.mod of the
+// kinactor module and returns its directory.
+func ModuleRoot() (string, error) {
 	wd, err := os.Getwd()
 	if err != nil {
 		return "", err
@@ -478,7 +479,7 @@ func moduleRoot() (string, error) {
 		}
 		parent := filepath.Dir(d)
 		if parent == d {
-			return "", fmt.Errorf("cannot find tools/localaws: no go.mod of module %s above %s; set Options.Dir or $%s", modulePath, wd, EnvDir)
+			return "", fmt.Errorf("no go.mod of module %s above %s", modulePath, wd)
 		}
 		d = parent
 	}
