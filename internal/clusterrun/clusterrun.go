@@ -424,8 +424,6 @@ func (c *Cluster) Close() {
 	}
 }
 
-// WaitBalanced polls the running nodes' /status until each of the shards
-// shards is owned by exactly one node and every node owns between ⌊S/N⌋
 // Grow waits until the running node(s) own all shards, then adds nodes
 // until there are total, and waits until the shards are spread over them.
 // Starting with one node lets it create the lease rows alone.
@@ -442,7 +440,11 @@ func (c *Cluster) Grow(ctx context.Context, total, shards int, timeout time.Dura
 	return err
 }
 
-// and ⌈S/N⌉ of them, or until timeout. It returns the last owners seen.
+// WaitBalanced polls the running nodes' /status until each of the shards
+// shards is owned by exactly one node, every node owns at least one, and
+// none owns more than ⌈S/N⌉ (the assignment's cap; it sets no minimum, so
+// ⌊S/N⌋ is not guaranteed), or until timeout. It returns the last owners
+// seen.
 func (c *Cluster) WaitBalanced(ctx context.Context, shards int, timeout time.Duration) (map[string][]string, error) {
 	deadline := time.Now().Add(timeout)
 	tick := time.NewTicker(100 * time.Millisecond)
@@ -480,7 +482,7 @@ func balanced(owners map[string][]string, shards int, nodes []*Proc) error {
 	if len(owners) != shards {
 		return fmt.Errorf("%d of %d shards owned: %v", len(owners), shards, owners)
 	}
-	lo, hi := shards/len(nodes), (shards+len(nodes)-1)/len(nodes)
+	lo, hi := min(1, shards/len(nodes)), (shards+len(nodes)-1)/len(nodes)
 	for _, p := range nodes {
 		if n := count[p.Name]; n < lo || n > hi {
 			return fmt.Errorf("node %s owns %d shards (want %d..%d): %v", p.Name, n, lo, hi, owners)
