@@ -294,12 +294,20 @@ func (n *Node) Stop(ctx context.Context) error {
 
 func (n *Node) stop(ctx context.Context) {
 	defer close(n.stopped)
+	gossiped := make(chan struct{})
 	if ms := n.membership; ms != nil {
-		// Tell the others first, so they plan without this node while its
-		// shards are handed off.
-		if err := ms.UpdateMeta(cluster.Meta{Weight: n.cfg.Cluster.Weight, Version: Version, HTTP: n.cfg.Cluster.HTTPAddr, Draining: true}); err != nil {
-			n.cfg.Logger.Warn("could not gossip draining", "err", err)
-		}
+		// Tell the others, so they plan without this node while its shards
+		// are handed off. UpdateMeta waits until the update has been
+		// gossiped (a few gossip intervals): do not hold the handoffs back
+		// for that, they take about as long.
+		go func() {
+			defer close(gossiped)
+			if err := ms.UpdateMeta(cluster.Meta{Weight: n.cfg.Cluster.Weight, Version: Version, HTTP: n.cfg.Cluster.HTTPAddr, Draining: true}); err != nil {
+				n.cfg.Logger.Warn("could not gossip draining", "err", err)
+			}
+		}()
+	} else {
+		close(gossiped)
 	}
 	done := make(chan struct{})
 	n.sys.Root.Send(n.coord, actors.StopAll{Done: done})
@@ -308,6 +316,7 @@ func (n *Node) stop(ctx context.Context) {
 	case <-ctx.Done():
 		n.stopErr = fmt.Errorf("kinactor: graceful stop interrupted, leases left to expire: %w", ctx.Err())
 	}
+	<-gossiped
 	if ms := n.membership; ms != nil {
 		if err := ms.Leave(2 * time.Second); err != nil {
 			n.cfg.Logger.Warn("leaving the cluster", "err", err)

@@ -80,6 +80,10 @@ type gossipMsg struct {
 	Shard   string `json:"s,omitempty"` // for released
 	Counter int64  `json:"c,omitempty"` // the lease counter after the release
 	At      int64  `json:"at,omitempty"`
+	// From and Draining: the sender is leaving. Its own word is enough to
+	// plan without it at once, before the meta update reaches us by gossip.
+	From     string `json:"f,omitempty"`
+	Draining bool   `json:"d,omitempty"`
 }
 
 type (
@@ -125,6 +129,7 @@ type coordinator struct {
 	members  []cluster.Member
 	gone     map[string]bool
 	goneAt   map[string]time.Time
+	draining map[string]bool // members that said they are leaving
 	ticks    int
 	syncing  bool
 	resync   bool
@@ -160,6 +165,7 @@ func (c *coordinator) Receive(ctx actor.Context) {
 		c.leases = map[string]lease.Lease{}
 		c.gone = map[string]bool{}
 		c.goneAt = map[string]time.Time{}
+		c.draining = map[string]bool{}
 		c.expiry = lease.NewExpiryTracker(c.cfg.LeaseExpiry)
 		if c.cfg.Gossip != nil {
 			c.members = c.cfg.Gossip.Members()
@@ -257,6 +263,7 @@ func (c *coordinator) onMembership(ctx actor.Context, m MembershipChanged) {
 	c.cfg.Deps.Metrics.ClusterMembers.Set(float64(len(m.Members)))
 	switch ev.Kind {
 	case cluster.MemberLeft, cluster.MemberDied:
+		delete(c.draining, ev.Member.Name)
 		c.gone[ev.Member.Name] = true
 		c.goneAt[ev.Member.Name] = time.Now()
 		c.log.Info("member gone", "member", ev.Member.Name, "how", ev.Kind.String())
@@ -278,6 +285,9 @@ func (c *coordinator) onGossip(ctx actor.Context, payload []byte) {
 	if err := json.Unmarshal(payload, &g); err != nil {
 		c.log.Warn("ignoring malformed gossip message", "err", err)
 		return
+	}
+	if g.Draining && g.From != "" && g.From != c.cfg.Deps.Owner {
+		c.draining[g.From] = true
 	}
 	switch g.Type {
 	case "released":
@@ -463,7 +473,7 @@ func (c *coordinator) view() View {
 	if c.cfg.Gossip != nil {
 		v.Members = []cluster.Member{}
 		for _, m := range c.members {
-			if m.Name == v.Me && c.stopping {
+			if (m.Name == v.Me && c.stopping) || c.draining[m.Name] {
 				m.Meta.Draining = true // leaving: hand everything to the others
 			}
 			v.Members = append(v.Members, m)
@@ -582,7 +592,7 @@ func (c *coordinator) onFinished(ctx actor.Context, f ShardFinished) {
 		// Tell the new owner at once, so it need not wait for a read.
 		p := PlanOwnership(c.view())
 		if to := p.Assignment[f.ShardID]; to != "" && to != c.cfg.Deps.Owner {
-			c.send(to, gossipMsg{Type: "released", Shard: f.ShardID, Counter: f.Counter, At: time.Now().UnixMilli()})
+			c.send(to, gossipMsg{Type: "released", Shard: f.ShardID, Counter: f.Counter, At: time.Now().UnixMilli(), From: c.cfg.Deps.Owner, Draining: c.stopping})
 		}
 	}
 	if f.Outcome == shardfsm.ShardEnd {
