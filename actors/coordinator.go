@@ -317,11 +317,13 @@ func (c *coordinator) startSync() {
 	c.syncing = true
 	deps, self, sys, cx, initial, leader := c.cfg.Deps, c.self, c.sys, c.ctx, c.cfg.InitialCheckpoint, c.leader()
 	go func() {
+		op, cancel := context.WithTimeout(cx, 2*OpTimeout) // a hung call must not stop syncing for good
+		defer cancel()
 		var res syncResult
 		if leader {
-			res = syncShards(cx, deps, initial)
+			res = syncShards(op, deps, initial)
 		} else {
-			res.leases, res.err = deps.Store.List(cx)
+			res.leases, res.err = deps.Store.List(op)
 		}
 		if cx.Err() == nil {
 			sys.Root.Send(self, res)
@@ -440,9 +442,10 @@ func (c *coordinator) onSync(ctx actor.Context, r syncResult) {
 				delete(c.lost, l.Key)
 			}
 		}
-		if r.listed != nil {
-			c.listed = r.listed
-		}
+		// The listing filters only while it is fresh: a node that was the
+		// discovering node once must not keep filtering by an old listing
+		// (shards created since would never be eligible on it).
+		c.listed = r.listed
 		if c.cfg.Gossip != nil && r.changed {
 			c.broadcast(gossipMsg{Type: "shards"}) // new or removed rows: tell the others
 		}
@@ -515,7 +518,9 @@ func (c *coordinator) take(t Take) {
 	c.taking[t.Lease.Key] = true
 	deps, self, sys, cx := c.cfg.Deps, c.self, c.sys, c.ctx
 	go func() {
-		l, err := deps.Store.Take(cx, t.Lease, deps.Owner)
+		op, cancel := context.WithTimeout(cx, OpTimeout) // a hung take must not leave the shard "taking" for good
+		defer cancel()
+		l, err := deps.Store.Take(op, t.Lease, deps.Owner)
 		if cx.Err() == nil {
 			sys.Root.Send(self, takeResult{key: t.Lease.Key, lease: l, reason: t.Reason, err: err})
 		}

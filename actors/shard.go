@@ -266,11 +266,18 @@ func (a *shardActor) report(ctx actor.Context, cp lease.Checkpoint) {
 }
 
 // async runs f off the actor and sends its result back to the actor.
+// OpTimeout bounds every Kinesis and DynamoDB call a shard actor or the
+// coordinator makes: a call that hangs (a stalled server, a half-open
+// connection) fails and is retried instead of stalling the shard for good.
+const OpTimeout = 30 * time.Second
+
 func (a *shardActor) async(f func(ctx context.Context) any) {
-	self, sys, c := a.self, a.sys, a.ctx
+	self, sys, parent := a.self, a.sys, a.ctx
 	go func() {
+		c, cancel := context.WithTimeout(parent, OpTimeout)
+		defer cancel()
 		msg := f(c)
-		if c.Err() == nil {
+		if parent.Err() == nil {
 			sys.Root.Send(self, msg)
 		}
 	}()
