@@ -203,7 +203,7 @@ func (s *DynamoStore) EnsureTable(ctx context.Context) error {
 			}
 		}
 		delay := min(100*time.Millisecond*time.Duration(n), time.Second)
-		if err := sleep(ctx, delay); err != nil {
+		if err := backoff.Sleep(ctx, delay); err != nil {
 			return fmt.Errorf("lease: table %s not ACTIVE: %w", s.table, err)
 		}
 		desc, err = s.describe(ctx)
@@ -654,21 +654,10 @@ func (s *DynamoStore) afterFailure(ctx context.Context, op, key string, attempt 
 	}
 	d := s.policy.Delay(attempt, nil)
 	s.log.Debug("lease: retrying", "table", s.table, "op", op, "key", key, "attempt", attempt, "delay", d, "err", err)
-	if serr := sleep(ctx, d); serr != nil {
+	if serr := backoff.Sleep(ctx, d); serr != nil {
 		return fmt.Errorf("%s %s: %w (last error: %w)", op, key, serr, err)
 	}
 	return nil
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 // retryableCodes are the API error codes the store retries: the SDK's

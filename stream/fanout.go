@@ -167,7 +167,7 @@ func NewFanOut(api FanOutAPI, stream, consumerName string, opts ...FanOutOption)
 		registerTimeout: DefaultFanOutRegisterTimeout,
 		idleTimeout:     DefaultFanOutIdleTimeout,
 		sessions:        map[string]*efoSession{},
-		sleep:           sleepCtx,
+		sleep:           backoff.Sleep,
 	}
 	if strings.HasPrefix(stream, "arn:") {
 		f.streamARN = stream
@@ -669,17 +669,6 @@ func classifySubscribe(err error) error {
 		return &classifiedError{kind: ErrThrottled, err: err}
 	}
 	return Classify(err)
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // listOnly adapts a FanOutAPI to API for the polling Client's ListShards;

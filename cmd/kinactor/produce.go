@@ -15,6 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 
+	"github.com/kinactor/kinactor/internal/backoff"
 	"github.com/kinactor/kinactor/stream"
 )
 
@@ -115,7 +116,7 @@ func runProduce(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 		if *rate > 0 && i < *records {
 			due := began.Add(time.Duration(float64(i) / *rate * float64(time.Second)))
-			if err := sleepCtx(ctx, time.Until(due)); err != nil {
+			if err := backoff.Sleep(ctx, time.Until(due)); err != nil {
 				return fmt.Errorf("produce: interrupted after %d records: %w", i, err)
 			}
 		}
@@ -156,7 +157,7 @@ func putAll(ctx context.Context, kc *kinesis.Client, streamName string, entries 
 			if attempt == 20 {
 				return fmt.Errorf("PutRecords: %d records still failing after %d attempts (%s)", len(failed), attempt, why)
 			}
-			if err := sleepCtx(ctx, min(time.Duration(attempt)*100*time.Millisecond, 2*time.Second)); err != nil {
+			if err := backoff.Sleep(ctx, min(time.Duration(attempt)*100*time.Millisecond, 2*time.Second)); err != nil {
 				return err
 			}
 		}
@@ -191,26 +192,12 @@ func waitActive(ctx context.Context, kc *kinesis.Client, name string, timeout ti
 		if err == nil && out.StreamDescriptionSummary.StreamStatus == types.StreamStatusActive {
 			return nil
 		}
-		if serr := sleepCtx(ctx, 100*time.Millisecond); serr != nil {
+		if serr := backoff.Sleep(ctx, 100*time.Millisecond); serr != nil {
 			if err == nil {
 				err = fmt.Errorf("status %s", out.StreamDescriptionSummary.StreamStatus)
 			}
 			return fmt.Errorf("stream %s not ACTIVE within %s: %w", name, timeout, errors.Join(err, serr))
 		}
-	}
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
 	}
 }
 

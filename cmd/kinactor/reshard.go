@@ -16,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 
+	"github.com/kinactor/kinactor/internal/backoff"
 	"github.com/kinactor/kinactor/stream"
 )
 
@@ -141,7 +142,7 @@ func runReshard(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		if err == nil && len(after) > len(before) {
 			break
 		}
-		if serr := sleepCtx(wctx, 100*time.Millisecond); serr != nil {
+		if serr := backoff.Sleep(wctx, 100*time.Millisecond); serr != nil {
 			return fmt.Errorf("reshard: new shards not listed within %s: %w", *timeout, errors.Join(err, serr))
 		}
 	}

@@ -4,6 +4,7 @@
 package backoff
 
 import (
+	"context"
 	"math/rand/v2"
 	"time"
 )
@@ -49,4 +50,20 @@ func (p Policy) Delay(n int, r *rand.Rand) time.Duration {
 		j = rand.Int64N(int64(c-half) + 1)
 	}
 	return half + time.Duration(j)
+}
+
+// Sleep waits for d or until ctx ends, whichever comes first, and returns
+// ctx's error in the second case (also at once when d ≤ 0 and ctx ended).
+func Sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

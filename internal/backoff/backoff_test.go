@@ -1,6 +1,7 @@
 package backoff
 
 import (
+	"context"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -33,5 +34,23 @@ func TestDelayWithinBounds(t *testing.T) {
 				t.Fatalf("Delay(%d) = %v outside [%v, %v]", n, d, c/2, c)
 			}
 		}
+	}
+}
+
+func TestSleepHonoursContext(t *testing.T) {
+	if err := Sleep(context.Background(), time.Millisecond); err != nil {
+		t.Fatalf("Sleep: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	start := time.Now()
+	if err := Sleep(ctx, time.Hour); err != context.Canceled {
+		t.Fatalf("Sleep on a cancelled context = %v", err)
+	}
+	if time.Since(start) > time.Second {
+		t.Fatal("Sleep did not return at once on a cancelled context")
+	}
+	if err := Sleep(ctx, 0); err != context.Canceled {
+		t.Fatalf("Sleep(0) on a cancelled context = %v", err)
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	ktypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 
+	"github.com/kinactor/kinactor/internal/backoff"
 	"github.com/kinactor/kinactor/internal/clusterrun"
 	"github.com/kinactor/kinactor/internal/faultproxy"
 	"github.com/kinactor/kinactor/internal/ledger"
@@ -218,7 +219,7 @@ func (r *runner) waitSettled(ctx context.Context, timeout time.Duration) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("chaos: ownership not settled within %s: %w", timeout, err)
 		}
-		if err := sleep(ctx, 200*time.Millisecond); err != nil {
+		if err := backoff.Sleep(ctx, 200*time.Millisecond); err != nil {
 			return err
 		}
 	}
@@ -262,20 +263,9 @@ func (r *runner) waitActive(ctx context.Context) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("chaos: stream not ACTIVE within 2m (last error: %v)", err)
 		}
-		if err := sleep(ctx, 200*time.Millisecond); err != nil {
+		if err := backoff.Sleep(ctx, 200*time.Millisecond); err != nil {
 			return err
 		}
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
 }
 
@@ -313,7 +303,7 @@ func (r *runner) run(ctx context.Context) (Report, error) {
 	defer func() { stopP(); pwg.Wait() }()
 
 	for _, f := range r.faults {
-		if err := sleep(ctx, time.Until(r.runStart.Add(time.Duration(f.At)))); err != nil {
+		if err := backoff.Sleep(ctx, time.Until(r.runStart.Add(time.Duration(f.At)))); err != nil {
 			return Report{}, err
 		}
 		if f.Kind.timed() {
@@ -330,7 +320,7 @@ func (r *runner) run(ctx context.Context) (Report, error) {
 			return Report{}, ctx.Err()
 		}
 	}
-	if err := sleep(ctx, time.Until(r.runStart.Add(time.Duration(r.s.Duration)))); err != nil {
+	if err := backoff.Sleep(ctx, time.Until(r.runStart.Add(time.Duration(r.s.Duration)))); err != nil {
 		return Report{}, err
 	}
 	produced, perr := r.prod.Stop()
@@ -352,12 +342,12 @@ func (r *runner) run(ctx context.Context) (Report, error) {
 			r.logf("not everything processed within %s", time.Duration(r.s.Drain))
 			break
 		}
-		if err := sleep(ctx, time.Second); err != nil {
+		if err := backoff.Sleep(ctx, time.Second); err != nil {
 			return Report{}, err
 		}
 	}
 	// Let the last checkpoints land, then take the last samples.
-	_ = sleep(ctx, 3*time.Second)
+	_ = backoff.Sleep(ctx, 3*time.Second)
 	stopP()
 	pwg.Wait()
 	r.stopSampling()
@@ -589,7 +579,7 @@ func (r *runner) partition(ctx context.Context, f Fault) (string, error) {
 	for _, p := range b {
 		errs = append(errs, r.post(ctx, p, "/faults/partition?block="+url.QueryEscape(aa)))
 	}
-	serr := sleep(ctx, time.Duration(f.For))
+	serr := backoff.Sleep(ctx, time.Duration(f.For))
 	for _, p := range r.c.Nodes() {
 		errs = append(errs, r.post(context.Background(), p, "/faults/heal"))
 	}
@@ -619,7 +609,7 @@ func (r *runner) proxyFault(ctx context.Context, f Fault) string {
 	for _, p := range ps {
 		p.Set(ff)
 	}
-	_ = sleep(ctx, time.Duration(f.For))
+	_ = backoff.Sleep(ctx, time.Duration(f.For))
 	for _, p := range ps {
 		p.Clear()
 	}
@@ -721,7 +711,7 @@ func (r *runner) waitNewShards(ctx context.Context, openBefore int) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("new shards not listed within 2m (last error: %v)", err)
 		}
-		if err := sleep(ctx, 200*time.Millisecond); err != nil {
+		if err := backoff.Sleep(ctx, 200*time.Millisecond); err != nil {
 			return err
 		}
 	}
