@@ -142,15 +142,18 @@ type Report struct {
 
 	// Idle is over every shard moved after a kill or a stop: how long it
 	// went without processing.
-	IdleN      int     `json:"idle_n"`
-	IdleP50    float64 `json:"idle_p50_s"`
-	IdleP99    float64 `json:"idle_p99_s"`
-	IdleMax    float64 `json:"idle_max_s"`
-	KillIdle   Stats   `json:"idle_after_kill"`
-	StopIdle   Stats   `json:"idle_after_stop"`
-	Kills      int     `json:"kills"`
-	Stops      int     `json:"stops"`
-	Unexpected int     `json:"unexpected"` // processed records never produced, or unparsable lines
+	IdleN    int     `json:"idle_n"`
+	IdleP50  float64 `json:"idle_p50_s"`
+	IdleP99  float64 `json:"idle_p99_s"`
+	IdleMax  float64 `json:"idle_max_s"`
+	KillIdle Stats   `json:"idle_after_kill"`
+	StopIdle Stats   `json:"idle_after_stop"`
+	// LongestIdle names the worst move: the shard, the fault and who
+	// took the shard over ("" when nothing moved).
+	LongestIdle string `json:"idle_longest,omitempty"`
+	Kills       int    `json:"kills"`
+	Stops       int    `json:"stops"`
+	Unexpected  int    `json:"unexpected"` // processed records never produced, or unparsable lines
 
 	LeaseWrites      float64 `json:"lease_writes"`
 	LeaseWritesPerSH float64 `json:"lease_writes_per_shard_hour"`
@@ -188,8 +191,16 @@ func Verify(entries []ledger.Entry, produced map[string]int, events []clusterrun
 		Faults: faults, CheckpointSamples: len(samples),
 	}
 	var idle []time.Duration
-	for _, m := range a.Moves {
+	var worst *clusterrun.Move
+	for i, m := range a.Moves {
 		idle = append(idle, m.Idle)
+		if worst == nil || m.Idle > worst.Idle {
+			worst = &a.Moves[i]
+		}
+	}
+	if worst != nil {
+		r.LongestIdle = fmt.Sprintf("%s idle %.3fs after the %s of %s at %s, then processed by %s",
+			worst.Shard, worst.Idle.Seconds(), map[clusterrun.EventKind]string{clusterrun.EventKill: "kill", clusterrun.EventTerm: "stop"}[worst.Kind], worst.From, events[worst.Event].At.UTC().Format("15:04:05.000"), worst.To)
 	}
 	if len(idle) > 0 {
 		sort.Slice(idle, func(i, j int) bool { return idle[i] < idle[j] })
@@ -299,6 +310,9 @@ func (r Report) WriteTable(w io.Writer) {
 	fmt.Fprintf(tw, "checkpoints moved backwards\t%d\tin %d samples\n", r.CheckpointsBackward, r.CheckpointSamples)
 	fmt.Fprintf(tw, "idle after kill (s)\tn=%d\tp50 %.3f  p99 %.3f  max %.3f\n", r.KillIdle.N, r.KillIdle.P50, r.KillIdle.P99, r.KillIdle.Max)
 	fmt.Fprintf(tw, "idle after stop (s)\tn=%d\tp50 %.3f  p99 %.3f  max %.3f\n", r.StopIdle.N, r.StopIdle.P50, r.StopIdle.P99, r.StopIdle.Max)
+	if r.LongestIdle != "" {
+		fmt.Fprintf(tw, "longest idle\t\t%s\n", r.LongestIdle)
+	}
 	fmt.Fprintf(tw, "lease writes per shard-hour\t%.0f\t(%.0f writes)\n", r.LeaseWritesPerSH, r.LeaseWrites)
 	if r.Unexpected > 0 {
 		fmt.Fprintf(tw, "unexpected or unparsable ledger lines\t%d\t\n", r.Unexpected)

@@ -3,6 +3,7 @@ package chaos
 import (
 	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -62,8 +63,8 @@ func TestVerifyCountsAndAttributesDuplicates(t *testing.T) {
 		ent("n3", "s0", 150, "a", 1), ent("n3", "s0", 150, "a", 2), // after the kill: 2
 		ent("n3", "s0", 160, "a", 2),                              // again: 3rd processing, kill
 		ent("n2", "s1", 50, "b", 1), ent("n3", "s1", 250, "b", 1), // after the partition
-		ent("n2", "s2", 60, "c", 1), // no duplicate after the stop
-		ent("n4", "s2", 350, "c", 2),
+		ent("n2", "s2", 60, "c", 1),  // no duplicate after the stop
+		ent("n4", "s2", 380, "c", 2), // 80 ms after the stop: the longest idle
 	}
 	r := Verify(es, map[string]int{"a": 2, "b": 1, "c": 2}, events, faults, nil)
 	if r.Duplicates != 5 {
@@ -76,11 +77,14 @@ func TestVerifyCountsAndAttributesDuplicates(t *testing.T) {
 	if !r.OK || r.Lost != 0 || r.Processed != 5 {
 		t.Fatalf("%+v", r)
 	}
-	if r.Kills != 1 || r.Stops != 1 || r.KillIdle.N != 1 || r.KillIdle.Max != 0.05 || r.StopIdle.N != 1 || r.StopIdle.Max != 0.05 {
+	if r.Kills != 1 || r.Stops != 1 || r.KillIdle.N != 1 || r.KillIdle.Max != 0.05 || r.StopIdle.N != 1 || r.StopIdle.Max != 0.08 {
 		t.Fatalf("idle: kills %d %+v stops %d %+v", r.Kills, r.KillIdle, r.Stops, r.StopIdle)
 	}
-	if r.IdleN != 2 || r.IdleMax != 0.05 {
+	if r.IdleN != 2 || r.IdleMax != 0.08 {
 		t.Fatalf("idle overall n=%d max=%v", r.IdleN, r.IdleMax)
+	}
+	if !strings.HasPrefix(r.LongestIdle, "s2 idle 0.080s after the stop of n2") || !strings.HasSuffix(r.LongestIdle, "then processed by n4") {
+		t.Fatalf("longest idle %q", r.LongestIdle)
 	}
 }
 
