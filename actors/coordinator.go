@@ -14,6 +14,7 @@ import (
 	"github.com/kinactor/kinactor/actors/shardfsm"
 	"github.com/kinactor/kinactor/cluster"
 	"github.com/kinactor/kinactor/lease"
+	"github.com/kinactor/kinactor/stream"
 )
 
 // Gossip is what the coordinator needs from cluster membership;
@@ -345,32 +346,12 @@ func syncShards(ctx context.Context, deps *Deps, initial string) syncResult {
 		have[l.Key] = l
 	}
 	listed := make(map[string]bool, len(shards))
-	children := map[string][]string{}
 	for _, s := range shards {
 		listed[s.ID] = true
-		for _, p := range s.Parents() {
-			children[p] = append(children[p], s.ID)
-		}
 	}
 	changed := false
-	for _, s := range shards {
-		if _, ok := have[s.ID]; ok {
-			continue
-		}
-		if s.Closed() && anyHasRow(children[s.ID], have) {
-			continue // finished and cleaned up: its children carry on
-		}
-		cp := initial
-		for _, p := range s.Parents() {
-			if _, ok := have[p]; listed[p] || ok {
-				cp = lease.CheckpointTrimHorizon // a child: read it all
-			}
-		}
-		err := deps.Store.Create(ctx, lease.Lease{
-			Key: s.ID, Checkpoint: lease.Checkpoint{SequenceNumber: cp},
-			ParentShardIDs: s.Parents(), StartingHashKey: s.StartingHashKey, EndingHashKey: s.EndingHashKey,
-		})
-		if err != nil && !errors.Is(err, lease.ErrExists) {
+	for _, l := range NewRows(shards, have, initial) {
+		if err := deps.Store.Create(ctx, l); err != nil && !errors.Is(err, lease.ErrExists) {
 			return syncResult{err: err}
 		}
 		changed = true
@@ -392,13 +373,61 @@ func syncShards(ctx context.Context, deps *Deps, initial string) syncResult {
 	return syncResult{listed: listed, leases: leases, changed: changed}
 }
 
-func anyHasRow(ids []string, have map[string]lease.Lease) bool {
-	for _, id := range ids {
-		if _, ok := have[id]; ok {
-			return true
+// NewRows returns the lease rows to create for the listed shards that have
+// none in the table (have). A closed shard whose descendants (through the
+// listing, at any depth) already have a row is skipped: it was read to its
+// end and its row deleted once its children moved on, and a new row would
+// read it again from the start. Rows of shards without a listed or known
+// parent start at initial; children start at TRIM_HORIZON, so nothing after
+// a reshard is lost. The rows come in listing order.
+func NewRows(shards []stream.Shard, have map[string]lease.Lease, initial string) []lease.Lease {
+	listed := make(map[string]bool, len(shards))
+	children := map[string][]string{}
+	for _, s := range shards {
+		listed[s.ID] = true
+		for _, p := range s.Parents() {
+			children[p] = append(children[p], s.ID)
 		}
 	}
-	return false
+	// rowBelow: some descendant has a row. Shard lineage is a DAG (merges
+	// join two branches), so memoize; a shard's own row does not count.
+	memo := map[string]bool{}
+	var rowBelow func(id string) bool
+	rowBelow = func(id string) bool {
+		if v, ok := memo[id]; ok {
+			return v
+		}
+		memo[id] = false // cycle guard for a malformed listing
+		found := false
+		for _, c := range children[id] {
+			if _, ok := have[c]; ok || rowBelow(c) {
+				found = true
+				break
+			}
+		}
+		memo[id] = found
+		return found
+	}
+	var out []lease.Lease
+	for _, s := range shards {
+		if _, ok := have[s.ID]; ok {
+			continue
+		}
+		if s.Closed() && rowBelow(s.ID) {
+			continue // finished and cleaned up: its descendants carry on
+		}
+		cp := initial
+		for _, p := range s.Parents() {
+			if _, ok := have[p]; listed[p] || ok {
+				cp = lease.CheckpointTrimHorizon // a child: read it all
+			}
+		}
+		out = append(out, lease.Lease{
+			Key: s.ID, Checkpoint: lease.Checkpoint{SequenceNumber: cp},
+			ParentShardIDs: s.Parents(), StartingHashKey: s.StartingHashKey, EndingHashKey: s.EndingHashKey,
+		})
+	}
+	return out
 }
 
 // FinishedParents returns the rows that can be deleted: shards read to

@@ -7,6 +7,7 @@ import (
 
 	"github.com/kinactor/kinactor/cluster"
 	"github.com/kinactor/kinactor/lease"
+	"github.com/kinactor/kinactor/stream"
 )
 
 func rows(n int, owner string) []lease.Lease {
@@ -152,4 +153,65 @@ func TestFinishedParents(t *testing.T) {
 	if len(got) != 1 || got[0].Key != "p1" {
 		t.Fatalf("finished parents %v, want only p1", got)
 	}
+}
+
+func TestNewRows(t *testing.T) {
+	closed := func(id string, parents ...string) stream.Shard {
+		s := open(id, parents...)
+		s.EndingSequenceNumber = "99"
+		return s
+	}
+	// The lineage of a chaos run: 2 split into 20 and 21; 21 merged with 3
+	// into 27; 20 merged with 27 into 28. 5 is an untouched open shard.
+	shards := []stream.Shard{
+		closed("s02"), closed("s03"), open("s05"),
+		closed("s20", "s02"), closed("s21", "s02"),
+		closed("s27", "s21", "s03"), open("s28", "s20", "s27"),
+	}
+	keys := func(ls []lease.Lease) map[string]string {
+		m := map[string]string{}
+		for _, l := range ls {
+			m[l.Key] = l.Checkpoint.SequenceNumber
+		}
+		return m
+	}
+	t.Run("fresh table: every shard, children from the start", func(t *testing.T) {
+		got := keys(NewRows(shards, map[string]lease.Lease{}, lease.CheckpointLatest))
+		want := map[string]string{"s02": "LATEST", "s03": "LATEST", "s05": "LATEST",
+			"s20": "TRIM_HORIZON", "s21": "TRIM_HORIZON", "s27": "TRIM_HORIZON", "s28": "TRIM_HORIZON"}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("rows %v, want %v", got, want)
+		}
+	})
+	t.Run("finished ancestors are not read again", func(t *testing.T) {
+		// Every closed shard was read to its end and its row deleted.
+		have := map[string]lease.Lease{"s05": {Key: "s05"}, "s28": {Key: "s28"}}
+		if got := NewRows(shards, have, lease.CheckpointTrimHorizon); len(got) != 0 {
+			t.Fatalf("rows %v, want none", keys(got))
+		}
+	})
+	t.Run("a shard split twice between two syncs", func(t *testing.T) {
+		// 5 (has a row) split into 40 and 41; 41 split again into 42
+		// and 43 before the discovering node listed the stream.
+		more := append(append([]stream.Shard(nil), shards...),
+			closed("s40", "s05"), closed("s41", "s05"), open("s42", "s41"), open("s43", "s41"))
+		more[2] = closed("s05")
+		have := map[string]lease.Lease{"s05": {Key: "s05"}, "s28": {Key: "s28"}}
+		got := keys(NewRows(more, have, lease.CheckpointLatest))
+		want := map[string]string{"s40": "TRIM_HORIZON", "s41": "TRIM_HORIZON", "s42": "TRIM_HORIZON", "s43": "TRIM_HORIZON"}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("rows %v, want %v", got, want)
+		}
+	})
+}
+
+func open(id string, parents ...string) stream.Shard {
+	s := stream.Shard{ID: id}
+	if len(parents) > 0 {
+		s.ParentShardID = parents[0]
+	}
+	if len(parents) > 1 {
+		s.AdjacentParentShardID = parents[1]
+	}
+	return s
 }
