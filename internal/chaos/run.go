@@ -362,7 +362,7 @@ func (r *runner) run(ctx context.Context) (Report, error) {
 		return Report{}, fmt.Errorf("chaos: reading ledgers: %w", err)
 	}
 	r.mu.Lock()
-	rep := Verify(es, produced, r.c.Events(), append([]Done(nil), r.done...), append([]Sample(nil), r.samples...))
+	rep := Verify(es, produced, r.c.Events(), append([]Done(nil), r.done...), append([]Sample(nil), r.samples...), r.prod.Written())
 	for _, v := range r.writes {
 		rep.LeaseWrites += v
 	}

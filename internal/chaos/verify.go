@@ -148,6 +148,12 @@ type Report struct {
 	IdleMax  float64 `json:"idle_max_s"`
 	KillIdle Stats   `json:"idle_after_kill"`
 	StopIdle Stats   `json:"idle_after_stop"`
+	// KillDelay and StopDelay leave out of the idle time the wait for the
+	// next record to be written: how long the first record the new owner
+	// processed waited because of the move (clusterrun.Move.Delay). At a
+	// low rate, idle is mostly that wait.
+	KillDelay Stats `json:"delay_after_kill"`
+	StopDelay Stats `json:"delay_after_stop"`
 	// LongestIdle names the worst move: the shard, the fault and who
 	// took the shard over ("" when nothing moved).
 	LongestIdle string `json:"idle_longest,omitempty"`
@@ -180,13 +186,15 @@ func toStats(s clusterrun.Stats) Stats {
 // Verify compares the ledgers' entries with what was produced (per key,
 // n from 1 to produced[pk]), attributes duplicates to the faults done,
 // measures idle time after the kills and stops among events (from
-// clusterrun), and checks the lease-table samples.
-func Verify(entries []ledger.Entry, produced map[string]int, events []clusterrun.Event, faults []Done, samples []Sample) Report {
-	a := clusterrun.Analyze(entries, produced, events)
+// clusterrun), and checks the lease-table samples. written (the producer's
+// write times, may be nil) gives the delays.
+func Verify(entries []ledger.Entry, produced map[string]int, events []clusterrun.Event, faults []Done, samples []Sample, written map[string][]int64) Report {
+	a := clusterrun.AnalyzeWritten(entries, produced, events, written)
 	r := Report{
 		Produced: a.Produced, Processed: a.Processed, Lost: a.Lost, LostSamples: a.LostSamples,
 		Duplicates: a.Duplicates, OrderViolations: a.OrderViolations, OrderSamples: a.OrderSamples,
 		OrderOK: a.OrderViolations == 0, KillIdle: toStats(a.KillIdle), StopIdle: toStats(a.TermIdle),
+		KillDelay: toStats(a.KillDelay), StopDelay: toStats(a.TermDelay),
 		Kills: a.Kills, Stops: a.Terms, Unexpected: a.Unexpected + a.Unparsed,
 		Faults: faults, CheckpointSamples: len(samples),
 	}
@@ -310,6 +318,8 @@ func (r Report) WriteTable(w io.Writer) {
 	fmt.Fprintf(tw, "checkpoints moved backwards\t%d\tin %d samples\n", r.CheckpointsBackward, r.CheckpointSamples)
 	fmt.Fprintf(tw, "idle after kill (s)\tn=%d\tp50 %.3f  p99 %.3f  max %.3f\n", r.KillIdle.N, r.KillIdle.P50, r.KillIdle.P99, r.KillIdle.Max)
 	fmt.Fprintf(tw, "idle after stop (s)\tn=%d\tp50 %.3f  p99 %.3f  max %.3f\n", r.StopIdle.N, r.StopIdle.P50, r.StopIdle.P99, r.StopIdle.Max)
+	fmt.Fprintf(tw, "record delay after kill (s)\tn=%d\tp50 %.3f  p99 %.3f  max %.3f\n", r.KillDelay.N, r.KillDelay.P50, r.KillDelay.P99, r.KillDelay.Max)
+	fmt.Fprintf(tw, "record delay after stop (s)\tn=%d\tp50 %.3f  p99 %.3f  max %.3f\n", r.StopDelay.N, r.StopDelay.P50, r.StopDelay.P99, r.StopDelay.Max)
 	if r.LongestIdle != "" {
 		fmt.Fprintf(tw, "longest idle\t\t%s\n", r.LongestIdle)
 	}

@@ -22,6 +22,11 @@ type Move struct {
 	// Idle is the first ledger ts of the shard by another node after the
 	// event, minus the event's time.
 	Idle time.Duration
+	// Delay is how long that first record waited because of the move: its
+	// ledger ts minus the later of the event and the record's write (Idle
+	// when write times are unknown). At low rates most of Idle is waiting
+	// for the next record to be written; Delay leaves that out.
+	Delay time.Duration
 }
 
 // Stats summarizes durations.
@@ -82,6 +87,8 @@ type Report struct {
 	Moves             []Move
 	KillIdle          Stats
 	TermIdle          Stats
+	KillDelay         Stats // Move.Delay after kills
+	TermDelay         Stats // Move.Delay after terms
 	Kills, Terms      int
 	MaxIdle           time.Duration // the longest Idle of any move
 	MaxIdleShard      string
@@ -125,6 +132,12 @@ type item struct {
 // produced[pk]) and the kills and terms among events. Records are
 // identified by (pk, n) parsed from the data {"pk":"k7","n":12}.
 func Analyze(entries []ledger.Entry, produced map[string]int, events []Event) Report {
+	return AnalyzeWritten(entries, produced, events, nil)
+}
+
+// AnalyzeWritten is Analyze with the records' write times (Producer.Written:
+// per key, index n-1, Unix ms), which give each move its Delay.
+func AnalyzeWritten(entries []ledger.Entry, produced map[string]int, events []Event, written map[string][]int64) Report {
 	r := Report{Lines: len(entries), DupByEvent: make([]int, len(events)), DupByLastEvent: map[EventKind]int{}}
 	for _, n := range produced {
 		r.Produced += n
@@ -252,7 +265,7 @@ func Analyze(entries []ledger.Entry, produced map[string]int, events []Event) Re
 		sort.SliceStable(es, func(i, j int) bool { return es[i].TS < es[j].TS })
 	}
 	shards := sortedKeys(byShard)
-	var killIdle, termIdle []time.Duration
+	var killIdle, termIdle, killDelay, termDelay []time.Duration
 	for _, st := range stops {
 		ev := events[st.i]
 		moved := false
@@ -268,12 +281,18 @@ func Analyze(entries []ledger.Entry, produced map[string]int, events []Event) Re
 				}
 				m := Move{Event: st.i, Kind: ev.Kind, From: ev.Node, To: e.Node, Shard: s,
 					Idle: time.Duration(e.TS-st.at) * time.Millisecond}
+				m.Delay = m.Idle
+				if at, ok := writtenAt(written, e); ok && at > st.at {
+					m.Delay = time.Duration(max(0, e.TS-at)) * time.Millisecond
+				}
 				r.Moves = append(r.Moves, m)
 				moved = true
 				if ev.Kind == EventKill {
 					killIdle = append(killIdle, m.Idle)
+					killDelay = append(killDelay, m.Delay)
 				} else {
 					termIdle = append(termIdle, m.Idle)
+					termDelay = append(termDelay, m.Delay)
 				}
 				if m.Idle > r.MaxIdle {
 					r.MaxIdle, r.MaxIdleShard = m.Idle, s
@@ -286,7 +305,24 @@ func Analyze(entries []ledger.Entry, produced map[string]int, events []Event) Re
 		}
 	}
 	r.KillIdle, r.TermIdle = statsOf(killIdle), statsOf(termIdle)
+	r.KillDelay, r.TermDelay = statsOf(killDelay), statsOf(termDelay)
 	return r
+}
+
+// writtenAt looks up when the ledger entry's record was written.
+func writtenAt(written map[string][]int64, e *ledger.Entry) (int64, bool) {
+	var d struct {
+		PK string `json:"pk"`
+		N  int    `json:"n"`
+	}
+	if written == nil || json.Unmarshal(e.Data, &d) != nil {
+		return 0, false
+	}
+	ts := written[d.PK]
+	if d.N < 1 || d.N > len(ts) {
+		return 0, false
+	}
+	return ts[d.N-1], true
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -70,9 +70,19 @@ func TestAnalyze(t *testing.T) {
 	check("TermIdle", r.TermIdle, Stats{N: 2, P50: 200 * time.Millisecond, P99: 500 * time.Millisecond, Max: 500 * time.Millisecond})
 	check("MaxIdle", r.MaxIdle, 1300*time.Millisecond)
 	check("EventsWithoutMove", r.EventsWithoutMove, 2)
+	check("KillDelay without write times", r.KillDelay, r.KillIdle)
 	if r.OK() {
 		t.Error("OK with a lost record")
 	}
+
+	// With write times: k0/5 was written after n2's term, so the time
+	// before it counts as waiting for a record, not as a delay; k0/2 and
+	// k1/4 were written before their events and waited the whole idle.
+	written := map[string][]int64{"k0": {10_000, 10_800, 12_200, 12_900, 13_100, 13_300}, "k1": {10_000, 11_000, 11_500, 12_900}}
+	w := AnalyzeWritten(es, produced, events, written)
+	check("KillIdle with write times", w.KillIdle, r.KillIdle)
+	check("KillDelay", w.KillDelay, Stats{N: 1, P50: 1300 * time.Millisecond, P99: 1300 * time.Millisecond, Max: 1300 * time.Millisecond})
+	check("TermDelay", w.TermDelay, Stats{N: 2, P50: 100 * time.Millisecond, P99: 500 * time.Millisecond, Max: 500 * time.Millisecond})
 }
 
 func TestAnalyzeSameMillisecondOtherNode(t *testing.T) {

@@ -26,9 +26,12 @@ type Producer struct {
 
 	mu       sync.Mutex
 	produced map[string]int // written successfully, per key
-	total    int
-	errs     int // failed calls (retried)
-	lastErr  error
+	// written[pk][n-1]: when the PutRecords call that wrote (pk, n)
+	// began, in Unix ms (an upper bound on how long a record waited).
+	written map[string][]int64
+	total   int
+	errs    int // failed calls (retried)
+	lastErr error
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -40,7 +43,7 @@ type Producer struct {
 func StartProducer(kc *kinesis.Client, stream string, keys int, rate float64) *Producer {
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &Producer{kc: kc, stream: stream, keys: max(keys, 1), rate: rate,
-		produced: map[string]int{}, cancel: cancel, done: make(chan struct{})}
+		produced: map[string]int{}, written: map[string][]int64{}, cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(p.done)
 		p.err = p.run(ctx)
@@ -76,22 +79,36 @@ func (p *Producer) run(ctx context.Context) error {
 				})
 				pks = append(pks, pk)
 			}
+			began := time.Now().UnixMilli()
 			if err := p.putAll(entries); err != nil {
 				return err
 			}
-			p.add(pks)
+			p.add(pks, began)
 			sent += n
 		}
 	}
 }
 
-func (p *Producer) add(pks []string) {
+func (p *Producer) add(pks []string, at int64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, pk := range pks {
 		p.produced[pk]++
+		p.written[pk] = append(p.written[pk], at)
 		p.total++
 	}
+}
+
+// Written returns, per key, when each record was written (index n-1, Unix
+// ms at the start of the PutRecords call that wrote it).
+func (p *Producer) Written() map[string][]int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	m := make(map[string][]int64, len(p.written))
+	for k, v := range p.written {
+		m[k] = append([]int64(nil), v...)
+	}
+	return m
 }
 
 // putAll writes entries, resending failed entries (in order) and failed
