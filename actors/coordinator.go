@@ -122,8 +122,8 @@ type coordinator struct {
 
 	owned    map[string]*ownedShard
 	taking   map[string]bool
-	failed   map[string]bool // shards this node gave up on (FailurePolicy StopShard)
-	lost     map[string]bool // leases lost to a fenced write
+	failed   map[string]bool   // shards this node gave up on (FailurePolicy StopShard)
+	lost     map[string]string // leases lost to a fenced write → the owner that took them ("" until read)
 	expiry   *lease.ExpiryTracker
 	leases   map[string]lease.Lease // last read of the table, updated by our own writes and gossip
 	listed   map[string]bool
@@ -162,7 +162,7 @@ func (c *coordinator) Receive(ctx actor.Context) {
 		c.owned = map[string]*ownedShard{}
 		c.taking = map[string]bool{}
 		c.failed = map[string]bool{}
-		c.lost = map[string]bool{}
+		c.lost = map[string]string{}
 		c.leases = map[string]lease.Lease{}
 		c.gone = map[string]bool{}
 		c.goneAt = map[string]time.Time{}
@@ -467,10 +467,8 @@ func (c *coordinator) onSync(ctx actor.Context, r syncResult) {
 		c.leases = make(map[string]lease.Lease, len(r.leases))
 		for _, l := range r.leases {
 			c.leases[l.Key] = l
-			if l.Owner == "" || l.Owner == c.cfg.Deps.Owner {
-				delete(c.lost, l.Key)
-			}
 		}
+		SettleLost(c.lost, r.leases, c.cfg.Deps.Owner)
 		// The listing filters only while it is fresh: a node that was the
 		// discovering node once must not keep filtering by an old listing
 		// (shards created since would never be eligible on it).
@@ -486,6 +484,29 @@ func (c *coordinator) onSync(ctx actor.Context, r syncResult) {
 	}
 }
 
+// SettleLost updates the leases this node lost to a fenced write (key →
+// the owner that took it, "" until a read shows it) from a read of the
+// table. A lost lease is not taken back by judging its owner dead: in a
+// partition each side sees the other dead, and they would take it back and
+// forth. The mark ends when the lease is free or ours again, or when it
+// has moved on from the node that took it (released or taken since, so
+// the loss is history): then a later death of its owner is a real one to
+// act on, and need not wait for expiry.
+func SettleLost(lost map[string]string, leases []lease.Lease, me string) {
+	for _, l := range leases {
+		to, ok := lost[l.Key]
+		switch {
+		case !ok:
+		case l.Owner == "" || l.Owner == me:
+			delete(lost, l.Key)
+		case to == "":
+			lost[l.Key] = l.Owner
+		case to != l.Owner:
+			delete(lost, l.Key)
+		}
+	}
+}
+
 func (c *coordinator) view() View {
 	leases := make([]lease.Lease, 0, len(c.leases))
 	for _, l := range c.leases {
@@ -495,10 +516,14 @@ func (c *coordinator) view() View {
 	for k := range c.owned {
 		running[k] = true
 	}
+	lost := make(map[string]bool, len(c.lost))
+	for k := range c.lost {
+		lost[k] = true
+	}
 	now := time.Now()
 	v := View{
 		Me: c.cfg.Deps.Owner, Leases: leases, Listed: c.listed, Gone: c.gone,
-		Running: running, Lost: c.lost,
+		Running: running, Lost: lost,
 		Busy:    func(k string) bool { return c.taking[k] || c.failed[k] },
 		Expired: func(l lease.Lease) bool { return c.expiry.Observe(l, now) },
 	}
@@ -604,7 +629,7 @@ func (c *coordinator) onFinished(ctx actor.Context, f ShardFinished) {
 	case shardfsm.Failed:
 		c.failed[f.ShardID] = true // not taken again by this node
 	case shardfsm.LostLease:
-		c.lost[f.ShardID] = true
+		c.lost[f.ShardID] = "" // who took it shows at the next read
 		delete(c.leases, f.ShardID)
 		c.startSync()
 	case shardfsm.Released, shardfsm.ShardEnd:

@@ -38,9 +38,10 @@ type View struct {
 	// stopping); Busy: shards being taken or given up here.
 	Running map[string]bool
 	Busy    func(string) bool
-	// LostTo: shards whose lease this node lost to a fenced write; they
-	// are only taken back by expiry, so two halves of a partition do not
-	// steal a lease back and forth.
+	// Lost: shards whose lease this node lost to a fenced write, while
+	// the node that took it still holds it (SettleLost); they are not
+	// taken by judging that owner dead, only by expiry, so two halves of a
+	// partition do not steal a lease back and forth.
 	Lost map[string]bool
 	// Expired judges a lease expired (its counter stood still long enough).
 	// It is called once for every lease owned by another node.

@@ -215,3 +215,40 @@ func open(id string, parents ...string) stream.Shard {
 	}
 	return s
 }
+
+func TestSettleLost(t *testing.T) {
+	row := func(key, owner string) lease.Lease { return lease.Lease{Key: key, Owner: owner, Counter: 5} }
+	lost := map[string]string{"a": "", "b": "", "c": "n3", "d": "n3", "e": "n3", "f": "n3"}
+	SettleLost(lost, []lease.Lease{
+		row("a", "n3"), // first read after the loss: n3 took it
+		row("b", ""),   // released since: free
+		row("c", "n3"), // still with the node that took it
+		row("d", "n6"), // moved on from n3 to n6: the loss is history
+		row("e", "me"), // ours again
+		row("x", "n3"), // never lost
+		// f: no row in this read (deleted or not listed): keep the mark
+	}, "me")
+	want := map[string]string{"a": "n3", "c": "n3", "f": "n3"}
+	if !reflect.DeepEqual(lost, want) {
+		t.Fatalf("lost %v, want %v", lost, want)
+	}
+}
+
+// A lease lost to n3 that moved on to n6: when n6 dies, it is taken at once
+// as a dead owner's, not after LeaseExpiry (the soak's 10 s stall).
+func TestPlanTakesFromDeadOwnerAfterTheLossSettled(t *testing.T) {
+	ls := []lease.Lease{{Key: "s", Owner: "n6", Counter: 9, Checkpoint: lease.Checkpoint{SequenceNumber: "TRIM_HORIZON"}}}
+	lost := map[string]string{"s": "n3"}
+	SettleLost(lost, ls, "me")
+	v := View{Me: "me", Leases: ls, Members: alive("me"), Gone: map[string]bool{"n6": true}, Lost: map[string]bool{}}
+	for k := range lost {
+		v.Lost[k] = true
+	}
+	if got := reasons(PlanOwnership(v)); got["s"] != TakeDeadOwner {
+		t.Fatalf("takes %v, want s from its dead owner", got)
+	}
+	v.Lost = map[string]bool{"s": true} // still with the node that took it
+	if got := reasons(PlanOwnership(v)); got["s"] != "" {
+		t.Fatalf("takes %v, want none while the loss stands", got)
+	}
+}
