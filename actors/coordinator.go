@@ -122,8 +122,9 @@ type coordinator struct {
 
 	owned    map[string]*ownedShard
 	taking   map[string]bool
-	failed   map[string]bool   // shards this node gave up on (FailurePolicy StopShard)
-	lost     map[string]string // leases lost to a fenced write → the owner that took them ("" until read)
+	failed   map[string]bool      // shards this node gave up on (FailurePolicy StopShard)
+	lost     map[string]LostLease // leases lost to a fenced write
+	joinedAt map[string]time.Time // members' latest join (gossip event)
 	expiry   *lease.ExpiryTracker
 	leases   map[string]lease.Lease // last read of the table, updated by our own writes and gossip
 	listed   map[string]bool
@@ -162,7 +163,8 @@ func (c *coordinator) Receive(ctx actor.Context) {
 		c.owned = map[string]*ownedShard{}
 		c.taking = map[string]bool{}
 		c.failed = map[string]bool{}
-		c.lost = map[string]string{}
+		c.lost = map[string]LostLease{}
+		c.joinedAt = map[string]time.Time{}
 		c.leases = map[string]lease.Lease{}
 		c.gone = map[string]bool{}
 		c.goneAt = map[string]time.Time{}
@@ -273,6 +275,7 @@ func (c *coordinator) onMembership(ctx actor.Context, m MembershipChanged) {
 		c.plan(ctx)
 	case cluster.MemberJoined:
 		delete(c.gone, ev.Member.Name)
+		c.joinedAt[ev.Member.Name] = time.Now()
 		c.log.Info("member joined", "member", ev.Member.Name)
 		c.plan(ctx)
 	case cluster.MemberUpdated:
@@ -468,7 +471,7 @@ func (c *coordinator) onSync(ctx actor.Context, r syncResult) {
 		for _, l := range r.leases {
 			c.leases[l.Key] = l
 		}
-		SettleLost(c.lost, r.leases, c.cfg.Deps.Owner)
+		SettleLost(c.lost, r.leases, c.cfg.Deps.Owner, c.joinedAt)
 		// The listing filters only while it is fresh: a node that was the
 		// discovering node once must not keep filtering by an old listing
 		// (shards created since would never be eligible on it).
@@ -484,26 +487,38 @@ func (c *coordinator) onSync(ctx actor.Context, r syncResult) {
 	}
 }
 
-// SettleLost updates the leases this node lost to a fenced write (key →
-// the owner that took it, "" until a read shows it) from a read of the
-// table. A lost lease is not taken back by judging its owner dead: in a
-// partition each side sees the other dead, and they would take it back and
-// forth. The mark ends when the lease is free or ours again, or when it
-// has moved on from the node that took it (released or taken since, so
-// the loss is history): then a later death of its owner is a real one to
-// act on, and need not wait for expiry.
-func SettleLost(lost map[string]string, leases []lease.Lease, me string) {
+// LostLease is a lease this node lost to a fenced write: when, and the
+// owner that took it ("" until a read of the table shows it).
+type LostLease struct {
+	To string
+	At time.Time
+}
+
+// SettleLost updates the leases this node lost to a fenced write from a
+// read of the table and the members' latest join times. A lost lease is
+// not taken back by judging its owner dead: in a partition each side sees
+// the other dead, and they would take it back and forth. The mark ends,
+// and a later death of the owner is acted on at once instead of after
+// expiry, when the lease is free or ours again; when it has moved on from
+// the node that took it (released or taken since: the loss is history); or
+// when that node joined our view again after the loss (the partition that
+// made it take the lease has healed).
+func SettleLost(lost map[string]LostLease, leases []lease.Lease, me string, joined map[string]time.Time) {
 	for _, l := range leases {
-		to, ok := lost[l.Key]
-		switch {
-		case !ok:
-		case l.Owner == "" || l.Owner == me:
-			delete(lost, l.Key)
-		case to == "":
-			lost[l.Key] = l.Owner
-		case to != l.Owner:
-			delete(lost, l.Key)
+		m, ok := lost[l.Key]
+		if !ok {
+			continue
 		}
+		if l.Owner == "" || l.Owner == me || (m.To != "" && m.To != l.Owner) {
+			delete(lost, l.Key)
+			continue
+		}
+		m.To = l.Owner
+		if joined[m.To].After(m.At) {
+			delete(lost, l.Key)
+			continue
+		}
+		lost[l.Key] = m
 	}
 }
 
@@ -629,7 +644,7 @@ func (c *coordinator) onFinished(ctx actor.Context, f ShardFinished) {
 	case shardfsm.Failed:
 		c.failed[f.ShardID] = true // not taken again by this node
 	case shardfsm.LostLease:
-		c.lost[f.ShardID] = "" // who took it shows at the next read
+		c.lost[f.ShardID] = LostLease{At: time.Now()} // who took it shows at the next read
 		delete(c.leases, f.ShardID)
 		c.startSync()
 	case shardfsm.Released, shardfsm.ShardEnd:

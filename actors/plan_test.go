@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/kinactor/kinactor/cluster"
 	"github.com/kinactor/kinactor/lease"
@@ -218,7 +219,15 @@ func open(id string, parents ...string) stream.Shard {
 
 func TestSettleLost(t *testing.T) {
 	row := func(key, owner string) lease.Lease { return lease.Lease{Key: key, Owner: owner, Counter: 5} }
-	lost := map[string]string{"a": "", "b": "", "c": "n3", "d": "n3", "e": "n3", "f": "n3"}
+	t0 := time.UnixMilli(1_000_000)
+	lost := map[string]LostLease{
+		"a": {At: t0}, "b": {At: t0}, "c": {To: "n3", At: t0}, "d": {To: "n3", At: t0},
+		"e": {To: "n3", At: t0}, "f": {To: "n3", At: t0}, "g": {At: t0}, "h": {To: "n4", At: t0},
+	}
+	joined := map[string]time.Time{
+		"n3": t0.Add(-time.Minute), // joined before the losses: no heal since
+		"n4": t0.Add(time.Second),  // joined again after the loss: the partition healed
+	}
 	SettleLost(lost, []lease.Lease{
 		row("a", "n3"), // first read after the loss: n3 took it
 		row("b", ""),   // released since: free
@@ -227,8 +236,10 @@ func TestSettleLost(t *testing.T) {
 		row("e", "me"), // ours again
 		row("x", "n3"), // never lost
 		// f: no row in this read (deleted or not listed): keep the mark
-	}, "me")
-	want := map[string]string{"a": "n3", "c": "n3", "f": "n3"}
+		row("g", "n4"), // first read: n4 took it, and has rejoined since
+		row("h", "n4"), // n4 has rejoined since
+	}, "me", joined)
+	want := map[string]LostLease{"a": {To: "n3", At: t0}, "c": {To: "n3", At: t0}, "f": {To: "n3", At: t0}}
 	if !reflect.DeepEqual(lost, want) {
 		t.Fatalf("lost %v, want %v", lost, want)
 	}
@@ -238,8 +249,8 @@ func TestSettleLost(t *testing.T) {
 // as a dead owner's, not after LeaseExpiry (the soak's 10 s stall).
 func TestPlanTakesFromDeadOwnerAfterTheLossSettled(t *testing.T) {
 	ls := []lease.Lease{{Key: "s", Owner: "n6", Counter: 9, Checkpoint: lease.Checkpoint{SequenceNumber: "TRIM_HORIZON"}}}
-	lost := map[string]string{"s": "n3"}
-	SettleLost(lost, ls, "me")
+	lost := map[string]LostLease{"s": {To: "n3"}}
+	SettleLost(lost, ls, "me", nil)
 	v := View{Me: "me", Leases: ls, Members: alive("me"), Gone: map[string]bool{"n6": true}, Lost: map[string]bool{}}
 	for k := range lost {
 		v.Lost[k] = true
