@@ -69,13 +69,21 @@ func exerciseKinesis(ctx context.Context, t *testing.T, c *kinesis.Client) {
 	if _, err := c.CreateStream(ctx, &kinesis.CreateStreamInput{StreamName: name, ShardCount: aws.Int32(12)}); err != nil {
 		t.Fatalf("CreateStream: %v", err)
 	}
-	// Create delays are zero, so the stream is ACTIVE at once.
+	// Create delays are zero, but creation is still asynchronous: the server
+	// answers CREATING and flips to ACTIVE on a later tick. Wait as a client
+	// of real Kinesis must.
+	if err := kinesis.NewStreamExistsWaiter(c, func(o *kinesis.StreamExistsWaiterOptions) {
+		o.MinDelay = 20 * time.Millisecond
+		o.MaxDelay = 200 * time.Millisecond
+	}).Wait(ctx, &kinesis.DescribeStreamInput{StreamName: name}, 30*time.Second); err != nil {
+		t.Fatalf("stream never became ACTIVE: %v", err)
+	}
 	d, err := c.DescribeStreamSummary(ctx, &kinesis.DescribeStreamSummaryInput{StreamName: name})
 	if err != nil {
 		t.Fatalf("DescribeStreamSummary: %v", err)
 	}
 	if st := d.StreamDescriptionSummary.StreamStatus; st != kintypes.StreamStatusActive {
-		t.Fatalf("stream status %s right after CreateStream, want ACTIVE", st)
+		t.Fatalf("stream status %s after the waiter, want ACTIVE", st)
 	}
 	out, err := c.ListShards(ctx, &kinesis.ListShardsInput{StreamName: name})
 	if err != nil {
@@ -96,6 +104,15 @@ func exerciseDynamoDB(ctx context.Context, t *testing.T, c *dynamodb.Client) {
 		BillingMode:          ddbtypes.BillingModePayPerRequest,
 	}); err != nil {
 		t.Fatalf("CreateTable: %v", err)
+	}
+	// CreateTable answers CREATING even with a zero create delay (dynalite
+	// flips the table to ACTIVE on a later tick, and a PutItem before that
+	// fails with ResourceNotFoundException): wait for ACTIVE.
+	if err := dynamodb.NewTableExistsWaiter(c, func(o *dynamodb.TableExistsWaiterOptions) {
+		o.MinDelay = 20 * time.Millisecond
+		o.MaxDelay = 200 * time.Millisecond
+	}).Wait(ctx, &dynamodb.DescribeTableInput{TableName: table}, 30*time.Second); err != nil {
+		t.Fatalf("table never became ACTIVE: %v", err)
 	}
 	put := &dynamodb.PutItemInput{
 		TableName:           table,
