@@ -93,10 +93,29 @@ type Config struct {
 	LeaseRenewInterval time.Duration
 	// LeaseExpiry: a lease held by another owner whose counter has not
 	// moved for this long (by this node's monotonic clock) is taken.
-	// Default 3 × LeaseRenewInterval. Must exceed LeaseRenewInterval.
+	// Default 3 × LeaseRenewInterval. Must be at least twice
+	// LeaseRenewInterval, so that one failed renewal does not expire a
+	// live lease. A shard also stops delivering records on its own once
+	// its last successful lease write is older than LeaseExpiry minus a
+	// safety margin (self-fencing).
 	LeaseExpiry time.Duration
+	// StallTimeout: a shard that made no progress (no successful fetch,
+	// no answer from its processor, or lease writes failing) for this
+	// long is stalled: the node says in gossip that it cannot serve it,
+	// so that the assignment moves it to another node, and /healthz
+	// turns unhealthy. Default 30s.
+	StallTimeout time.Duration
+	// ProcessTimeout: a batch the processor has not answered after this
+	// long counts as a failed delivery (the FuncProcessor's context is
+	// cancelled, the processor actor is replaced and the failure policy
+	// applies). Default 5m, for slow sinks; while a batch is within it the
+	// shard is not stalled.
+	ProcessTimeout time.Duration
 	// ShutdownTimeout: how long a graceful stop waits for a processor's
-	// reply to ShutdownRequested before releasing without it. Default 10s.
+	// reply to ShutdownRequested before releasing without it; Node.Stop
+	// returns within it plus 2 s whatever DynamoDB, Kinesis or the
+	// processor do (leases it could not release are left to expire and
+	// logged). Default 10s.
 	ShutdownTimeout time.Duration
 	// StartTimeout bounds Start's checks of the table and the stream.
 	// Default 30s.
@@ -200,6 +219,8 @@ func (c Config) withDefaults() Config {
 	def(&c.CheckpointInterval, 30*time.Second)
 	def(&c.LeaseRenewInterval, 30*time.Second)
 	def(&c.LeaseExpiry, 3*c.LeaseRenewInterval)
+	def(&c.StallTimeout, 30*time.Second)
+	def(&c.ProcessTimeout, 5*time.Minute)
 	def(&c.ShutdownTimeout, 10*time.Second)
 	def(&c.StartTimeout, 30*time.Second)
 	def(&c.ThrottleBackoffBase, 200*time.Millisecond)
@@ -269,7 +290,8 @@ func (c Config) Validate() error {
 		{"MinFetchInterval", c.MinFetchInterval}, {"IdleTimeBetweenReads", c.IdleTimeBetweenReads},
 		{"ParentPollInterval", c.ParentPollInterval}, {"ShardSyncInterval", c.ShardSyncInterval}, {"FollowerSyncInterval", c.FollowerSyncInterval},
 		{"CheckpointInterval", c.CheckpointInterval}, {"LeaseRenewInterval", c.LeaseRenewInterval},
-		{"LeaseExpiry", c.LeaseExpiry}, {"ShutdownTimeout", c.ShutdownTimeout}, {"StartTimeout", c.StartTimeout},
+		{"LeaseExpiry", c.LeaseExpiry}, {"StallTimeout", c.StallTimeout}, {"ProcessTimeout", c.ProcessTimeout},
+		{"ShutdownTimeout", c.ShutdownTimeout}, {"StartTimeout", c.StartTimeout},
 		{"ThrottleBackoffBase", c.ThrottleBackoffBase}, {"ThrottleBackoffCap", c.ThrottleBackoffCap},
 		{"ErrorBackoffBase", c.ErrorBackoffBase}, {"ErrorBackoffCap", c.ErrorBackoffCap},
 		{"ProcessorBackoffBase", c.ProcessorBackoffBase}, {"ProcessorBackoffCap", c.ProcessorBackoffCap},
@@ -281,8 +303,14 @@ func (c Config) Validate() error {
 	if c.MinFetchInterval < 200*time.Millisecond {
 		return bad("MinFetchInterval", c.MinFetchInterval.String(), "Kinesis allows at most 5 GetRecords calls per second per shard: use 200ms or more")
 	}
-	if c.LeaseExpiry <= c.LeaseRenewInterval {
-		return bad("LeaseExpiry", c.LeaseExpiry.String(), fmt.Sprintf("must exceed LeaseRenewInterval (%s), or live leases would be taken", c.LeaseRenewInterval))
+	if c.LeaseExpiry < 2*c.LeaseRenewInterval {
+		return bad("LeaseExpiry", c.LeaseExpiry.String(), fmt.Sprintf("must be at least twice LeaseRenewInterval (%s), or one failed renewal would let a live lease be taken", c.LeaseRenewInterval))
+	}
+	if c.StallTimeout < time.Second {
+		return bad("StallTimeout", c.StallTimeout.String(), "must be at least 1s (a shard is stalled after this long without progress)")
+	}
+	if c.ProcessTimeout < time.Second {
+		return bad("ProcessTimeout", c.ProcessTimeout.String(), "must be at least 1s (a batch not answered this long is a failed delivery)")
 	}
 	for _, p := range [][3]any{
 		{"ThrottleBackoffCap", c.ThrottleBackoffCap, c.ThrottleBackoffBase},

@@ -26,6 +26,10 @@ func TestConfigErrorsNameFieldAndValue(t *testing.T) {
 		{"max records too high", func(c *Config) { c.MaxRecords = 20000 }, []string{"MaxRecords", "20000"}},
 		{"fetch too often", func(c *Config) { c.MinFetchInterval = 50 * time.Millisecond }, []string{"MinFetchInterval", "50ms"}},
 		{"expiry not above renew", func(c *Config) { c.LeaseRenewInterval = time.Minute; c.LeaseExpiry = time.Minute }, []string{"LeaseExpiry", "1m0s"}},
+		{"expiry below twice renew", func(c *Config) { c.LeaseRenewInterval = 3 * time.Second; c.LeaseExpiry = 5 * time.Second }, []string{"LeaseExpiry", "5s", "twice"}},
+		{"stall timeout too short", func(c *Config) { c.StallTimeout = 10 * time.Millisecond }, []string{"StallTimeout", "10ms"}},
+		{"negative stall timeout", func(c *Config) { c.StallTimeout = -time.Second }, []string{"StallTimeout", "-1s"}},
+		{"process timeout too short", func(c *Config) { c.ProcessTimeout = 500 * time.Millisecond }, []string{"ProcessTimeout", "500ms"}},
 		{"bad table name", func(c *Config) { c.TableName = "a b" }, []string{"TableName", `"a b"`}},
 		{"unknown policy", func(c *Config) { c.FailurePolicy = "ignore" }, []string{"FailurePolicy", `"ignore"`}},
 		{"dead letter without handler", func(c *Config) { c.FailurePolicy = PolicyDeadLetter }, []string{"DeadLetter"}},
@@ -60,7 +64,8 @@ func TestConfigDefaults(t *testing.T) {
 	}
 	c := validConfig().withDefaults()
 	if c.TableName != "billing" || c.InitialPosition != TrimHorizon || c.MaxRecords != 10000 ||
-		c.LeaseExpiry != 3*c.LeaseRenewInterval || c.WorkerID == "" || c.Registerer == nil {
+		c.LeaseExpiry != 3*c.LeaseRenewInterval || c.WorkerID == "" || c.Registerer == nil ||
+		c.StallTimeout != 30*time.Second || c.ProcessTimeout != 5*time.Minute {
 		t.Fatalf("defaults not applied: %+v", c)
 	}
 	if a, b := validConfig().withDefaults().WorkerID, validConfig().withDefaults().WorkerID; a == b {

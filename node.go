@@ -347,6 +347,11 @@ type NodeStatus struct {
 	Node    string               `json:"node"`
 	Members []cluster.Member     `json:"members"`
 	Shards  []actors.ShardStatus `json:"shards"`
+	// Unhealthy lists the services this node cannot use ("kinesis",
+	// "dynamodb", "processor"); Refused the shards it says it cannot
+	// serve. Both are gossiped, and the assignment avoids them.
+	Unhealthy []string `json:"unhealthy,omitempty"`
+	Refused   []string `json:"refused,omitempty"`
 }
 
 // Members returns the members this node sees (itself alone when it runs

@@ -73,6 +73,15 @@ type ShardStatus struct {
 	ShardID    string `json:"shard"`
 	State      string `json:"state"`
 	Checkpoint string `json:"checkpoint"`
+	// MillisBehindLatest is the lag the last fetch reported.
+	MillisBehindLatest int64 `json:"millis_behind_latest"`
+	// SinceProgress is how long ago (seconds) the shard last made
+	// progress: a successful fetch or an answer from its processor.
+	SinceProgress float64 `json:"since_progress_seconds"`
+	// Stalled: no progress for StallTimeout; StallCause says on what:
+	// "kinesis", "dynamodb" or "processor".
+	Stalled    bool   `json:"stalled,omitempty"`
+	StallCause string `json:"stall_cause,omitempty"`
 }
 
 // gossipMsg is what coordinators tell each other.

@@ -60,6 +60,8 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	checkpointInterval := fs.Duration("checkpoint-interval", 0, "write accepted checkpoints at most this often (0 = default 30s)")
 	renewInterval := fs.Duration("renew-interval", 0, "renew a lease with no write for this long; expiry is 3x (0 = default 30s)")
 	syncInterval := fs.Duration("sync-interval", 0, "interval between listings of shards and leases (0 = default 10s)")
+	stallTimeout := fs.Duration("stall-timeout", 0, "a shard without progress (fetch, processor answer, lease write) this long is stalled and moved to another node (0 = default 30s)")
+	processTimeout := fs.Duration("process-timeout", 0, "a batch the processor has not answered this long is a failed delivery (0 = default 5m)")
 	stopTimeout := fs.Duration("stop-timeout", 30*time.Second, "how long the graceful stop may take before leases are left to expire")
 	readyFile := fs.String("ready-file", "", "write {node, gossip, http, pid} as JSON to this file once ready")
 	testFaults := fs.Bool(testFaultsFlag, false, "for chaos runs only: gossip through a fault-injecting transport and serve POST /faults/partition?block=HOST:PORT,... and /faults/heal on --http (every member must use it)")
@@ -94,6 +96,8 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		CheckpointInterval: *checkpointInterval,
 		LeaseRenewInterval: *renewInterval,
 		ShardSyncInterval:  *syncInterval,
+		StallTimeout:       *stallTimeout,
+		ProcessTimeout:     *processTimeout,
 		FanOutConsumer:     *fanOut,
 		Logger:             slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})),
 	}
@@ -117,7 +121,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	for _, d := range []struct {
 		flag string
 		v    time.Duration
-	}{{"--checkpoint-interval", *checkpointInterval}, {"--renew-interval", *renewInterval}, {"--sync-interval", *syncInterval}, {"--stop-timeout", *stopTimeout}} {
+	}{{"--checkpoint-interval", *checkpointInterval}, {"--renew-interval", *renewInterval}, {"--sync-interval", *syncInterval}, {"--stall-timeout", *stallTimeout}, {"--process-timeout", *processTimeout}, {"--stop-timeout", *stopTimeout}} {
 		if d.v < 0 {
 			return fmt.Errorf("node: invalid %s %s (must not be negative)", d.flag, d.v)
 		}
