@@ -251,8 +251,9 @@ var (
 		"KMSThrottlingException":                 {},
 		"LimitExceededException":                 {},
 	}
-	expiredCodes  = map[string]struct{}{"ExpiredIteratorException": {}}
-	notFoundCodes = map[string]struct{}{"ResourceNotFoundException": {}}
+	expiredCodes    = map[string]struct{}{"ExpiredIteratorException": {}}
+	notFoundCodes   = map[string]struct{}{"ResourceNotFoundException": {}}
+	invalidArgCodes = map[string]struct{}{"InvalidArgumentException": {}}
 )
 
 // classifiedError keeps the original error and adds a sentinel to the chain.
@@ -264,15 +265,15 @@ type classifiedError struct {
 func (e *classifiedError) Error() string   { return e.kind.Error() + ": " + e.err.Error() }
 func (e *classifiedError) Unwrap() []error { return []error{e.kind, e.err} }
 
-// Classify returns err with ErrThrottled, ErrExpiredIterator or
-// ErrShardNotFound added to its chain when it is one of those Kinesis
+// Classify returns err with ErrThrottled, ErrExpiredIterator,
+// ErrShardNotFound or ErrInvalidArgument added to its chain when it is one of those Kinesis
 // errors; the original error stays in the chain for errors.As. Other
 // errors, nil, and errors already classified are returned unchanged.
 func Classify(err error) error {
 	if err == nil {
 		return nil
 	}
-	if errors.Is(err, ErrThrottled) || errors.Is(err, ErrExpiredIterator) || errors.Is(err, ErrShardNotFound) {
+	if errors.Is(err, ErrThrottled) || errors.Is(err, ErrExpiredIterator) || errors.Is(err, ErrShardNotFound) || errors.Is(err, ErrInvalidArgument) {
 		return err
 	}
 	if kind := kindOf(err); kind != nil {
@@ -288,6 +289,7 @@ func kindOf(err error) error {
 		lee *types.LimitExceededException
 		eie *types.ExpiredIteratorException
 		rnf *types.ResourceNotFoundException
+		iae *types.InvalidArgumentException
 	)
 	switch {
 	case errors.As(err, &pte), errors.As(err, &kte), errors.As(err, &lee):
@@ -296,6 +298,8 @@ func kindOf(err error) error {
 		return ErrExpiredIterator
 	case errors.As(err, &rnf):
 		return ErrShardNotFound
+	case errors.As(err, &iae):
+		return ErrInvalidArgument
 	}
 	code := errorCode(err)
 	if _, ok := throttleCodes[code]; ok {
@@ -306,6 +310,9 @@ func kindOf(err error) error {
 	}
 	if _, ok := notFoundCodes[code]; ok {
 		return ErrShardNotFound
+	}
+	if _, ok := invalidArgCodes[code]; ok {
+		return ErrInvalidArgument
 	}
 	return nil
 }

@@ -74,10 +74,14 @@ func TestClassify(t *testing.T) {
 		{"expired iterator generic", &smithy.GenericAPIError{Code: "ExpiredIteratorException"}, ErrExpiredIterator},
 		{"resource not found", &types.ResourceNotFoundException{}, ErrShardNotFound},
 		{"namespaced code", &smithy.GenericAPIError{Code: "Kinesis_20131202#ResourceNotFoundException"}, ErrShardNotFound},
-		{"invalid argument", &types.InvalidArgumentException{}, nil},
+		{"resource not found generic", &smithy.GenericAPIError{Code: "ResourceNotFoundException"}, ErrShardNotFound},
+		{"invalid argument", &types.InvalidArgumentException{Message: aws.String("StartingSequenceNumber 1 used in GetShardIterator on shard shardId-000000000000 in stream s is invalid")}, ErrInvalidArgument},
+		{"invalid argument generic", &smithy.GenericAPIError{Code: "InvalidArgumentException"}, ErrInvalidArgument},
+		{"invalid argument namespaced", &smithy.GenericAPIError{Code: "Kinesis_20131202#InvalidArgumentException"}, ErrInvalidArgument},
+		{"other api error", &smithy.GenericAPIError{Code: "ValidationException"}, nil},
 		{"plain", errors.New("connection reset"), nil},
 	}
-	sentinels := []error{ErrThrottled, ErrExpiredIterator, ErrShardNotFound}
+	sentinels := []error{ErrThrottled, ErrExpiredIterator, ErrShardNotFound, ErrInvalidArgument}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			orig := sdk(tc.err)
@@ -140,6 +144,14 @@ func TestCallsClassifyErrors(t *testing.T) {
 	}
 	if _, err := c.GetRecords(ctx, "it", 100); !errors.Is(err, ErrThrottled) {
 		t.Errorf("GetRecords KMS: %v", err)
+	}
+	f.getIterator = func(*kinesis.GetShardIteratorInput) (*kinesis.GetShardIteratorOutput, error) {
+		return nil, &types.InvalidArgumentException{Message: aws.String("sequence number out of range")}
+	}
+	_, err = c.Iterator(ctx, "shardId-000000000000", Position{Type: AfterSequenceNumber, SequenceNumber: "1"})
+	var iae *types.InvalidArgumentException
+	if !errors.Is(err, ErrInvalidArgument) || errors.Is(err, ErrShardNotFound) || !errors.As(err, &iae) {
+		t.Errorf("Iterator invalid argument: %v", err)
 	}
 }
 

@@ -26,8 +26,14 @@ var (
 	// ErrExpiredIterator: the iterator is older than 5 minutes; get a fresh
 	// one after the last record delivered.
 	ErrExpiredIterator = errors.New("stream: shard iterator expired")
-	// ErrShardNotFound: the shard or stream does not exist.
+	// ErrShardNotFound: the shard or stream does not exist
+	// (ResourceNotFoundException).
 	ErrShardNotFound = errors.New("stream: stream or shard not found")
+	// ErrInvalidArgument: Kinesis rejected the request's arguments
+	// (InvalidArgumentException), e.g. a sequence number that is not in the
+	// shard or an iterator that does not belong to it. Retrying the same
+	// request cannot succeed: it is terminal for the call (and the shard).
+	ErrInvalidArgument = errors.New("stream: invalid argument")
 )
 
 // API is the subset of the Kinesis client that this package uses; the SDK's
