@@ -13,7 +13,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 
+	"github.com/kinactor/kinactor/internal/backoff"
 	"github.com/kinactor/kinactor/internal/migrate"
+	"github.com/kinactor/kinactor/stream"
 )
 
 // migrateFromVMware is the only accepted value of --from.
@@ -27,16 +29,23 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	from := fs.String("from", "", "the library that wrote --table; only "+migrateFromVMware)
 	table := fs.String("table", "", "the old table (vmware-go-kcl: its application name) (required)")
 	to := fs.String("to", "", "the new kinactor lease table, created if missing (required)")
+	streamName := fs.String("stream", "", "the Kinesis stream the old application consumed; its lineage (ListShards) gives each shard all its parents (required)")
 	force := fs.Bool("force", false, "copy even when some old leases have not timed out yet")
 	timeout := fs.Duration("timeout", 5*time.Minute, "bound on the whole command")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), `usage: kinactor migrate --from vmware-go-kcl --table OLD --to NEW [--force]
+		fmt.Fprintf(fs.Output(), `usage: kinactor migrate --from vmware-go-kcl --table OLD --to NEW --stream NAME [--force]
 
 Copies each shard's checkpoint from a vmware-go-kcl table into a new kinactor
 lease table, as free leases; rows already in the new table are left alone, so
 it may be run again. It refuses while a lease of the old table is live (stop
 the vmware-go-kcl workers first) unless --force. Then run the nodes with
 Config.TableName (or --app) set to NEW.
+
+The old table records one parent per shard (ParentShardId); a shard made by
+MergeShards has two. So each shard's parents are taken from the stream's
+lineage (kinesis:ListShards on --stream), and from the old table only for
+shards the stream no longer lists. It refuses when the old table's parents
+contradict the stream's (the wrong --stream).
 
 A Java KCL 2.x lease table needs no migration: kinactor reads it as it is.
 Point TableName at it.
@@ -68,6 +77,9 @@ flags:
 	if *to == "" {
 		return errors.New("migrate: --to is required")
 	}
+	if *streamName == "" {
+		return errors.New("migrate: --stream is required: the stream the old application consumed, whose lineage gives a merged shard both its parents (the old table records only one)")
+	}
 	if *timeout <= 0 {
 		return fmt.Errorf("migrate: invalid --timeout %s (must be positive)", *timeout)
 	}
@@ -83,9 +95,27 @@ flags:
 			o.DisableValidateResponseChecksum = true
 		}
 	})
-	_, err = migrate.FromVMware(ctx, ddb, *table, *to, migrate.Options{Force: *force, Out: stdout})
+	lineage := throttleRetrying{stream.NewClient(stream.NewSDKClient(awsCfg), *streamName, "")}
+	_, err = migrate.FromVMware(ctx, ddb, *table, *to, migrate.Options{Force: *force, Out: stdout, Stream: lineage, StreamName: *streamName})
 	if errors.Is(err, migrate.ErrLiveLeases) {
 		return fmt.Errorf("%w; rerun with --force to copy anyway", err)
 	}
 	return err
+}
+
+// throttleRetrying lists a stream's shards, retrying throttled calls
+// (stream.Client leaves that to its caller) until the context ends.
+type throttleRetrying struct{ c *stream.Client }
+
+func (r throttleRetrying) ListShards(ctx context.Context) ([]stream.Shard, error) {
+	p := backoff.Policy{Base: 100 * time.Millisecond, Cap: 5 * time.Second}
+	for attempt := 1; ; attempt++ {
+		shards, err := r.c.ListShards(ctx)
+		if !errors.Is(err, stream.ErrThrottled) {
+			return shards, err
+		}
+		if serr := backoff.Sleep(ctx, p.Delay(attempt, nil)); serr != nil {
+			return nil, errors.Join(err, serr)
+		}
+	}
 }
