@@ -130,23 +130,101 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return fmt.Errorf("status: --http %s: %w", *httpAddr, err)
 	}
-	fmt.Fprintf(stdout, "\nnode %s sees %d members:\n", st.Node, len(st.Members))
-	tw = tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(stdout)
+	return printNodeStatus(stdout, st)
+}
+
+// printNodeStatus prints a node's /status: its members, its health (when it
+// reports unhealthy services or refused shards), and its shards with their
+// lag, time since progress and stall.
+func printNodeStatus(w io.Writer, st nodeStatusJSON) error {
+	fmt.Fprintf(w, "node %s sees %s:\n", st.Node, pluralCount(len(st.Members), "member"))
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "member\taddr\tstate")
 	for _, m := range st.Members {
 		fmt.Fprintf(tw, "%s\t%s\t%s\n", m.Name, dashIfEmpty(m.Addr), dashIfEmpty(m.State))
 	}
-	_ = tw.Flush()
-	fmt.Fprintf(stdout, "\nnode %s runs %d shards:\n", st.Node, len(st.Shards))
-	tw = tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "shard\tactor state\tcheckpoint")
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(st.Unhealthy) > 0 || len(st.Refused) > 0 {
+		fmt.Fprintln(w)
+	}
+	if len(st.Unhealthy) > 0 {
+		fmt.Fprintf(w, "node %s is unhealthy: cannot use %s\n", st.Node, strings.Join(st.Unhealthy, ", "))
+	}
+	if len(st.Refused) > 0 {
+		fmt.Fprintf(w, "node %s refuses %s: %s\n", st.Node, pluralCount(len(st.Refused), "shard"), strings.Join(st.Refused, ", "))
+	}
+	stalled := 0
 	for _, s := range st.Shards {
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", s.Shard, s.State, abbrevSeq(s.Checkpoint))
+		if s.Stalled {
+			stalled++
+		}
+	}
+	head := fmt.Sprintf("node %s runs %s", st.Node, pluralCount(len(st.Shards), "shard"))
+	if stalled > 0 {
+		head += fmt.Sprintf(", %d stalled", stalled)
+	}
+	fmt.Fprintf(w, "\n%s:\n", head)
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "shard\tactor state\tcheckpoint\tbehind latest\tsince progress\tstall")
+	for _, s := range st.Shards {
+		behind, since := "-", "-"
+		if s.MillisBehindLatest != nil {
+			behind = shortDuration(time.Duration(*s.MillisBehindLatest) * time.Millisecond)
+		}
+		if s.SinceProgress != nil {
+			since = shortDuration(time.Duration(*s.SinceProgress * float64(time.Second)))
+		}
+		stall := "-"
+		if s.Stalled {
+			stall = "STALLED"
+			if s.StallCause != "" {
+				stall += " (" + s.StallCause + ")"
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", s.Shard, dashIfEmpty(s.State), abbrevSeq(s.Checkpoint), behind, since, stall)
 	}
 	return tw.Flush()
 }
 
-// nodeStatusJSON is the shape of a node's /status (kinactor.NodeStatus).
+// pluralCount is "1 shard", "2 shards".
+func pluralCount(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+// shortDuration renders d compactly with at most two units and about
+// three significant digits: 0s, 850ms, 12.3s, 4m05s, 2h05m, 3d04h.
+func shortDuration(d time.Duration) string {
+	switch {
+	case d < 0:
+		return "-" + shortDuration(-d)
+	case d == 0:
+		return "0s"
+	case d < time.Second:
+		return fmt.Sprintf("%dms", d.Milliseconds())
+	case d < 10*time.Second:
+		return fmt.Sprintf("%.2fs", d.Seconds())
+	case d < time.Minute:
+		return fmt.Sprintf("%.1fs", d.Seconds())
+	case d < time.Hour:
+		d = d.Truncate(time.Second)
+		return fmt.Sprintf("%dm%02ds", int(d/time.Minute), int(d%time.Minute/time.Second))
+	case d < 24*time.Hour:
+		d = d.Truncate(time.Minute)
+		return fmt.Sprintf("%dh%02dm", int(d/time.Hour), int(d%time.Hour/time.Minute))
+	}
+	d = d.Truncate(time.Hour)
+	return fmt.Sprintf("%dd%02dh", int(d/(24*time.Hour)), int(d%(24*time.Hour)/time.Hour))
+}
+
+// nodeStatusJSON is the shape of a node's /status (kinactor.NodeStatus,
+// its shards actors.ShardStatus). The lag and progress fields are pointers:
+// nil when the node is older and does not report them ("-" is printed).
 type nodeStatusJSON struct {
 	Node    string `json:"node"`
 	Members []struct {
@@ -155,10 +233,16 @@ type nodeStatusJSON struct {
 		State string `json:"state"`
 	} `json:"members"`
 	Shards []struct {
-		Shard      string `json:"shard"`
-		State      string `json:"state"`
-		Checkpoint string `json:"checkpoint"`
+		Shard              string   `json:"shard"`
+		State              string   `json:"state"`
+		Checkpoint         string   `json:"checkpoint"`
+		MillisBehindLatest *int64   `json:"millis_behind_latest"`
+		SinceProgress      *float64 `json:"since_progress_seconds"`
+		Stalled            bool     `json:"stalled"`
+		StallCause         string   `json:"stall_cause"`
 	} `json:"shards"`
+	Unhealthy []string `json:"unhealthy"`
+	Refused   []string `json:"refused"`
 }
 
 func fetchNodeStatus(ctx context.Context, addr string) (nodeStatusJSON, error) {

@@ -1,0 +1,235 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/kinactor/kinactor"
+	"github.com/kinactor/kinactor/actors"
+	"github.com/kinactor/kinactor/cluster"
+)
+
+// cannedStatus is a node's /status as kinactor.NodeStatus encodes it: one
+// healthy shard, one stalled on Kinesis, one stalled with no cause given,
+// and one from an older node without the lag and progress fields.
+const cannedStatus = `{
+  "node": "worker-a",
+  "members": [
+    {"name": "worker-a", "addr": "10.0.0.1:7946", "meta": {"v": "dev"}, "state": "alive"},
+    {"name": "worker-b", "addr": "10.0.0.2:7946", "meta": {}, "state": "suspect"}
+  ],
+  "shards": [
+    {"shard": "shardId-000000000000", "state": "processing", "checkpoint": "49590338271490256608559692538361571095921575989136588898",
+     "millis_behind_latest": 1250, "since_progress_seconds": 0.4},
+    {"shard": "shardId-000000000001", "state": "fetching", "checkpoint": "TRIM_HORIZON",
+     "millis_behind_latest": 7380000, "since_progress_seconds": 95.2, "stalled": true, "stall_cause": "kinesis"},
+    {"shard": "shardId-000000000002", "state": "checkpointing", "checkpoint": "SHARD_END",
+     "millis_behind_latest": 0, "since_progress_seconds": 4000, "stalled": true},
+    {"shard": "shardId-000000000003", "state": "processing", "checkpoint": "AT_TIMESTAMP"}
+  ],
+  "unhealthy": ["dynamodb", "processor"],
+  "refused": ["shardId-000000000007", "shardId-000000000009"]
+}
+`
+
+// statusServer serves body as /status (with code) and counts the requests.
+func statusServer(t *testing.T, code int, body string) (*httptest.Server, *int) {
+	t.Helper()
+	hits := new(int)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/status" || r.Method != http.MethodGet {
+			http.NotFound(w, r)
+			return
+		}
+		*hits++
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(code)
+		_, _ = w.Write([]byte(body))
+	}))
+	t.Cleanup(srv.Close)
+	return srv, hits
+}
+
+func TestStatusNodeView(t *testing.T) {
+	srv, hits := statusServer(t, http.StatusOK, cannedStatus)
+	ctx := context.Background()
+	// --http takes host:port (as a node's --http); a URL works too.
+	st, err := fetchNodeStatus(ctx, srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatalf("fetchNodeStatus: %v", err)
+	}
+	if _, err := fetchNodeStatus(ctx, srv.URL+"/"); err != nil {
+		t.Fatalf("fetchNodeStatus by URL: %v", err)
+	}
+	if *hits != 2 {
+		t.Errorf("%d requests to /status, want 2", *hits)
+	}
+	var out bytes.Buffer
+	if err := printNodeStatus(&out, st); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("output:\n%s", out.String())
+	text := out.String()
+	for _, want := range []string{
+		"node worker-a sees 2 members:\n",
+		"node worker-a is unhealthy: cannot use dynamodb, processor\n",
+		"node worker-a refuses 2 shards: shardId-000000000007, shardId-000000000009\n",
+		"node worker-a runs 4 shards, 2 stalled:\n",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+
+	// The shard table: a header and one row per shard, every column
+	// starting at the header's offset (tabwriter counts runes).
+	cols := []string{"shard", "actor state", "checkpoint", "behind latest", "since progress", "stall"}
+	want := map[string][]string{
+		"shardId-000000000000": {"processing", "49590338…588898", "1.25s", "400ms", "-"},
+		"shardId-000000000001": {"fetching", "TRIM_HORIZON", "2h03m", "1m35s", "STALLED (kinesis)"},
+		"shardId-000000000002": {"checkpointing", "SHARD_END", "0s", "1h06m", "STALLED"},
+		"shardId-000000000003": {"processing", "AT_TIMESTAMP", "-", "-", "-"},
+	}
+	lines := strings.Split(text, "\n")
+	hdr := -1
+	for i, l := range lines {
+		if strings.HasPrefix(l, "shard ") && strings.Contains(l, "behind latest") {
+			hdr = i
+		}
+	}
+	if hdr < 0 {
+		t.Fatalf("no shard table header")
+	}
+	offsets := make([]int, len(cols))
+	for i, c := range cols {
+		b := strings.Index(lines[hdr], c)
+		if b < 0 {
+			t.Fatalf("header %q lacks column %q", lines[hdr], c)
+		}
+		offsets[i] = utf8.RuneCountInString(lines[hdr][:b])
+	}
+	rows := 0
+	for _, l := range lines[hdr+1:] {
+		if l == "" {
+			continue
+		}
+		rows++
+		r := []rune(l)
+		var got []string
+		for i := range cols {
+			end := len(r)
+			if i+1 < len(cols) {
+				end = offsets[i+1]
+			}
+			if offsets[i] > len(r) || end > len(r) || (offsets[i] > 0 && r[offsets[i]-1] != ' ') {
+				t.Fatalf("row %q is not aligned with the header %q", l, lines[hdr])
+			}
+			got = append(got, strings.TrimSpace(string(r[offsets[i]:end])))
+		}
+		w, ok := want[got[0]]
+		if !ok {
+			t.Errorf("unexpected row %q", l)
+			continue
+		}
+		if strings.Join(got[1:], "|") != strings.Join(w, "|") {
+			t.Errorf("row %s: %q, want %q", got[0], got[1:], w)
+		}
+	}
+	if rows != len(want) {
+		t.Errorf("%d shard rows, want %d", rows, len(want))
+	}
+
+	// A healthy node prints no health lines and no stall count.
+	srv2, _ := statusServer(t, http.StatusOK, `{"node":"worker-b","members":[],"shards":[{"shard":"shardId-000000000000","state":"processing","checkpoint":"TRIM_HORIZON","millis_behind_latest":0,"since_progress_seconds":1}]}`)
+	st, err = fetchNodeStatus(ctx, srv2.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if err := printNodeStatus(&out, st); err != nil {
+		t.Fatal(err)
+	}
+	for _, no := range []string{"unhealthy", "refuses", "stalled", "STALLED"} {
+		if strings.Contains(out.String(), no) {
+			t.Errorf("healthy node's output mentions %q:\n%s", no, out.String())
+		}
+	}
+	if !strings.Contains(out.String(), "node worker-b runs 1 shard:\n") {
+		t.Errorf("healthy node's output:\n%s", out.String())
+	}
+
+	// A node that cannot answer.
+	srv3, _ := statusServer(t, http.StatusServiceUnavailable, "coordinator busy\n")
+	if _, err := fetchNodeStatus(ctx, srv3.URL); err == nil || !strings.Contains(err.Error(), "503") || !strings.Contains(err.Error(), "coordinator busy") {
+		t.Errorf("503: err = %v", err)
+	}
+}
+
+// The fields status reads are those kinactor.NodeStatus writes: a status
+// encoded from the real types decodes with every field present.
+func TestStatusJSONMatchesNodeStatus(t *testing.T) {
+	b, err := json.Marshal(kinactor.NodeStatus{
+		Node:    "n1",
+		Members: []cluster.Member{{Name: "n1", Addr: "a:1", State: cluster.StateAlive}},
+		Shards: []actors.ShardStatus{{
+			ShardID: "shardId-000000000000", State: "fetching", Checkpoint: "TRIM_HORIZON",
+			MillisBehindLatest: 42, SinceProgress: 1.5, Stalled: true, StallCause: "dynamodb",
+		}},
+		Unhealthy: []string{"kinesis"},
+		Refused:   []string{"shardId-000000000001"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st nodeStatusJSON
+	if err := json.Unmarshal(b, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Node != "n1" || len(st.Members) != 1 || st.Members[0].Name != "n1" || st.Members[0].Addr != "a:1" || st.Members[0].State == "" {
+		t.Errorf("members: %+v (from %s)", st, b)
+	}
+	if len(st.Shards) != 1 {
+		t.Fatalf("shards: %+v (from %s)", st.Shards, b)
+	}
+	s := st.Shards[0]
+	if s.Shard != "shardId-000000000000" || s.State != "fetching" || s.Checkpoint != "TRIM_HORIZON" ||
+		s.MillisBehindLatest == nil || *s.MillisBehindLatest != 42 || s.SinceProgress == nil || *s.SinceProgress != 1.5 ||
+		!s.Stalled || s.StallCause != "dynamodb" {
+		t.Errorf("shard: %+v (from %s)", s, b)
+	}
+	if strings.Join(st.Unhealthy, ",") != "kinesis" || strings.Join(st.Refused, ",") != "shardId-000000000001" {
+		t.Errorf("health: unhealthy %v refused %v (from %s)", st.Unhealthy, st.Refused, b)
+	}
+}
+
+func TestShortDuration(t *testing.T) {
+	for _, c := range []struct {
+		d    time.Duration
+		want string
+	}{
+		{0, "0s"},
+		{999 * time.Microsecond, "0ms"},
+		{850 * time.Millisecond, "850ms"},
+		{time.Second, "1.00s"},
+		{1250 * time.Millisecond, "1.25s"},
+		{12345 * time.Millisecond, "12.3s"},
+		{59900 * time.Millisecond, "59.9s"},
+		{time.Minute, "1m00s"},
+		{4*time.Minute + 5*time.Second + 900*time.Millisecond, "4m05s"},
+		{time.Hour + 6*time.Minute + 40*time.Second, "1h06m"},
+		{23*time.Hour + 59*time.Minute, "23h59m"},
+		{3*24*time.Hour + 4*time.Hour + 30*time.Minute, "3d04h"},
+		{-2 * time.Second, "-2.00s"},
+	} {
+		if got := shortDuration(c.d); got != c.want {
+			t.Errorf("shortDuration(%s) = %q, want %q", c.d, got, c.want)
+		}
+	}
+}
