@@ -3,7 +3,8 @@
 //
 // Build compiles the binary; Start prepares a work directory (ledgers, ready
 // files, logs) and starts the first nodes; AddNode, Kill and Term start and
-// stop single nodes and record what happened when, as Events for Analyze.
+// stop single nodes, Pause and Resume freeze and thaw one (SIGSTOP,
+// SIGCONT), and each records what happened when, as Events for Analyze.
 // Close stops every process the Cluster started.
 package clusterrun
 
@@ -19,6 +20,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -55,6 +57,11 @@ type Options struct {
 	// AWS_ENDPOINT_URL_KINESIS, AWS_ENDPOINT_URL_DYNAMODB, AWS_REGION,
 	// credentials.
 	Env []string
+	// NodeEnv, when set, is called with each node's name before it starts
+	// and returns more environment for that node alone (after Env, so it
+	// overrides it), e.g. its own endpoints behind per-node proxies. An
+	// error fails AddNode.
+	NodeEnv func(name string) ([]string, error)
 	// ExtraArgs are appended to every node's arguments.
 	ExtraArgs []string
 	// Nodes is how many nodes Start starts (one after another, each
@@ -73,13 +80,15 @@ type EventKind string
 
 // The event kinds.
 const (
-	EventStart EventKind = "start"
-	EventKill  EventKind = "kill"
-	EventTerm  EventKind = "term"
+	EventStart  EventKind = "start"
+	EventKill   EventKind = "kill"
+	EventTerm   EventKind = "term"
+	EventPause  EventKind = "pause"
+	EventResume EventKind = "resume"
 )
 
-// Event is a node started (ready), killed (SIGKILL sent) or terminated
-// (SIGTERM sent).
+// Event is a node started (ready), killed (SIGKILL sent), terminated
+// (SIGTERM sent), paused (SIGSTOP sent) or resumed (SIGCONT sent).
 type Event struct {
 	Kind EventKind
 	Node string
@@ -98,8 +107,9 @@ type Proc struct {
 	cmd     *exec.Cmd
 	logFile *os.File
 	exited  chan struct{}
-	waitErr error // set before exited is closed
-	stopped bool  // Kill or Term was called
+	waitErr error       // set before exited is closed
+	stopped bool        // Kill or Term was called
+	paused  atomic.Bool // Pause was called and Resume not yet
 }
 
 // Exited is closed once the process has exited.
@@ -114,6 +124,9 @@ func (p *Proc) Running() bool {
 		return true
 	}
 }
+
+// Paused reports whether the process is stopped by Pause.
+func (p *Proc) Paused() bool { return p.paused.Load() }
 
 // LogTail returns the last n bytes of the node's log.
 func (p *Proc) LogTail(n int) string {
@@ -208,8 +221,17 @@ func (c *Cluster) AddNode(ctx context.Context) (*Proc, error) {
 	if err != nil {
 		return nil, fmt.Errorf("clusterrun: %w", err)
 	}
+	env := append(os.Environ(), c.opts.Env...)
+	if c.opts.NodeEnv != nil {
+		more, err := c.opts.NodeEnv(name)
+		if err != nil {
+			lf.Close()
+			return nil, fmt.Errorf("clusterrun: environment of %s: %w", name, err)
+		}
+		env = append(env, more...)
+	}
 	cmd := exec.Command(c.opts.Bin, args...)
-	cmd.Env = append(os.Environ(), c.opts.Env...)
+	cmd.Env = env
 	cmd.Stdout, cmd.Stderr = lf, lf
 	cmd.SysProcAttr = sysProcAttr()
 	if err := cmd.Start(); err != nil {
@@ -308,7 +330,40 @@ func (c *Cluster) Term(p *Proc) error {
 	return nil
 }
 
-// Nodes returns the running nodes that were not stopped, in start order.
+// Pause sends SIGSTOP to p and records the time as a pause event: the
+// process stays, frozen, until Resume (or Close, which kills it). Owners
+// leaves a paused node out.
+func (c *Cluster) Pause(p *Proc) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !p.Running() {
+		return fmt.Errorf("clusterrun: pause %s: not running", p.Name)
+	}
+	at := time.Now()
+	if err := p.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		return fmt.Errorf("clusterrun: pause %s: %w", p.Name, err)
+	}
+	p.paused.Store(true)
+	c.events = append(c.events, Event{Kind: EventPause, Node: p.Name, At: at})
+	return nil
+}
+
+// Resume sends SIGCONT to a paused p and records the time as a resume
+// event.
+func (c *Cluster) Resume(p *Proc) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	at := time.Now()
+	if err := p.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		return fmt.Errorf("clusterrun: resume %s: %w", p.Name, err)
+	}
+	p.paused.Store(false)
+	c.events = append(c.events, Event{Kind: EventResume, Node: p.Name, At: at})
+	return nil
+}
+
+// Nodes returns the running nodes that were not stopped, in start order
+// (paused ones too).
 func (c *Cluster) Nodes() []*Proc {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -328,7 +383,8 @@ func (c *Cluster) All() []*Proc {
 	return append([]*Proc(nil), c.procs...)
 }
 
-// Events returns the start, kill and term events so far, in order.
+// Events returns the start, kill, term, pause and resume events so far, in
+// order.
 func (c *Cluster) Events() []Event {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -397,11 +453,15 @@ func (c *Cluster) get(ctx context.Context, p *Proc, path string) ([]byte, error)
 
 // Owners asks every running node for its /status and returns shard →
 // owning node names (more than one while views disagree). Nodes that do
-// not answer are left out and reported in the error.
+// not answer are left out and reported in the error; paused nodes are left
+// out silently (they cannot answer).
 func (c *Cluster) Owners(ctx context.Context) (map[string][]string, error) {
 	owners := map[string][]string{}
 	var errs []error
 	for _, p := range c.Nodes() {
+		if p.Paused() {
+			continue
+		}
 		st, err := c.Status(ctx, p)
 		if err != nil {
 			errs = append(errs, err)
