@@ -201,6 +201,11 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	default:
 		return fmt.Errorf("node: invalid --processor %q (want ledger or log)", *processor)
 	}
+	var hang *processorHang // --test-faults: POST /faults/hang makes fn block
+	if *testFaults {
+		hang = &processorHang{}
+		fn = hang.wrap(fn)
+	}
 	node, err := kinactor.NewNode(cfg, kinactor.FuncProcessor(fn))
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
@@ -236,7 +241,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			_ = json.NewEncoder(w).Encode(st)
 		})
 		if dt := dropTransportOf(cfg.Cluster); dt != nil {
-			handleTestFaults(mux, dt, log.Info)
+			handleTestFaults(mux, dt, hang, log.Info)
 		}
 		srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		go func() { httpDone <- srv.Serve(ln) }()

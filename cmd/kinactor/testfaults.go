@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"io"
@@ -9,11 +10,14 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/hashicorp/memberlist"
 
 	"github.com/kinactor/kinactor"
 	"github.com/kinactor/kinactor/cluster"
+	"github.com/kinactor/kinactor/messages"
 )
 
 // The --test-faults flag of `kinactor node` is for chaos runs only (see
@@ -22,6 +26,13 @@ import (
 //
 //	POST /faults/partition?block=HOST:PORT,HOST:PORT  drop gossip to and from those addresses
 //	POST /faults/heal                                 stop dropping anything
+//	POST /faults/hang?for=DURATION                    the processor stops answering for DURATION (0 ends a hang)
+//
+// While a hang is in force, the processor function (ledger or log) blocks
+// before it writes anything, until the hang ends — then it processes the
+// batch as usual — or until its context is cancelled (the node gives up on
+// the batch after --process-timeout) — then it returns ctx.Err() having
+// written nothing.
 //
 // A DropTransport prepends a preamble to every stream it dials, so every
 // member of such a cluster must run with --test-faults. Without the flag
@@ -53,8 +64,77 @@ func newTestFaultsTransport(bind string, logw io.Writer) (*cluster.DropTransport
 	return cluster.NewDropTransport(nt), nil
 }
 
-// handleTestFaults adds the /faults/ endpoints for dt to mux.
-func handleTestFaults(mux *http.ServeMux, dt *cluster.DropTransport, logf func(msg string, args ...any)) {
+// processorHang makes a processor function stop answering for a while
+// (POST /faults/hang). The zero value is ready, with no hang in force; its
+// methods may be called concurrently.
+type processorHang struct {
+	mu      sync.Mutex
+	until   time.Time
+	changed chan struct{} // closed (and replaced) whenever until changes
+}
+
+// set starts a hang of d from now, replacing the one in force (d <= 0
+// ends it).
+func (h *processorHang) set(d time.Duration) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.until = time.Now().Add(d)
+	if h.changed != nil {
+		close(h.changed)
+	}
+	h.changed = make(chan struct{})
+}
+
+// wait blocks while a hang is in force; it returns ctx.Err() if ctx ends
+// first, else nil.
+func (h *processorHang) wait(ctx context.Context) error {
+	for {
+		h.mu.Lock()
+		if h.changed == nil {
+			h.changed = make(chan struct{})
+		}
+		left, changed := time.Until(h.until), h.changed
+		h.mu.Unlock()
+		if left <= 0 {
+			return nil
+		}
+		t := time.NewTimer(left)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-changed:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// wrap returns fn preceded by wait.
+func (h *processorHang) wrap(fn kinactor.ProcessorFunc) kinactor.ProcessorFunc {
+	return func(ctx context.Context, b messages.Records) error {
+		if err := h.wait(ctx); err != nil {
+			return err
+		}
+		return fn(ctx, b)
+	}
+}
+
+// handleTestFaults adds the /faults/ endpoints for dt and hang to mux (no
+// /faults/hang when hang is nil).
+func handleTestFaults(mux *http.ServeMux, dt *cluster.DropTransport, hang *processorHang, logf func(msg string, args ...any)) {
+	if hang != nil {
+		mux.HandleFunc("POST /faults/hang", func(w http.ResponseWriter, r *http.Request) {
+			d, err := time.ParseDuration(r.URL.Query().Get("for"))
+			if err != nil {
+				http.Error(w, fmt.Sprintf("for: want a duration such as 20s: %v\n", err), http.StatusBadRequest)
+				return
+			}
+			hang.set(d)
+			logf("test fault: processor hangs", "for", d)
+			_, _ = io.WriteString(w, "ok\n")
+		})
+	}
 	mux.HandleFunc("POST /faults/partition", func(w http.ResponseWriter, r *http.Request) {
 		var addrs []string
 		for a := range strings.SplitSeq(r.URL.Query().Get("block"), ",") {

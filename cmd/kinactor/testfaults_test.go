@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"flag"
 	"io"
 	"net"
@@ -9,12 +11,14 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/memberlist"
 
 	"github.com/kinactor/kinactor/cluster"
+	"github.com/kinactor/kinactor/messages"
 )
 
 func TestTestFaultsEndpoints(t *testing.T) {
@@ -24,7 +28,7 @@ func TestTestFaultsEndpoints(t *testing.T) {
 	defer dt.Shutdown()
 	defer peer.Shutdown()
 	mux := http.NewServeMux()
-	handleTestFaults(mux, dt, func(string, ...any) {})
+	handleTestFaults(mux, dt, nil, func(string, ...any) {})
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 	post := func(path string) int {
@@ -64,6 +68,78 @@ func TestTestFaultsEndpoints(t *testing.T) {
 	}
 	if code := post("/faults/partition"); code != http.StatusBadRequest {
 		t.Fatalf("no address: HTTP %d, want 400", code)
+	}
+	if code := post("/faults/hang?for=1s"); code != http.StatusNotFound && code != http.StatusMethodNotAllowed {
+		t.Fatalf("hang without a processorHang: HTTP %d, want 404", code)
+	}
+}
+
+// A hang makes the processor function block before it writes anything,
+// until the hang ends (then the batch is processed) or its context is
+// cancelled (then it returns ctx.Err() having written nothing).
+func TestTestFaultsHang(t *testing.T) {
+	var hang processorHang
+	mux := http.NewServeMux()
+	handleTestFaults(mux, cluster.NewDropTransport(new(memberlist.MockNetwork).NewTransport("a")), &hang, func(string, ...any) {})
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	post := func(path string) int {
+		t.Helper()
+		resp, err := http.Post(srv.URL+path, "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	var wrote atomic.Int64
+	fn := hang.wrap(func(_ context.Context, b messages.Records) error {
+		wrote.Add(int64(len(b.Records)))
+		return nil
+	})
+	batch := messages.Records{ShardID: "s0", Records: []messages.Record{{SequenceNumber: "1"}}}
+
+	// No hang: straight through.
+	if err := fn(context.Background(), batch); err != nil || wrote.Load() != 1 {
+		t.Fatalf("without a hang: %v, wrote %d", err, wrote.Load())
+	}
+	if code := post("/faults/hang?for=nonsense"); code != http.StatusBadRequest {
+		t.Fatalf("bad duration: HTTP %d, want 400", code)
+	}
+
+	// Cancelled while hanging: ctx.Err(), nothing written.
+	if code := post("/faults/hang?for=1h"); code != http.StatusOK {
+		t.Fatalf("hang: HTTP %d", code)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := fn(ctx, batch); !errors.Is(err, context.DeadlineExceeded) || wrote.Load() != 1 {
+		t.Fatalf("cancelled during a hang: %v, wrote %d", err, wrote.Load())
+	}
+
+	// Ended early (for=0): the blocked call goes on and writes.
+	done := make(chan error, 1)
+	go func() { done <- fn(context.Background(), batch) }()
+	select {
+	case err := <-done:
+		t.Fatalf("returned during the hang: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	if code := post("/faults/hang?for=0s"); code != http.StatusOK {
+		t.Fatalf("end hang: HTTP %d", code)
+	}
+	if err := <-done; err != nil || wrote.Load() != 2 {
+		t.Fatalf("after the hang ended: %v, wrote %d", err, wrote.Load())
+	}
+
+	// A hang that runs out by itself.
+	hang.set(150 * time.Millisecond)
+	start := time.Now()
+	if err := fn(context.Background(), batch); err != nil || wrote.Load() != 3 {
+		t.Fatalf("after a hang ran out: %v, wrote %d", err, wrote.Load())
+	}
+	if d := time.Since(start); d < 100*time.Millisecond {
+		t.Fatalf("returned after %v, during a 150ms hang", d)
 	}
 }
 
