@@ -37,11 +37,13 @@ func runChaos(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	dir := fs.String("dir", "", "tools/localaws directory (default: $"+localaws.EnvDir+", else found from the working directory's module)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: kinactor chaos [--scenario FILE] [--nodes N --shards S --duration D --seed X --faults LIST --rate R] [--json] [--keep-dir]\n\n"+
-			"Starts local servers behind fault-injecting proxies and a cluster of `kinactor node`\n"+
-			"processes, produces records while doing the scenario's faults, then verifies the\n"+
-			"ledgers: nothing lost, per-key order held, no checkpoint moved backwards (exit\n"+
-			"status 0 only then); duplicates by fault, idle time after kills and stops, lease\n"+
-			"writes per shard-hour.\n\nflags:\n")
+			"Starts local servers, a cluster of `kinactor node` processes each behind its own\n"+
+			"fault-injecting proxies, produces records while doing the scenario's faults, then\n"+
+			"verifies the ledgers: nothing lost, per-key order held, no checkpoint moved\n"+
+			"backwards, no shard stalled longer than max_stall, nothing delivered by a node cut\n"+
+			"off from DynamoDB past its lease, no stale batches or checkpoints from a woken\n"+
+			"paused node (exit status 0 only then); duplicates by fault, idle time after kills\n"+
+			"and stops, the longest stall, lease writes per shard-hour.\n\nflags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -95,8 +97,8 @@ func runChaos(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *asJSON {
 		progress = nil
 	}
-	// The fault proxies' reverse proxies log every request a node gave up
-	// on ("http: proxy error: context canceled") to the standard logger.
+	// Nothing of a chaos run should reach the standard logger (the fault
+	// proxies discard their own logs); keep stray lines out of the report.
 	log.SetOutput(io.Discard)
 	defer log.SetOutput(os.Stderr)
 	rep, err := chaos.Run(ctx, s, chaos.Options{Bin: bin, WorkDir: wd, ToolsDir: *dir, UseEnv: *useEnv, Progress: progress})

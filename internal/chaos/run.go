@@ -5,12 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"math/rand/v2"
 	"net/http"
-	"net/url"
 	"os"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -59,8 +56,10 @@ func Run(ctx context.Context, s Scenario, o Options) (Report, error) {
 		return Report{}, err
 	}
 	faults := Schedule(s.Seed, s)
-	r := &runner{s: s, o: o, faults: faults, began: time.Now(), writes: map[string]float64{},
-		rng: rand.New(rand.NewPCG(s.Seed, s.Seed^0xc4a05)), http: &http.Client{Timeout: 5 * time.Second}}
+	timings, _ := s.Timings() // checked by WithDefaults
+	r := &runner{s: s, o: o, faults: faults, timings: timings, began: time.Now(), writes: map[string]float64{},
+		rng: rand.New(rand.NewPCG(s.Seed, s.Seed^0xc4a05)), http: &http.Client{Timeout: 5 * time.Second},
+		proxies: map[string]*nodeProxies{}, svcFaults: map[faultproxy.Service]faultproxy.Faults{}}
 	defer r.cleanup()
 	if err := r.setup(ctx); err != nil {
 		return Report{}, err
@@ -69,27 +68,31 @@ func Run(ctx context.Context, s Scenario, o Options) (Report, error) {
 }
 
 type runner struct {
-	s      Scenario
-	o      Options
-	faults []Fault
-	began  time.Time
-	rng    *rand.Rand
-	http   *http.Client
+	s       Scenario
+	o       Options
+	faults  []Fault
+	timings Timings
+	began   time.Time
+	rng     *rand.Rand
+	http    *http.Client
 
-	kin, ddb     *localaws.Server
-	kinP, ddbP   *faultproxy.Proxy
-	kc           *kinesis.Client
-	sc           *stream.Client
-	store        *lease.DynamoStore
-	c            *clusterrun.Cluster
-	prod         *clusterrun.Producer
-	runStart     time.Time
-	stopSampling func()
+	kin, ddb       *localaws.Server
+	kinURL, ddbURL string // what the proxies forward to
+	kc             *kinesis.Client
+	sc             *stream.Client
+	store          *lease.DynamoStore
+	c              *clusterrun.Cluster
+	prod           *clusterrun.Producer
+	runStart       time.Time
+	stopSampling   func()
 
-	mu      sync.Mutex
-	done    []Done
-	samples []Sample
-	writes  map[string]float64 // node → last kinactor_lease_writes_total
+	mu         sync.Mutex
+	done       []Done
+	samples    []Sample
+	writes     map[string]float64 // node → last kinactor_lease_writes_total
+	proxies    map[string]*nodeProxies
+	proxyOrder []string
+	svcFaults  map[faultproxy.Service]faultproxy.Faults // whole-service faults in force
 }
 
 func (r *runner) logf(format string, a ...any) {
@@ -108,11 +111,7 @@ func (r *runner) cleanup() {
 	if r.c != nil {
 		r.c.Close()
 	}
-	for _, p := range []*faultproxy.Proxy{r.kinP, r.ddbP} {
-		if p != nil {
-			_ = p.Close()
-		}
-	}
+	r.closeProxies()
 	_ = r.kin.Stop() // nil-safe
 	_ = r.ddb.Stop()
 }
@@ -153,15 +152,9 @@ func (r *runner) setup(ctx context.Context) error {
 		kinURL, ddbURL = r.kin.Endpoint, r.ddb.Endpoint
 		r.logf("servers: %s at %s, %s at %s", r.kin.Kind, kinURL, r.ddb.Kind, ddbURL)
 	}
-	var err error
-	if r.kinP, err = faultproxy.Start(faultproxy.Kinesis, kinURL, r.s.Seed); err != nil {
-		return fmt.Errorf("chaos: %w", err)
-	}
-	if r.ddbP, err = faultproxy.Start(faultproxy.DynamoDB, ddbURL, r.s.Seed+1); err != nil {
-		return fmt.Errorf("chaos: %w", err)
-	}
+	r.kinURL, r.ddbURL = kinURL, ddbURL
 	// The runner's own clients go to the servers directly: the faults are
-	// for the nodes.
+	// for the nodes, each of which gets its own pair of proxies.
 	cfg := awsConfig()
 	r.kc = kinesis.NewFromConfig(cfg, func(o *kinesis.Options) { o.BaseEndpoint = aws.String(kinURL) })
 	kcfg := cfg.Copy()
@@ -172,17 +165,17 @@ func (r *runner) setup(ctx context.Context) error {
 	if err := r.createStream(ctx); err != nil {
 		return err
 	}
-	r.logf("stream %s with %d shards; fault proxies %s (kinesis), %s (dynamodb)", Name, r.s.Shards, r.kinP.URL, r.ddbP.URL)
+	r.logf("stream %s with %d shards; every node gets its own kinesis and dynamodb fault proxy", Name, r.s.Shards)
 
 	env := []string{
-		"AWS_ENDPOINT_URL_KINESIS=" + r.kinP.URL, "AWS_ENDPOINT_URL_DYNAMODB=" + r.ddbP.URL,
 		"AWS_REGION=us-east-1", "AWS_ACCESS_KEY_ID=local", "AWS_SECRET_ACCESS_KEY=local",
 		"AWS_SESSION_TOKEN=", "AWS_PROFILE=", "AWS_ENDPOINT_URL=", "AWS_EC2_METADATA_DISABLED=true",
 	}
 	args := append(append([]string(nil), r.s.NodeArgs...), "--test-faults")
 	// One node creates the lease rows, then the others join.
+	var err error
 	r.c, err = clusterrun.Start(ctx, clusterrun.Options{Bin: r.o.Bin, Dir: r.o.WorkDir, App: Name, Stream: Name,
-		Env: env, ExtraArgs: args, Nodes: 1, ReadyTimeout: 90 * time.Second, StopTimeout: 45 * time.Second})
+		Env: env, NodeEnv: r.nodeEnv, ExtraArgs: args, Nodes: 1, ReadyTimeout: 90 * time.Second, StopTimeout: 45 * time.Second})
 	if err != nil {
 		return fmt.Errorf("chaos: %w", err)
 	}
@@ -346,6 +339,7 @@ func (r *runner) run(ctx context.Context) (Report, error) {
 			return Report{}, err
 		}
 	}
+	end := time.Now()
 	// Let the last checkpoints land, then take the last samples.
 	_ = backoff.Sleep(ctx, 3*time.Second)
 	stopP()
@@ -361,8 +355,14 @@ func (r *runner) run(ctx context.Context) (Report, error) {
 	if err != nil {
 		return Report{}, fmt.Errorf("chaos: reading ledgers: %w", err)
 	}
+	nodeWrites := r.nodeWrites()
 	r.mu.Lock()
-	rep := Verify(es, produced, r.c.Events(), append([]Done(nil), r.done...), append([]Sample(nil), r.samples...), r.prod.Written())
+	in := Input{Entries: es, Produced: produced, Events: r.c.Events(), Faults: append([]Done(nil), r.done...),
+		Samples: append([]Sample(nil), r.samples...), Written: r.prod.Written(), Writes: nodeWrites,
+		End: end, MaxStall: time.Duration(r.s.MaxStall), LeaseExpiry: r.timings.LeaseExpiry}
+	r.mu.Unlock()
+	rep := Verify(in)
+	r.mu.Lock()
 	for _, v := range r.writes {
 		rep.LeaseWrites += v
 	}
@@ -372,11 +372,7 @@ func (r *runner) run(ctx context.Context) (Report, error) {
 	if hours > 0 {
 		rep.LeaseWritesPerSH = rep.LeaseWrites / float64(r.s.Shards) / hours
 	}
-	rep.Proxy = map[string]string{}
-	for name, p := range map[string]*faultproxy.Proxy{"kinesis": r.kinP, "dynamodb": r.ddbP} {
-		c := p.Counts()
-		rep.Proxy[name] = fmt.Sprintf("%d requests, %d throttled, %d errors, %d delayed", c.Requests, c.Throttled, c.Errored, c.Delayed)
-	}
+	rep.Proxy = r.proxyCounts()
 	for _, d := range rep.Faults {
 		if d.Err != "" {
 			rep.Failures = append(rep.Failures, fmt.Sprintf("fault %s failed: %s", d.Kind, d.Err))
@@ -438,7 +434,9 @@ func (r *runner) progressLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		for _, p := range r.c.Nodes() {
-			r.scrape(ctx, p)
+			if !p.Paused() {
+				r.scrape(ctx, p)
+			}
 		}
 		if r.o.Progress == nil {
 			continue
@@ -468,251 +466,5 @@ func (r *runner) progressLoop(ctx context.Context) {
 		r.mu.Unlock()
 		r.logf("elapsed %s  faults %d/%d  produced %d  processed %d  lag %d  owners %s",
 			time.Since(r.runStart).Round(time.Second), nf, len(r.faults), produced, processed, produced-processed, strings.Join(ow, " "))
-	}
-}
-
-// do carries out one fault and records it.
-func (r *runner) do(ctx context.Context, f Fault) Done {
-	d := Done{Kind: f.Kind, At: time.Now()}
-	var err error
-	switch f.Kind {
-	case Kill, Stop:
-		var p *clusterrun.Proc
-		if p, err = r.victim(f.Node); err == nil {
-			st, _ := r.c.Status(ctx, p)
-			d.Detail = fmt.Sprintf("%s (%d shards)", p.Name, len(st.Shards))
-			r.scrape(ctx, p)
-			d.At = time.Now()
-			if f.Kind == Kill {
-				err = r.c.Kill(p)
-			} else {
-				err = r.c.Term(p)
-			}
-		}
-	case Restart:
-		var p *clusterrun.Proc
-		if p, err = r.c.AddNode(ctx); err == nil {
-			d.Detail = p.Name + " started"
-		}
-	case Partition:
-		d.Detail, err = r.partition(ctx, f)
-		d.End = time.Now()
-	case Throttle, Errors, Latency:
-		d.Detail = r.proxyFault(ctx, f)
-		d.End = time.Now()
-	case Split:
-		d.Detail, err = r.split(ctx, f)
-	case Merge:
-		d.Detail, err = r.merge(ctx, f)
-	}
-	if err != nil {
-		d.Err = err.Error()
-		if i := strings.Index(d.Err, "\n"); i >= 0 {
-			d.Err = d.Err[:i] // no log tails in the report
-		}
-	}
-	r.mu.Lock()
-	r.done = append(r.done, d)
-	r.mu.Unlock()
-	return d
-}
-
-func (r *runner) victim(name string) (*clusterrun.Proc, error) {
-	live := r.c.Nodes()
-	if len(live) == 0 {
-		return nil, errors.New("no running node")
-	}
-	if name == "" {
-		return live[r.rng.IntN(len(live))], nil
-	}
-	for _, p := range live {
-		if p.Name == name {
-			return p, nil
-		}
-	}
-	return nil, fmt.Errorf("node %s is not running", name)
-}
-
-func (r *runner) post(ctx context.Context, p *clusterrun.Proc, path string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+p.HTTP+path, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := r.http.Do(req)
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", p.Name, path, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s %s: HTTP %d: %s", p.Name, path, resp.StatusCode, strings.TrimSpace(string(b)))
-	}
-	return nil
-}
-
-// partition cuts gossip between a random minority of the running nodes
-// and the rest for f.For: every node of one group drops gossip to and from
-// every node of the other. Then every running node heals.
-func (r *runner) partition(ctx context.Context, f Fault) (string, error) {
-	live := r.c.Nodes()
-	if len(live) < 2 {
-		return "", errors.New("fewer than 2 running nodes")
-	}
-	r.rng.Shuffle(len(live), func(i, j int) { live[i], live[j] = live[j], live[i] })
-	k := 1 + r.rng.IntN(len(live)/2)
-	a, b := live[:k], live[k:]
-	names := func(ps []*clusterrun.Proc) (string, string) {
-		var ns, as []string
-		for _, p := range ps {
-			ns, as = append(ns, p.Name), append(as, p.Gossip)
-		}
-		sort.Strings(ns)
-		return strings.Join(ns, ","), strings.Join(as, ",")
-	}
-	an, aa := names(a)
-	bn, ba := names(b)
-	detail := fmt.Sprintf("{%s} | {%s} for %s", an, bn, time.Duration(f.For))
-	var errs []error
-	for _, p := range a {
-		errs = append(errs, r.post(ctx, p, "/faults/partition?block="+url.QueryEscape(ba)))
-	}
-	for _, p := range b {
-		errs = append(errs, r.post(ctx, p, "/faults/partition?block="+url.QueryEscape(aa)))
-	}
-	serr := backoff.Sleep(ctx, time.Duration(f.For))
-	for _, p := range r.c.Nodes() {
-		errs = append(errs, r.post(context.Background(), p, "/faults/heal"))
-	}
-	return detail, errors.Join(append(errs, serr)...)
-}
-
-func (r *runner) proxyFault(ctx context.Context, f Fault) string {
-	var ps []*faultproxy.Proxy
-	switch f.Target {
-	case "kinesis":
-		ps = []*faultproxy.Proxy{r.kinP}
-	case "dynamodb":
-		ps = []*faultproxy.Proxy{r.ddbP}
-	default:
-		ps = []*faultproxy.Proxy{r.kinP, r.ddbP}
-	}
-	ff := faultproxy.Faults{}
-	var what string
-	switch f.Kind {
-	case Throttle:
-		ff.Throttle, what = f.Share, fmt.Sprintf("%.0f%% throttled", 100*f.Share)
-	case Errors:
-		ff.Errors, what = f.Share, fmt.Sprintf("%.0f%% HTTP 500", 100*f.Share)
-	case Latency:
-		ff.Latency, what = time.Duration(f.Delay), fmt.Sprintf("+%s per request", time.Duration(f.Delay))
-	}
-	for _, p := range ps {
-		p.Set(ff)
-	}
-	_ = backoff.Sleep(ctx, time.Duration(f.For))
-	for _, p := range ps {
-		p.Clear()
-	}
-	return fmt.Sprintf("%s, %s for %s", f.Target, what, time.Duration(f.For))
-}
-
-func (r *runner) openShards(ctx context.Context) ([]stream.Shard, error) {
-	all, err := r.sc.ListShards(ctx)
-	if err != nil {
-		return nil, err
-	}
-	var open []stream.Shard
-	for _, s := range all {
-		if !s.Closed() {
-			open = append(open, s)
-		}
-	}
-	sort.Slice(open, func(i, j int) bool { return hashCmp(open[i].StartingHashKey, open[j].StartingHashKey) < 0 })
-	return open, nil
-}
-
-func hashCmp(a, b string) int {
-	x, _ := new(big.Int).SetString(a, 10)
-	y, _ := new(big.Int).SetString(b, 10)
-	if x == nil || y == nil {
-		return strings.Compare(a, b)
-	}
-	return x.Cmp(y)
-}
-
-// split splits f.Shard (or a random open shard) at the middle of its hash
-// range and waits until the stream is ACTIVE again.
-func (r *runner) split(ctx context.Context, f Fault) (string, error) {
-	open, err := r.openShards(ctx)
-	if err != nil {
-		return "", err
-	}
-	if len(open) == 0 {
-		return "", errors.New("no open shard")
-	}
-	s := open[r.rng.IntN(len(open))]
-	if f.Shard != "" {
-		found := false
-		for _, o := range open {
-			if o.ID == f.Shard {
-				s, found = o, true
-			}
-		}
-		if !found {
-			return "", fmt.Errorf("shard %s is not open", f.Shard)
-		}
-	}
-	lo, _ := new(big.Int).SetString(s.StartingHashKey, 10)
-	hi, _ := new(big.Int).SetString(s.EndingHashKey, 10)
-	if lo == nil || hi == nil || hi.Cmp(lo) <= 0 {
-		return "", fmt.Errorf("shard %s: hash range %s..%s cannot be split", s.ID, s.StartingHashKey, s.EndingHashKey)
-	}
-	mid := new(big.Int).Add(lo, hi)
-	mid.Add(mid, big.NewInt(1)).Rsh(mid, 1)
-	if _, err := r.kc.SplitShard(ctx, &kinesis.SplitShardInput{StreamName: aws.String(Name), ShardToSplit: aws.String(s.ID), NewStartingHashKey: aws.String(mid.String())}); err != nil {
-		return s.ID, fmt.Errorf("SplitShard %s: %w", s.ID, err)
-	}
-	return s.ID, r.waitNewShards(ctx, len(open))
-}
-
-// merge merges f.Shards (or a random adjacent pair of open shards).
-func (r *runner) merge(ctx context.Context, f Fault) (string, error) {
-	open, err := r.openShards(ctx)
-	if err != nil {
-		return "", err
-	}
-	if len(open) < 2 {
-		return "", errors.New("fewer than 2 open shards")
-	}
-	i := r.rng.IntN(len(open) - 1)
-	a, b := open[i].ID, open[i+1].ID
-	if len(f.Shards) == 2 {
-		a, b = f.Shards[0], f.Shards[1]
-	}
-	detail := a + " + " + b
-	if _, err := r.kc.MergeShards(ctx, &kinesis.MergeShardsInput{StreamName: aws.String(Name), ShardToMerge: aws.String(a), AdjacentShardToMerge: aws.String(b)}); err != nil {
-		return detail, fmt.Errorf("MergeShards %s %s: %w", a, b, err)
-	}
-	return detail, r.waitNewShards(ctx, len(open))
-}
-
-// waitNewShards waits until the stream is ACTIVE and its open shards are
-// no longer openBefore in number.
-func (r *runner) waitNewShards(ctx context.Context, openBefore int) error {
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		if err := r.waitActive(ctx); err != nil {
-			return err
-		}
-		open, err := r.openShards(ctx)
-		if err == nil && len(open) != openBefore {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("new shards not listed within 2m (last error: %v)", err)
-		}
-		if err := backoff.Sleep(ctx, 200*time.Millisecond); err != nil {
-			return err
-		}
 	}
 }

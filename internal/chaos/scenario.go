@@ -1,11 +1,25 @@
 // Package chaos owns chaos scenarios: the seeded fault schedule, running it
 // against a clusterrun.Cluster of `kinactor node` processes (with local
-// servers behind fault-injecting proxies, a producer and a lease-table
-// sampler), and the verifier that reads every ledger and reports lost
-// records, duplicates by the fault that caused them, per-key order,
-// backwards checkpoints, idle time after kills and stops, and lease-table
-// writes. `kinactor chaos` is its command; it is for tests and soak runs
-// only.
+// servers behind fault-injecting proxies, one Kinesis and one DynamoDB
+// proxy per node, a producer and a lease-table sampler), and the verifier
+// that reads every ledger and reports lost records, duplicates by the fault
+// that caused them, per-key order, backwards checkpoints, idle time after
+// kills and stops, the longest stall of any shard with records waiting,
+// and lease-table writes. `kinactor chaos` is its command; it is for tests
+// and soak runs only.
+//
+// Whole-node faults: kill, restart, stop, partition. Whole-service faults
+// (every node's proxy alike): throttle, errors, latency, and ambiguous
+// (unless it names a node). Partial faults of one node: cut (its proxies
+// blackhole its DynamoDB and/or Kinesis traffic), pause (SIGSTOP, then
+// SIGCONT), hang (its processor stops answering, through `kinactor node
+// --test-faults`' POST /faults/hang). Stream faults: split, merge.
+//
+// For the partial faults the verifier checks, besides the stall bound
+// (Scenario.MaxStall): that a node cut off from DynamoDB delivers nothing
+// later than LeaseExpiry after its last write whose success reached it (its
+// proxy's log), and that a woken paused node delivers at most the batch it
+// had in flight on each shard it lost and checkpoints none of them.
 package chaos
 
 import (
@@ -33,10 +47,14 @@ const (
 	Latency   Kind = "latency"   // proxies delay every request by Delay for For
 	Split     Kind = "split"     // split an open shard at the middle (kinesis-mock)
 	Merge     Kind = "merge"     // merge two adjacent open shards (kinesis-mock)
+	Cut       Kind = "cut"       // one node's proxies blackhole its Target traffic for For
+	Pause     Kind = "pause"     // SIGSTOP one node for For, then SIGCONT
+	Hang      Kind = "hang"      // one node's processor stops answering for For
+	Ambiguous Kind = "ambiguous" // DynamoDB proxies apply Share of writes and answer them with HTTP 500, for For
 )
 
 // Kinds lists every fault kind.
-var Kinds = []Kind{Kill, Restart, Stop, Partition, Throttle, Errors, Latency, Split, Merge}
+var Kinds = []Kind{Kill, Restart, Stop, Partition, Throttle, Errors, Latency, Split, Merge, Cut, Pause, Hang, Ambiguous}
 
 func (k Kind) valid() bool {
 	for _, v := range Kinds {
@@ -49,8 +67,16 @@ func (k Kind) valid() bool {
 
 // timed reports whether the fault lasts For and is then undone.
 func (k Kind) timed() bool {
-	return k == Partition || k == Throttle || k == Errors || k == Latency
+	switch k {
+	case Partition, Throttle, Errors, Latency, Cut, Pause, Hang, Ambiguous:
+		return true
+	}
+	return false
 }
+
+// impairs reports whether the fault impairs one node (which keeps running)
+// for For: cut, pause, hang.
+func (k Kind) impairs() bool { return k == Cut || k == Pause || k == Hang }
 
 // Duration is a time.Duration that reads and writes JSON as "1m30s" (a
 // number is taken as seconds).
@@ -80,18 +106,21 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 type Fault struct {
 	At   Duration `json:"at"` // after the producer started
 	Kind Kind     `json:"kind"`
-	// Node names the victim of kill and stop ("" picks a random running
-	// node with the run's seeded generator).
+	// Node names the victim of kill, stop, cut, pause and hang ("" picks a
+	// random running node with the run's seeded generator), and limits
+	// ambiguous to that node's DynamoDB proxy ("": every node's).
 	Node string `json:"node,omitempty"`
-	// For is how long a timed fault (partition, throttle, errors,
-	// latency) lasts (default 10s).
+	// For is how long a timed fault lasts: partition, throttle, errors,
+	// latency and ambiguous default to 10s; cut, pause and hang to the
+	// scenario's MaxStall + 5s, so that a node whose shards never move
+	// fails the stall bound.
 	For Duration `json:"for,omitempty"`
-	// Share of requests throttled or failed (default 0.2); Delay added to
-	// requests by latency (default 200ms).
+	// Share of requests throttled or failed, or of writes made ambiguous
+	// (default 0.2); Delay added to requests by latency (default 200ms).
 	Share float64  `json:"share,omitempty"`
 	Delay Duration `json:"delay,omitempty"`
-	// Target of throttle, errors and latency: kinesis, dynamodb or both
-	// (default both).
+	// Target of throttle, errors, latency and cut: kinesis, dynamodb or
+	// both (default both). Ambiguous is for dynamodb only.
 	Target string `json:"target,omitempty"`
 	// Shard to split ("" picks one); Shards to merge (two adjacent ids;
 	// empty picks a pair).
@@ -116,8 +145,14 @@ type Scenario struct {
 	// producer stopped (default 90s).
 	Drain Duration `json:"drain,omitempty"`
 	// NodeArgs are added to every node's arguments (default: short sync,
-	// checkpoint and renew intervals suited to a short run).
+	// checkpoint and renew intervals, stall and process timeouts suited to
+	// a short run). The verifier reads --renew-interval, --lease-expiry
+	// and --stall-timeout from them (Timings).
 	NodeArgs []string `json:"node_args,omitempty"`
+	// MaxStall fails the run when any shard's records wait longer than
+	// this with no node processing the shard (default LeaseExpiry +
+	// StallTimeout + 10s, from Timings).
+	MaxStall Duration `json:"max_stall,omitempty"`
 	// Kinesis and DynamoDB choose the local servers: kinesis-mock or
 	// kinesalite (default kinesis-mock when the schedule splits or
 	// merges, else kinesalite); dynamodb-local or dynalite (default
@@ -127,7 +162,84 @@ type Scenario struct {
 }
 
 // DefaultNodeArgs are the node flags a scenario without NodeArgs uses.
-var DefaultNodeArgs = []string{"--sync-interval", "2s", "--checkpoint-interval", "1s", "--renew-interval", "3s", "--stop-timeout", "20s"}
+var DefaultNodeArgs = []string{"--sync-interval", "2s", "--checkpoint-interval", "1s", "--renew-interval", "3s",
+	"--stall-timeout", "10s", "--process-timeout", "5s", "--stop-timeout", "20s"}
+
+// Timings are the node timings the verifier needs, as the scenario's node
+// arguments set them (the node's defaults where they do not).
+type Timings struct {
+	RenewInterval  time.Duration // --renew-interval (default 30s)
+	LeaseExpiry    time.Duration // --lease-expiry if given, else 3 × RenewInterval
+	StallTimeout   time.Duration // --stall-timeout (default 30s)
+	ProcessTimeout time.Duration // --process-timeout (default 5m)
+}
+
+// Timings reads the node timings from NodeArgs (DefaultNodeArgs when nil).
+func (s Scenario) Timings() (Timings, error) {
+	args := s.NodeArgs
+	if args == nil {
+		args = DefaultNodeArgs
+	}
+	t := Timings{}
+	var errs []error
+	for _, f := range []struct {
+		name string
+		v    *time.Duration
+	}{{"renew-interval", &t.RenewInterval}, {"lease-expiry", &t.LeaseExpiry}, {"stall-timeout", &t.StallTimeout}, {"process-timeout", &t.ProcessTimeout}} {
+		v, ok := nodeArg(args, f.name)
+		if !ok {
+			continue
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			errs = append(errs, fmt.Errorf("node_args: --%s %q (want a duration)", f.name, v))
+			continue
+		}
+		*f.v = d
+	}
+	def := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&t.RenewInterval, 30*time.Second)
+	def(&t.LeaseExpiry, 3*t.RenewInterval)
+	def(&t.StallTimeout, 30*time.Second)
+	def(&t.ProcessTimeout, 5*time.Minute)
+	return t, errors.Join(errs...)
+}
+
+// nodeArg finds flag name in args as Go's flag package reads it (-name v,
+// --name v, -name=v, --name=v); the last one wins.
+func nodeArg(args []string, name string) (string, bool) {
+	val, found := "", false
+	for i := 0; i < len(args); i++ {
+		a := strings.TrimPrefix(strings.TrimPrefix(args[i], "-"), "-")
+		if a == args[i] {
+			continue // not a flag
+		}
+		if v, ok := strings.CutPrefix(a, name+"="); ok {
+			val, found = v, true
+		} else if a == name && i+1 < len(args) {
+			val, found = args[i+1], true
+			i++
+		}
+	}
+	return val, found
+}
+
+// maxStall is MaxStall, or its default from the timings.
+func (s Scenario) maxStall() time.Duration {
+	if s.MaxStall > 0 {
+		return time.Duration(s.MaxStall)
+	}
+	t, _ := s.Timings()
+	return t.LeaseExpiry + t.StallTimeout + 10*time.Second
+}
+
+// impairFor is how long cut, pause and hang last by default: past MaxStall,
+// so that a node whose shards do not move fails the run.
+func (s Scenario) impairFor() time.Duration { return s.maxStall() + 5*time.Second }
 
 // Load reads a scenario from a JSON file.
 func Load(path string) (Scenario, error) {
@@ -171,6 +283,15 @@ func (s Scenario) WithDefaults() (Scenario, error) {
 		s.NodeArgs = DefaultNodeArgs
 	}
 	var errs []error
+	if _, err := s.Timings(); err != nil {
+		errs = append(errs, err)
+	}
+	if s.MaxStall < 0 {
+		errs = append(errs, fmt.Errorf("max_stall %s (want positive)", time.Duration(s.MaxStall)))
+	}
+	if s.MaxStall == 0 {
+		s.MaxStall = Duration(s.maxStall())
+	}
 	if s.Nodes < 2 {
 		errs = append(errs, fmt.Errorf("nodes %d (want at least 2)", s.Nodes))
 	}
@@ -194,8 +315,14 @@ func (s Scenario) WithDefaults() (Scenario, error) {
 		default:
 			errs = append(errs, fmt.Errorf("fault %d: target %q (want kinesis, dynamodb or both)", i, f.Target))
 		}
+		if f.Kind == Ambiguous && f.Target != "" && f.Target != "dynamodb" {
+			errs = append(errs, fmt.Errorf("fault %d: ambiguous target %q (only dynamodb writes can be ambiguous)", i, f.Target))
+		}
 		if f.Share < 0 || f.Share > 1 {
 			errs = append(errs, fmt.Errorf("fault %d: share %g (want 0..1)", i, f.Share))
+		}
+		if f.For < 0 || f.Delay < 0 || f.At < 0 {
+			errs = append(errs, fmt.Errorf("fault %d: at %s, for %s, delay %s (must not be negative)", i, time.Duration(f.At), time.Duration(f.For), time.Duration(f.Delay)))
 		}
 	}
 	switch s.Kinesis {
@@ -249,7 +376,10 @@ func ParseKinds(list string) ([]Kind, error) {
 //
 // A random schedule never takes more than Nodes-2 nodes down at once (a
 // kill or stop that would is replaced by a restart, and a restart with no
-// node down by the next kind of the mix), and timed faults do not overlap.
+// node down by the next kind of the mix), and timed faults do not overlap:
+// a fault that would begin before the timed one before it ends (cut, pause
+// and hang last longer than a slot) begins when it ends, and faults that
+// would then begin too late are left out. A cut's target is drawn too.
 func Schedule(seed uint64, s Scenario) []Fault {
 	var fs []Fault
 	if len(s.Faults) > 0 {
@@ -259,17 +389,23 @@ func Schedule(seed uint64, s Scenario) []Fault {
 	}
 	for i := range fs {
 		f := &fs[i]
+		if f.Kind.impairs() && f.For == 0 {
+			f.For = Duration(s.impairFor())
+		}
 		if f.Kind.timed() && f.For == 0 {
 			f.For = Duration(10 * time.Second)
 		}
-		if (f.Kind == Throttle || f.Kind == Errors) && f.Share == 0 {
+		if (f.Kind == Throttle || f.Kind == Errors || f.Kind == Ambiguous) && f.Share == 0 {
 			f.Share = 0.2
 		}
 		if f.Kind == Latency && f.Delay == 0 {
 			f.Delay = Duration(200 * time.Millisecond)
 		}
-		if (f.Kind == Throttle || f.Kind == Errors || f.Kind == Latency) && f.Target == "" {
+		if (f.Kind == Throttle || f.Kind == Errors || f.Kind == Latency || f.Kind == Cut) && f.Target == "" {
 			f.Target = "both"
+		}
+		if f.Kind == Ambiguous && f.Target == "" {
+			f.Target = "dynamodb"
 		}
 	}
 	sort.SliceStable(fs, func(i, j int) bool { return fs[i].At < fs[j].At })
@@ -287,6 +423,7 @@ func randomSchedule(seed uint64, s Scenario) []Fault {
 	}
 	slot := (end - warm) / time.Duration(n)
 	down := 0
+	var free time.Duration // when the last timed fault ends
 	var fs []Fault
 	for i := 0; i < n; i++ {
 		k := s.Mix[rng.IntN(len(s.Mix))]
@@ -313,9 +450,22 @@ func randomSchedule(seed uint64, s Scenario) []Fault {
 			down--
 		}
 		at := warm + time.Duration(i)*slot + time.Duration(rng.Int64N(int64(max(slot/4, 1))))
-		f := Fault{At: Duration(at.Truncate(100 * time.Millisecond)), Kind: k}
-		if k.timed() {
+		at = max(at, free).Truncate(100 * time.Millisecond)
+		if at >= end {
+			break
+		}
+		f := Fault{At: Duration(at), Kind: k}
+		switch {
+		case k.impairs():
+			f.For = Duration(s.impairFor())
+		case k.timed():
 			f.For = Duration(min(10*time.Second, slot*2/3).Truncate(100 * time.Millisecond))
+		}
+		if k == Cut {
+			f.Target = []string{"dynamodb", "kinesis", "both"}[rng.IntN(3)]
+		}
+		if k.timed() {
+			free = at + time.Duration(f.For)
 		}
 		fs = append(fs, f)
 	}

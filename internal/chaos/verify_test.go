@@ -21,7 +21,7 @@ func ent(node, shard string, ts int64, pk string, n int) ledger.Entry {
 
 func TestVerifyClean(t *testing.T) {
 	es := []ledger.Entry{ent("n1", "s0", 10, "a", 1), ent("n1", "s0", 20, "a", 2), ent("n2", "s1", 15, "b", 1)}
-	r := Verify(es, map[string]int{"a": 2, "b": 1}, nil, nil, nil, nil)
+	r := Verify(Input{Entries: es, Produced: map[string]int{"a": 2, "b": 1}})
 	if !r.OK || r.Lost != 0 || r.Duplicates != 0 || !r.OrderOK || r.Processed != 3 || r.Produced != 3 {
 		t.Fatalf("clean ledgers: %+v", r)
 	}
@@ -29,7 +29,7 @@ func TestVerifyClean(t *testing.T) {
 
 func TestVerifyFindsLostRecord(t *testing.T) {
 	es := []ledger.Entry{ent("n1", "s0", 10, "a", 1), ent("n1", "s0", 30, "a", 3)}
-	r := Verify(es, map[string]int{"a": 3}, nil, nil, nil, nil)
+	r := Verify(Input{Entries: es, Produced: map[string]int{"a": 3}})
 	if r.OK || r.Lost != 1 || !reflect.DeepEqual(r.LostSamples, []string{"a/2"}) {
 		t.Fatalf("want a/2 lost: lost %d %v ok %v", r.Lost, r.LostSamples, r.OK)
 	}
@@ -41,7 +41,7 @@ func TestVerifyFindsLostRecord(t *testing.T) {
 func TestVerifyFindsReorderedKey(t *testing.T) {
 	// a/2 first processed (on the child shard) before a/1 (on the parent).
 	es := []ledger.Entry{ent("n2", "child", 10, "a", 2), ent("n1", "parent", 20, "a", 1), ent("n1", "parent", 20, "b", 1)}
-	r := Verify(es, map[string]int{"a": 2, "b": 1}, nil, nil, nil, nil)
+	r := Verify(Input{Entries: es, Produced: map[string]int{"a": 2, "b": 1}})
 	if r.OK || r.OrderOK || r.OrderViolations != 1 || r.Lost != 0 {
 		t.Fatalf("want one order violation: %+v", r)
 	}
@@ -66,7 +66,7 @@ func TestVerifyCountsAndAttributesDuplicates(t *testing.T) {
 		ent("n2", "s2", 60, "c", 1),  // no duplicate after the stop
 		ent("n4", "s2", 380, "c", 2), // 80 ms after the stop: the longest idle
 	}
-	r := Verify(es, map[string]int{"a": 2, "b": 1, "c": 2}, events, faults, nil, nil)
+	r := Verify(Input{Entries: es, Produced: map[string]int{"a": 2, "b": 1, "c": 2}, Events: events, Faults: faults})
 	if r.Duplicates != 5 {
 		t.Fatalf("duplicates %d, want 5", r.Duplicates)
 	}
@@ -84,7 +84,8 @@ func TestVerifyCountsAndAttributesDuplicates(t *testing.T) {
 		t.Fatalf("delays %+v %+v without write times, want the idle times", r.KillDelay, r.StopDelay)
 	}
 	// c/2 was written 10 ms before n4 processed it: a 10 ms delay.
-	w := Verify(es, map[string]int{"a": 2, "b": 1, "c": 2}, events, faults, nil, map[string][]int64{"c": {t0.UnixMilli(), t0.UnixMilli() + 370}})
+	w := Verify(Input{Entries: es, Produced: map[string]int{"a": 2, "b": 1, "c": 2}, Events: events, Faults: faults,
+		Written: map[string][]int64{"c": {t0.UnixMilli(), t0.UnixMilli() + 370}}})
 	if w.StopDelay.Max != 0.01 || w.StopIdle.Max != 0.08 {
 		t.Fatalf("stop delay %+v idle %+v, want 0.01 and 0.08", w.StopDelay, w.StopIdle)
 	}
@@ -116,7 +117,7 @@ func TestVerifyFindsBackwardsCheckpoint(t *testing.T) {
 	if len(b) != 2 || b[0].Shard != "s1" || b[0].From != "49" || b[0].To != "48" || b[1].From != "48/3" || b[1].To != "48/1" {
 		t.Fatalf("backwards %v", b)
 	}
-	r := Verify([]ledger.Entry{ent("n1", "s0", 1, "a", 1)}, map[string]int{"a": 1}, nil, nil, samples, nil)
+	r := Verify(Input{Entries: []ledger.Entry{ent("n1", "s0", 1, "a", 1)}, Produced: map[string]int{"a": 1}, Samples: samples})
 	if r.OK || r.CheckpointsBackward != 2 || len(r.Failures) != 1 {
 		t.Fatalf("%+v", r)
 	}
