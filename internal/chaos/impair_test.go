@@ -69,7 +69,7 @@ func TestStalls(t *testing.T) {
 	if len(r.StallByFault) != 2 || r.StallByFault["cut"].Seconds != 4 || r.StallByFault["kill"].Seconds != 0.1 {
 		t.Fatalf("by fault %+v", r.StallByFault)
 	}
-	if r.StallsOverMax != 1 || r.MaxStallSec != 3.5 || r.OK {
+	if r.StallsOverMax != 1 || r.MaxStallSec != 3.5 || r.OK || len(r.StallSamples) != 1 || !strings.HasPrefix(r.StallSamples[0], "s0 4.000s from") {
 		t.Fatalf("over max %d, max %v, ok %v", r.StallsOverMax, r.MaxStallSec, r.OK)
 	}
 	if !slices.ContainsFunc(r.Failures, func(f string) bool {

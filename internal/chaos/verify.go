@@ -193,6 +193,9 @@ type Report struct {
 	LongestStallSec float64          `json:"longest_stall_s"`
 	StallByFault    map[string]Stall `json:"stall_by_fault,omitempty"`
 	StallsOverMax   int              `json:"stalls_over_max"`
+	// StallSamples describes up to 10 of the longest stalls over
+	// max_stall.
+	StallSamples []string `json:"stall_samples,omitempty"`
 
 	// Impairs has one entry per cut, pause and hang: how fast the
 	// victim's shards moved, and the checks of that kind.
@@ -435,6 +438,9 @@ func (r Report) WriteTable(w io.Writer) {
 	for _, s := range r.BackwardSamples {
 		fmt.Fprintf(w, "backwards: %s\n", s)
 	}
+	for _, s := range r.StallSamples {
+		fmt.Fprintf(w, "stall over max_stall: %s\n", s)
+	}
 }
 
 func sortedKeys[V any](m map[string]V) []string {
@@ -645,6 +651,9 @@ func (r *Report) verifyStalls(in Input) map[int]Stall {
 	r.StallsOverMax = len(over)
 	if len(over) > 0 {
 		sort.SliceStable(over, func(i, j int) bool { return over[i].Seconds > over[j].Seconds })
+		for _, s := range over[:min(10, len(over))] {
+			r.StallSamples = append(r.StallSamples, s.String())
+		}
 		r.Failures = append(r.Failures, fmt.Sprintf("%d stalls longer than max_stall %s, the longest %s", len(over), in.MaxStall, over[0]))
 	}
 	return byFault
