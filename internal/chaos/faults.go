@@ -173,6 +173,9 @@ func (r *runner) proxyFault(ctx context.Context, f Fault, d *Done) (string, erro
 		}
 		d.Node = p.Name
 		np := r.proxiesOf(p.Name)
+		if np == nil {
+			return "", fmt.Errorf("%s has no proxies of its own", p.Name)
+		}
 		np.set(faultproxy.DynamoDB, ff)
 		_ = backoff.Sleep(ctx, time.Duration(f.For))
 		np.set(faultproxy.DynamoDB, faultproxy.Faults{})
@@ -211,13 +214,16 @@ func (r *runner) impair(ctx context.Context, f Fault, d *Done) error {
 	switch f.Kind {
 	case Cut:
 		np := r.proxiesOf(p.Name)
+		if np == nil {
+			return fmt.Errorf("%s has no proxies of its own", p.Name)
+		}
 		svcs := services(f.Target)
 		for _, svc := range svcs {
 			np.set(svc, faultproxy.Faults{Blackhole: true})
 		}
 		d.At = time.Now()
 		d.Detail = fmt.Sprintf("%s's %s blackholed for %s (%d shards)", p.Name, f.Target, dur, len(d.Shards))
-		if np.ddb != nil && cutsDynamoDB(f.Target) {
+		if cutsDynamoDB(f.Target) {
 			if lw := np.ddb.LastWrite(d.At); !lw.IsZero() {
 				d.Detail += fmt.Sprintf("; last good write %.1fs before", d.At.Sub(lw).Seconds())
 			}
