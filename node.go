@@ -2,11 +2,14 @@ package kinactor
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -27,6 +30,10 @@ import (
 var (
 	ErrAlreadyStarted = errors.New("kinactor: node already started")
 	ErrNotStarted     = errors.New("kinactor: node not started")
+	// ErrLeasesLeft is wrapped by Stop's error when some leases could not
+	// be released in time (DynamoDB unreachable, a processor that never
+	// answered): they are left to expire, and the error names them.
+	ErrLeasesLeft = errors.New("kinactor: leases left to expire")
 )
 
 // ProcessorFunc processes one batch of one shard; see actors.ProcessorFunc.
@@ -50,6 +57,7 @@ type Node struct {
 	cfg       Config
 	processor *actor.Props
 	metrics   *metrics.Metrics
+	board     *actors.Board
 
 	mu      sync.Mutex
 	started bool
@@ -74,7 +82,26 @@ func NewNode(cfg Config, processor *actor.Props) (*Node, error) {
 		return nil, bad("processor", nil, "processor props are required")
 	}
 	cfg = cfg.withDefaults()
-	return &Node{cfg: cfg, processor: processor, metrics: metrics.New(cfg.Registerer), stopped: make(chan struct{})}, nil
+	n := &Node{cfg: cfg, processor: processor, metrics: metrics.New(cfg.Registerer), board: actors.NewBoard(), stopped: make(chan struct{})}
+	n.metrics.SetProgressSource(func() map[string]float64 {
+		now := time.Now()
+		out := map[string]float64{}
+		for _, v := range n.board.Shards() {
+			out[v.ShardID] = now.Sub(v.LastProgress).Seconds()
+		}
+		return out
+	})
+	return n, nil
+}
+
+// appID identifies the application in gossip meta: members consuming
+// another stream or writing another table are not ours.
+func appID(table, stream string) string {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(table))
+	_, _ = h.Write([]byte{0})
+	_, _ = h.Write([]byte(stream))
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // WorkerID is the name this node writes as lease owner.
@@ -165,10 +192,16 @@ func (n *Node) Start(ctx context.Context) error {
 		DeadLetter: cfg.DeadLetter,
 		Metrics:    m,
 		Logger:     log,
+		Board:      n.board,
 	}
+	app := appID(cfg.TableName, cfg.StreamName+cfg.StreamARN)
+	var meta cluster.Meta
 	fwd := &eventForwarder{}
 	var gossip actors.Gossip
 	if cl := cfg.Cluster; cl != nil {
+		meta = cluster.Meta{Weight: cl.Weight, Version: Version, HTTP: cl.HTTPAddr}
+		first := meta
+		first.App = app
 		ms, err := cluster.Start(cluster.Config{
 			Name:           cfg.WorkerID,
 			BindAddr:       cl.BindAddr,
@@ -176,7 +209,7 @@ func (n *Node) Start(ctx context.Context) error {
 			Seeds:          cl.Join,
 			SecretKey:      cl.SecretKey,
 			Label:          cl.Label,
-			Meta:           cluster.Meta{Weight: cl.Weight, Version: Version, HTTP: cl.HTTPAddr},
+			Meta:           first,
 			RejoinInterval: cl.RejoinInterval,
 			ProbeInterval:  cl.ProbeInterval,
 			ProbeTimeout:   cl.ProbeTimeout,
@@ -195,10 +228,13 @@ func (n *Node) Start(ctx context.Context) error {
 	n.coord, err = n.sys.Root.SpawnNamed(actors.NewCoordinatorProps(actors.CoordinatorConfig{
 		Deps:                 deps,
 		Gossip:               gossip,
+		App:                  app,
+		Meta:                 meta,
 		InitialCheckpoint:    cfg.InitialPosition,
 		SyncInterval:         cfg.ShardSyncInterval,
 		FollowerSyncInterval: cfg.FollowerSyncInterval,
 		LeaseExpiry:          cfg.LeaseExpiry,
+		StallTimeout:         cfg.StallTimeout,
 	}), "coordinator")
 	if err != nil {
 		if n.membership != nil {
@@ -265,15 +301,21 @@ func (n *Node) machineConfig() shardfsm.Config {
 		MaxProcessorAttempts: c.MaxProcessorAttempts,
 		FailurePolicy:        policy,
 		InitialPosition:      pos,
+		LeaseExpiry:          c.LeaseExpiry,
+		StallTimeout:         c.StallTimeout,
+		ProcessTimeout:       c.ProcessTimeout,
 	}
 }
 
 // Stop stops the node gracefully: every shard stops fetching, its processor
 // finishes the batch in hand and checkpoints, and the lease is released.
-// If ctx ends first, the remaining shards are stopped at once without
-// releasing (their leases expire) and ctx's error is returned. Stop may be
-// called more than once and from several goroutines; later calls wait for
-// the first (or for their own ctx) and return its result.
+// It returns within ShutdownTimeout plus 2 s whatever DynamoDB, Kinesis or
+// the processors do: shards that could not be released by then are stopped
+// without releasing (their leases expire, and the error, wrapping
+// ErrLeasesLeft, names them). If ctx ends first, the same happens at once
+// and ctx's error is returned. Stop may be called more than once and from
+// several goroutines; later calls wait for the first (or for their own
+// ctx) and return its result.
 func (n *Node) Stop(ctx context.Context) error {
 	n.mu.Lock()
 	started := n.started
@@ -294,31 +336,23 @@ func (n *Node) Stop(ctx context.Context) error {
 
 func (n *Node) stop(ctx context.Context) {
 	defer close(n.stopped)
-	gossiped := make(chan struct{})
-	if ms := n.membership; ms != nil {
-		// Tell the others, so they plan without this node while its shards
-		// are handed off. UpdateMeta waits until the update has been
-		// gossiped (a few gossip intervals): do not hold the handoffs back
-		// for that, they take about as long.
-		go func() {
-			defer close(gossiped)
-			if err := ms.UpdateMeta(cluster.Meta{Weight: n.cfg.Cluster.Weight, Version: Version, HTTP: n.cfg.Cluster.HTTPAddr, Draining: true}); err != nil {
-				n.cfg.Logger.Warn("could not gossip draining", "err", err)
-			}
-		}()
-	} else {
-		close(gossiped)
-	}
-	done := make(chan struct{})
-	n.sys.Root.Send(n.coord, actors.StopAll{Done: done})
+	began := time.Now()
+	// The shards get ShutdownTimeout for their processors' last checkpoint
+	// and a second more for the writes; the rest of the 2 s margin is for
+	// leaving the cluster. The coordinator gossips that this node drains.
+	done := make(chan []string, 1)
+	n.sys.Root.Send(n.coord, actors.StopAll{Done: done, Timeout: n.cfg.ShutdownTimeout + time.Second})
 	select {
-	case <-done:
+	case left := <-done:
+		if len(left) > 0 {
+			n.stopErr = fmt.Errorf("%w: %s", ErrLeasesLeft, strings.Join(left, ", "))
+		}
 	case <-ctx.Done():
-		n.stopErr = fmt.Errorf("kinactor: graceful stop interrupted, leases left to expire: %w", ctx.Err())
+		n.stopErr = fmt.Errorf("kinactor: graceful stop interrupted, %w: %w", ErrLeasesLeft, ctx.Err())
 	}
-	<-gossiped
 	if ms := n.membership; ms != nil {
-		if err := ms.Leave(2 * time.Second); err != nil {
+		leave := min(max(began.Add(n.cfg.ShutdownTimeout+1800*time.Millisecond).Sub(time.Now()), 200*time.Millisecond), 2*time.Second)
+		if err := ms.Leave(leave); err != nil {
 			n.cfg.Logger.Warn("leaving the cluster", "err", err)
 		}
 	}
@@ -389,6 +423,7 @@ func (n *Node) Status(ctx context.Context) (NodeStatus, error) {
 		if s.Shards != nil {
 			st.Shards = s.Shards
 		}
+		st.Unhealthy, st.Refused = s.Unhealthy, s.Refused
 		return st, nil
 	case <-ctx.Done():
 		return st, ctx.Err()
@@ -398,7 +433,8 @@ func (n *Node) Status(ctx context.Context) (NodeStatus, error) {
 }
 
 // Handler serves /metrics (the node's registry, when it gathers) and
-// /healthz (200 while the node runs).
+// /healthz: 200 while the node runs and none of its shards is stalled (no
+// progress for StallTimeout), else 503 naming them.
 func (n *Node) Handler() http.Handler {
 	return n.metrics.Handler(func() error {
 		n.mu.Lock()
@@ -411,8 +447,11 @@ func (n *Node) Handler() http.Handler {
 		case <-n.stopped:
 			return errors.New("kinactor: node stopped")
 		default:
-			return nil
 		}
+		if st := n.board.Stalled(); len(st) > 0 {
+			return fmt.Errorf("kinactor: stalled shards: %s", strings.Join(st, ", "))
+		}
+		return nil
 	})
 }
 

@@ -67,7 +67,9 @@ func BenchmarkIdleShardMemory(b *testing.B) {
 			ThrottleBackoff: backoff.Policy{Base: time.Second, Cap: time.Second}, ErrorBackoff: backoff.Policy{Base: time.Second, Cap: time.Second},
 			ProcessorBackoff: backoff.Policy{Base: time.Second, Cap: time.Second}, MaxProcessorAttempts: 1,
 			InitialPosition: stream.Position{Type: stream.TrimHorizon},
+			LeaseExpiry:     3 * time.Hour, StallTimeout: 2 * time.Minute, ProcessTimeout: 5 * time.Minute,
 		},
+		Board:   NewBoard(),
 		Metrics: metrics.New(prometheus.NewRegistry()),
 		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
@@ -84,7 +86,7 @@ func BenchmarkIdleShardMemory(b *testing.B) {
 		pids := make([]*actor.PID, shards)
 		for i := range pids {
 			l := lease.Lease{Key: fmt.Sprintf("shardId-%012d", i), Owner: "bench", Counter: 1, Checkpoint: lease.Checkpoint{SequenceNumber: lease.CheckpointTrimHorizon}}
-			pids[i] = sys.Root.Spawn(NewShardProps(deps, l))
+			pids[i] = sys.Root.Spawn(NewShardProps(deps, l, time.Now()))
 		}
 		// every shard has made its first (empty) fetch and is now idle
 		deadline := time.Now().Add(2 * time.Minute)

@@ -9,7 +9,9 @@ import (
 )
 
 // ProcessorFunc is the plain-function way to process records. It is called
-// with one batch at a time, in order, for one shard. Returning nil
+// with one batch at a time, in order, for one shard; its context ends when
+// the batch's deadline (Config.ProcessTimeout) passes or the shard stops
+// here, and a function that outlives it is abandoned. Returning nil
 // acknowledges the batch and checkpoints after its last record (the write is
 // coalesced; see Config.CheckpointInterval). Returning an error, or
 // panicking, has the same batch delivered again after a backoff.
@@ -37,8 +39,16 @@ func (p *funcProcessor) Receive(ctx actor.Context) {
 		}
 	case messages.Records:
 		// A panic in fn propagates: the supervisor restarts this actor and
-		// the shard actor delivers the batch again.
-		if err := p.fn(p.ctx, msg); err != nil {
+		// the shard actor delivers the batch again. The batch's context
+		// ends at its deadline (ProcessTimeout), when the shard actor gives
+		// up on this processor and replaces it.
+		bctx, cancel := p.ctx, context.CancelFunc(func() {})
+		if !msg.Deadline.IsZero() {
+			bctx, cancel = context.WithDeadline(p.ctx, msg.Deadline)
+		}
+		err := p.fn(bctx, msg)
+		cancel()
+		if err != nil {
 			ctx.Respond(messages.Processed{BatchID: msg.BatchID, Err: err})
 			return
 		}

@@ -38,8 +38,11 @@ type StreamAPI interface {
 }
 
 // DeadLetterFunc receives a batch that exhausted its attempts under the
-// dead-letter policy. It runs on the shard actor before the checkpoint moves
-// past the batch, so a batch is never checkpointed before it was handed over.
+// dead-letter policy. It runs off the shard actor's mailbox, bounded by
+// ProcessTimeout; the checkpoint moves past the batch only once it returned
+// nil. An error has it called again after a backoff; after
+// MaxProcessorAttempts failed calls the shard stops on this node without
+// checkpointing, so the batch is read again, never lost.
 type DeadLetterFunc func(ctx context.Context, shardID string, batch messages.Records, cause error) error
 
 // Deps is what every shard actor of a node shares.
@@ -52,6 +55,9 @@ type Deps struct {
 	DeadLetter DeadLetterFunc
 	Metrics    *metrics.Metrics
 	Logger     *slog.Logger
+	// Board is where shard actors show their progress (status, health,
+	// metrics); nil: a board of the coordinator's own.
+	Board *Board
 }
 
 // Messages between the coordinator and shard actors.
@@ -63,7 +69,8 @@ type (
 		Outcome  shardfsm.Outcome
 		Children []string
 		Err      error
-		Counter  int64 // the lease counter after the release (Released, ShardEnd)
+		Counter  int64  // the lease counter after the release (Released, ShardEnd)
+		Cause    string // the service it was stalled on, if any
 	}
 	// ShardStateChanged is sent by a shard actor to its parent on every
 	// state change.
@@ -72,13 +79,22 @@ type (
 		State      shardfsm.State
 		Checkpoint lease.Checkpoint
 	}
+	// shardWrote: a lease write of the shard actor succeeded (the parent
+	// tells the shard's successors by heartbeat).
+	shardWrote struct{ lease lease.Lease }
+	// shardStalled: the shard's stall state changed.
+	shardStalled struct {
+		shardID string
+		cause   string // "" when it moves again
+	}
 )
 
 // Results of the shell's asynchronous calls.
 type (
 	storeResult struct {
 		op    shardfsm.StoreOp
-		lease lease.Lease
+		lease lease.Lease // the row as written; for a failed write, the row it was fenced on
+		held  lease.Lease // the lease the write was made under (after adopting an ambiguous write)
 		err   error
 	}
 	fetchResult struct {
@@ -90,13 +106,16 @@ type (
 )
 
 type shardActor struct {
-	deps  *Deps
-	lease lease.Lease
-	m     *shardfsm.Machine
+	deps    *Deps
+	lease   lease.Lease
+	takenAt time.Time // when the take that gave us the lease was sent
+	m       *shardfsm.Machine
 
 	self      *actor.PID
 	sys       *actor.ActorSystem
 	proc      *actor.PID
+	live      *shardLive
+	ambiguous bool // the last write failed without an answer: it may have been applied
 	timers    [16]scheduler.CancelFunc
 	sched     *scheduler.TimerScheduler
 	ctx       context.Context
@@ -110,12 +129,13 @@ type shardActor struct {
 }
 
 // NewShardProps returns the props of a shard actor for a lease this node
-// holds. Its children (the processor) are supervised by a strategy that
+// holds, taken by a write sent at takenAt (the self-fencing clock starts
+// there). Its children (the processor) are supervised by a strategy that
 // restarts them on panic and tells the shard actor, which delivers the
 // batch again.
-func NewShardProps(deps *Deps, held lease.Lease) *actor.Props {
+func NewShardProps(deps *Deps, held lease.Lease, takenAt time.Time) *actor.Props {
 	return actor.PropsFromProducer(func() actor.Actor {
-		return &shardActor{deps: deps, lease: held}
+		return &shardActor{deps: deps, lease: held, takenAt: takenAt}
 	}, actor.WithSupervisor(processorSupervisor{}))
 }
 
@@ -140,14 +160,18 @@ func (a *shardActor) Receive(ctx actor.Context) {
 		a.ctx, a.cancel = context.WithCancel(context.Background())
 		a.log = a.deps.Logger.With("shard", a.lease.Key)
 		a.m = shardfsm.New(a.deps.Machine, a.lease.Key, a.lease.ParentShardIDs, a.lease.Checkpoint)
+		if a.deps.Board != nil {
+			a.live = a.deps.Board.add(a.lease.Key)
+		}
 		a.proc = ctx.Spawn(a.deps.Processor)
-		a.step(ctx, shardfsm.Start{})
+		a.step(ctx, shardfsm.Start{LeaseWrittenAt: a.takenAt})
 	case *actor.Stopping, *actor.Restarting:
 		a.stopTimers()
 		if a.cancel != nil {
 			a.cancel()
 		}
 		a.setState(ctx, 0)
+		a.forgetShard()
 	case *actor.Stopped:
 	case shardfsm.Event:
 		a.step(ctx, msg)
@@ -183,6 +207,7 @@ func (a *shardActor) onProcessed(ctx actor.Context, r messages.Processed) {
 
 func (a *shardActor) onStore(ctx actor.Context, r storeResult) {
 	res := "ok"
+	a.lease = r.held // an ambiguous write found applied: carry on from it
 	switch {
 	case errors.Is(r.err, lease.ErrLeaseLost):
 		res = "lost"
@@ -190,12 +215,17 @@ func (a *shardActor) onStore(ctx actor.Context, r storeResult) {
 		a.log.Warn("lease lost", "op", r.op.String(), "err", r.err)
 	case r.err != nil:
 		res = "error"
+		a.ambiguous = true
 		a.log.Warn("lease write failed, will retry", "op", r.op.String(), "err", r.err)
 	default:
+		a.ambiguous = false
 		a.lease = r.lease
 		if r.op == shardfsm.OpCheckpoint {
 			a.deps.Metrics.CheckpointsWritten.Inc()
 			a.report(ctx, r.lease.Checkpoint)
+		}
+		if r.op != shardfsm.OpRelease && ctx.Parent() != nil {
+			ctx.Send(ctx.Parent(), shardWrote{lease: r.lease})
 		}
 	}
 	a.deps.Metrics.LeaseWrites.WithLabelValues(r.op.String(), res).Inc()
@@ -211,6 +241,9 @@ func (a *shardActor) onFetch(ctx actor.Context, r fetchResult) {
 		return
 	}
 	a.deps.Metrics.MillisBehindLatest.WithLabelValues(a.lease.Key).Set(float64(r.batch.MillisBehindLatest))
+	if a.live != nil {
+		a.live.behind.Store(r.batch.MillisBehindLatest)
+	}
 	a.step(ctx, shardfsm.FetchSucceeded{Batch: deaggregate(r.batch, a.lease.StartingHashKey, a.lease.EndingHashKey, a.deps.Metrics)})
 }
 
@@ -235,6 +268,9 @@ func (a *shardActor) step(ctx actor.Context, ev shardfsm.Event) {
 	}
 	for _, eff := range a.m.Step(time.Now(), ev) {
 		a.run(ctx, eff)
+	}
+	if a.live != nil {
+		a.live.lastProgress.Store(a.m.LastProgress().UnixNano())
 	}
 	if !a.finished {
 		a.setState(ctx, a.m.State())
@@ -343,30 +379,47 @@ func (a *shardActor) run(ctx actor.Context, eff shardfsm.Effect) {
 			ctx.Send(a.proc, e.Msg)
 		}
 	case shardfsm.WriteCheckpoint:
-		store, held := a.deps.Store, a.lease
-		a.async(func(c context.Context) any {
-			l, err := store.Checkpoint(c, held, e.Checkpoint, e.Children)
-			return storeResult{op: shardfsm.OpCheckpoint, lease: l, err: err}
+		store := a.deps.Store
+		a.write(shardfsm.OpCheckpoint, func(c context.Context, held lease.Lease) (lease.Lease, error) {
+			return store.Checkpoint(c, held, e.Checkpoint, e.Children)
 		})
 	case shardfsm.Renew:
-		store, held := a.deps.Store, a.lease
-		a.async(func(c context.Context) any {
-			l, err := store.Renew(c, held)
-			return storeResult{op: shardfsm.OpRenew, lease: l, err: err}
+		store := a.deps.Store
+		a.write(shardfsm.OpRenew, func(c context.Context, held lease.Lease) (lease.Lease, error) {
+			return store.Renew(c, held)
 		})
 	case shardfsm.Release:
-		store, held := a.deps.Store, a.lease
-		a.async(func(c context.Context) any {
-			err := store.Release(c, held)
-			after := held
-			after.Owner, after.Counter = "", held.Counter+1
-			return storeResult{op: shardfsm.OpRelease, lease: after, err: err}
+		store := a.deps.Store
+		a.write(shardfsm.OpRelease, func(c context.Context, held lease.Lease) (lease.Lease, error) {
+			if err := store.Release(c, held); err != nil {
+				return lease.Lease{}, err
+			}
+			return Released(held), nil
 		})
 	case shardfsm.StartTimer:
 		a.startTimer(e)
 	case shardfsm.DeadLetterBatch:
-		a.deps.Metrics.ProcessorFailures.WithLabelValues("dead_lettered").Inc()
 		a.deadLetter(e)
+	case shardfsm.ReplaceProcessor:
+		a.deps.Metrics.ProcessorRestarts.Inc()
+		a.log.Warn("processor did not answer in time; replacing it", "batch", e.BatchID, "timeout", a.deps.Machine.ProcessTimeout)
+		// Stop takes effect when the processor returns from the batch (a
+		// FuncProcessor's context ended at the batch's deadline); until then
+		// it keeps its name, and the new one gets a name of its own.
+		ctx.Stop(a.proc)
+		a.proc = ctx.Spawn(a.deps.Processor)
+	case shardfsm.Stalled:
+		if a.live != nil {
+			a.live.setStalled(e.Cause)
+		}
+		if e.Cause != "" {
+			a.log.Warn("shard stalled", "on", e.Cause, "since_progress", time.Since(a.m.LastProgress()).Round(time.Millisecond))
+		} else {
+			a.log.Info("shard moves again")
+		}
+		if p := ctx.Parent(); p != nil {
+			ctx.Send(p, shardStalled{shardID: a.lease.Key, cause: e.Cause})
+		}
 	case shardfsm.CheckpointRefusedEffect:
 		a.deps.Metrics.CheckpointsRefused.Inc()
 		a.log.Warn("checkpoint refused", "err", e.Err)
@@ -385,16 +438,79 @@ func (a *shardActor) run(ctx actor.Context, eff shardfsm.Effect) {
 	}
 }
 
+// deadLetter calls the dead-letter handler off the mailbox, bounded by
+// ProcessTimeout, and answers the machine with DeadLettered.
 func (a *shardActor) deadLetter(e shardfsm.DeadLetterBatch) {
-	if a.deps.DeadLetter == nil {
-		a.log.Error("batch dead-lettered with no handler configured: its records are skipped", "batch", e.Batch.BatchID, "records", len(e.Batch.Records), "err", e.Err)
-		return
+	fn, key, m, log := a.deps.DeadLetter, a.lease.Key, a.deps.Metrics, a.log
+	timeout := a.deps.Machine.ProcessTimeout
+	if timeout <= 0 {
+		timeout = OpTimeout
 	}
-	c, cancel := context.WithTimeout(a.ctx, 30*time.Second)
-	defer cancel()
-	if err := a.deps.DeadLetter(c, a.lease.Key, e.Batch, e.Err); err != nil {
-		a.log.Error("dead-letter handler failed", "batch", e.Batch.BatchID, "err", err)
+	self, sys, parent := a.self, a.sys, a.ctx
+	go func() {
+		var err error
+		if fn == nil {
+			err = errors.New("no dead-letter handler configured")
+		} else {
+			c, cancel := context.WithTimeout(parent, timeout)
+			err = fn(c, key, e.Batch, e.Err)
+			cancel()
+		}
+		if err != nil {
+			log.Error("dead-letter handler failed; the batch is not checkpointed", "batch", e.Batch.BatchID, "attempt", e.Attempt, "err", err)
+		} else {
+			m.ProcessorFailures.WithLabelValues("dead_lettered").Inc()
+		}
+		if parent.Err() == nil {
+			sys.Root.Send(self, shardfsm.DeadLettered{BatchID: e.Batch.BatchID, Err: err})
+		}
+	}()
+}
+
+// write runs one fenced lease write off the actor. After a write that
+// failed without a clear answer (a timeout, a 5xx on its last attempt: it
+// may have been applied), a failed condition is not taken for a lost lease
+// at once: if the row shows what that write would have produced (our owner
+// and the counter after it; for a release, no owner and that counter), it
+// was ours, and the write is made again on top of it.
+func (a *shardActor) write(op shardfsm.StoreOp, do func(context.Context, lease.Lease) (lease.Lease, error)) {
+	store, held, ambiguous := a.deps.Store, a.lease, a.ambiguous
+	a.async(func(c context.Context) any {
+		l, err := do(c, held)
+		if ambiguous && errors.Is(err, lease.ErrLeaseLost) {
+			if row, gerr := store.Get(c, held.Key); gerr == nil {
+				if adopted, ok := AppliedEarlier(held, row); ok {
+					held = adopted
+					if op == shardfsm.OpRelease && adopted.Owner == "" {
+						return storeResult{op: op, lease: adopted, held: held} // the release itself was applied
+					}
+					l, err = do(c, held)
+				}
+			}
+		}
+		return storeResult{op: op, lease: l, held: held, err: err}
+	})
+}
+
+// Released is a held lease as a successful release leaves it.
+func Released(held lease.Lease) lease.Lease {
+	l := held
+	l.Owner, l.Counter = "", held.Counter+1
+	return l
+}
+
+// AppliedEarlier reports whether row is what an earlier write under held,
+// whose answer was lost, produced: the counter it would have written and
+// our owner (a renew or checkpoint), or no owner (a release). Then row is
+// the lease to carry on with.
+func AppliedEarlier(held, row lease.Lease) (lease.Lease, bool) {
+	if row.Key != held.Key || row.Counter != held.Counter+1 {
+		return lease.Lease{}, false
 	}
+	if row.Owner == held.Owner || row.Owner == "" {
+		return row, true
+	}
+	return lease.Lease{}, false
 }
 
 func (a *shardActor) startTimer(e shardfsm.StartTimer) {
@@ -415,9 +531,27 @@ func (a *shardActor) stopTimers() {
 	}
 }
 
+// forgetShard removes the shard's per-shard metric series and board entry:
+// a former owner shows nothing stale.
+func (a *shardActor) forgetShard() {
+	if a.live == nil && a.m == nil {
+		return
+	}
+	key := a.lease.Key
+	if a.deps.Board != nil && a.live != nil {
+		a.deps.Board.remove(key, a.live)
+	}
+	a.live = nil
+	m := a.deps.Metrics
+	m.RecordsProcessed.DeleteLabelValues(key)
+	m.BytesProcessed.DeleteLabelValues(key)
+	m.MillisBehindLatest.DeleteLabelValues(key)
+}
+
 func (a *shardActor) finish(ctx actor.Context, f shardfsm.Finished) {
 	a.finished = true
 	a.stopTimers()
+	a.forgetShard()
 	if c, ok := a.deps.Stream.(interface{ CloseShard(string) }); ok {
 		c.CloseShard(a.lease.Key) // a fan-out subscription would block the next owner's
 	}
@@ -428,7 +562,7 @@ func (a *shardActor) finish(ctx actor.Context, f shardfsm.Finished) {
 		// The parent stops this actor when it has read ShardFinished, so
 		// that Terminated (a system message, delivered first) cannot
 		// overtake it.
-		ctx.Send(p, ShardFinished{ShardID: a.lease.Key, Outcome: f.Outcome, Children: f.Children, Err: f.Err, Counter: a.lease.Counter})
+		ctx.Send(p, ShardFinished{ShardID: a.lease.Key, Outcome: f.Outcome, Children: f.Children, Err: f.Err, Counter: a.lease.Counter, Cause: a.m.StalledOn()})
 		return
 	}
 	ctx.Stop(a.self)

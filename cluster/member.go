@@ -3,6 +3,7 @@ package cluster
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 )
 
 // MaxMetaSize is memberlist's limit on node meta.
@@ -14,6 +15,21 @@ type Meta struct {
 	Draining bool   `json:"d,omitempty"` // leaving: assign it nothing
 	Version  string `json:"v,omitempty"` // kinactor version
 	HTTP     string `json:"h,omitempty"` // the node's --http address, if any
+	// App identifies the application (lease table and stream): members
+	// of another application on the same seeds and label are ignored.
+	App string `json:"a,omitempty"`
+	// Unhealthy lists the services this node cannot use ("kinesis",
+	// "dynamodb", "processor"): assign it nothing, unless every member
+	// says the same.
+	Unhealthy []string `json:"u,omitempty"`
+	// Refuse lists shards this node cannot serve (they stalled here).
+	Refuse []string `json:"r,omitempty"`
+}
+
+// Equal reports whether two metas are the same.
+func (m Meta) Equal(o Meta) bool {
+	return m.Weight == o.Weight && m.Draining == o.Draining && m.Version == o.Version && m.HTTP == o.HTTP &&
+		m.App == o.App && slices.Equal(m.Unhealthy, o.Unhealthy) && slices.Equal(m.Refuse, o.Refuse)
 }
 
 // Encode returns the meta as gossiped, or an error if over MaxMetaSize.

@@ -53,13 +53,23 @@ type Initialized struct {
 
 // Records is one batch for the processor. Reply with Processed.
 type Records struct {
-	ShardID            string
-	BatchID            uint64 // echo it in Processed
+	ShardID string
+	// BatchID identifies this delivery: echo it in Processed. A batch
+	// delivered again to the same processor keeps its id; one delivered
+	// to a replacement processor (after ProcessTimeout) gets a new one, so
+	// that a late answer of the old processor cannot be taken for the new
+	// one's.
+	BatchID            uint64
 	Records            []Record
 	MillisBehindLatest int64
 	// Attempt is 1 on the first delivery of this batch and grows with each
 	// redelivery after a failure.
 	Attempt int
+	// Deadline: a batch not answered by then counts as a failed delivery
+	// (Config.ProcessTimeout); the processor is replaced and the batch
+	// delivered again. The FuncProcessor's context ends at the deadline.
+	// Zero: no deadline.
+	Deadline time.Time
 }
 
 // Last returns the last record of the batch, or false if it is empty.

@@ -7,6 +7,7 @@ package metrics
 
 import (
 	"net/http"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -35,8 +36,38 @@ type Metrics struct {
 	HandoffDuration    prometheus.Histogram   // seconds from asking a shard to hand off to its release
 	ShardUnowned       prometheus.Histogram   // seconds a shard had no owner before this node took it
 	KPLRecords         *prometheus.CounterVec // kind: user_record, out_of_range, malformed
+	// SinceProgress is kinactor_shard_seconds_since_progress{shard}: for
+	// each shard this node runs, how long ago it last made progress (a
+	// fetch or a processor answer); read at scrape time from the source
+	// set with SetProgressSource.
+	SinceProgress *progressCollector
 
 	registry prometheus.Gatherer
+}
+
+// progressCollector reports seconds since progress per shard from a source
+// that is read at scrape time.
+type progressCollector struct {
+	desc *prometheus.Desc
+	src  atomic.Pointer[func() map[string]float64]
+}
+
+func (c *progressCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *progressCollector) Collect(ch chan<- prometheus.Metric) {
+	f := c.src.Load()
+	if f == nil {
+		return
+	}
+	for shard, secs := range (*f)() {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, secs, shard)
+	}
+}
+
+// SetProgressSource sets where SinceProgress reads its values: shard id →
+// seconds since that shard's last progress, for the shards this node runs.
+func (m *Metrics) SetProgressSource(f func() map[string]float64) {
+	m.SinceProgress.src.Store(&f)
 }
 
 // New creates the collectors and registers them on reg. The namespace is
@@ -67,13 +98,16 @@ func New(reg prometheus.Registerer) *Metrics {
 		KPLRecords:         prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "kpl_records_total", Help: "KPL aggregates: user records delivered, dropped as outside the shard's hash range, and aggregates delivered whole as malformed."}, []string{"kind"}),
 		ShardUnowned:       prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "shard_unowned_seconds", Help: "How long a shard had no owner before this node took it: from the release (sender's clock) or from seeing its owner die.", Buckets: lat}),
 	}
+	m.SinceProgress = &progressCollector{desc: prometheus.NewDesc(ns+"_shard_seconds_since_progress",
+		"Seconds since each shard this node runs last made progress (a successful fetch or a processor answer).", []string{"shard"}, nil)}
 	if g, ok := reg.(prometheus.Gatherer); ok {
 		m.registry = g
 	}
 	reg.MustRegister(m.RecordsProcessed, m.BytesProcessed, m.MillisBehindLatest, m.GetRecordsLatency,
 		m.ProcessingLatency, m.FetchErrors, m.CheckpointsWritten, m.CheckpointsRefused, m.LeaseWrites,
 		m.LeasesHeld, m.LeaseLosses, m.ProcessorRestarts, m.ProcessorFailures, m.ShardStates,
-		m.ShardsFinished, m.LeaseTakes, m.ClusterMembers, m.OwnershipChanges, m.HandoffDuration, m.ShardUnowned, m.KPLRecords)
+		m.ShardsFinished, m.LeaseTakes, m.ClusterMembers, m.OwnershipChanges, m.HandoffDuration, m.ShardUnowned, m.KPLRecords,
+		m.SinceProgress)
 	return m
 }
 

@@ -9,7 +9,27 @@
 //	WaitingOnParentShards → Initializing → Processing → ShutdownRequested
 //	    → ShuttingDown → ShutdownComplete
 //
-// with lease loss leading straight to ShutdownComplete from anywhere.
+// with lease loss and self-fencing leading straight to ShutdownComplete from
+// anywhere.
+//
+// Self-fencing: a lease is only as good as its last successful write. The
+// machine remembers when the last write that succeeded was sent (a take or
+// any lease write: the row may have changed at any moment after that) and
+// delivers nothing once LeaseExpiry minus a safety margin has passed since
+// then: another node may judge the lease expired at LeaseExpiry after it
+// read that write, which is never earlier. The check runs before every
+// delivery with the time the event is handled, so a process that was paused
+// (SIGSTOP, a long GC, a frozen VM) and wakes with the monotonic clock far
+// ahead delivers nothing more; at most the batch it had in flight is
+// processed. A timer finishes the machine at that moment (outcome Fenced)
+// even when nothing else happens.
+//
+// Progress: the machine knows when the shard last moved (a successful fetch
+// or iterator, an answer of the processor, a successful parent check). No
+// progress for StallTimeout, or lease writes failing for StallTimeout, is a
+// stall, reported with the service it stalled on (Stalled effects); a batch
+// the processor holds for less than ProcessTimeout is not one. The machine
+// does not give the shard up by itself: the coordinator decides where it goes.
 //
 // Invariants the machine keeps:
 //   - at most one GetRecords call in flight and at most one batch buffered
@@ -20,7 +40,9 @@
 //     delivered again, never skipped, unless the failure policy says so;
 //   - a checkpoint never moves backwards and never passes the last record
 //     delivered to the processor;
-//   - after a lease loss nothing is written to the lease table again.
+//   - after a lease loss nothing is written to the lease table again;
+//   - nothing is delivered LeaseExpiry − margin after the last successful
+//     lease write was sent.
 //
 // This package must not import actors, the root package, or any AWS client.
 package shardfsm
@@ -83,6 +105,10 @@ const (
 	StopShard
 )
 
+// ErrProcessTimeout is the failure of a delivery the processor did not
+// answer within ProcessTimeout.
+var ErrProcessTimeout = errors.New("processor did not answer within ProcessTimeout")
+
 func (p FailurePolicy) String() string {
 	switch p {
 	case RetryForever:
@@ -111,6 +137,28 @@ type Config struct {
 	FailurePolicy        FailurePolicy   // see FailurePolicy
 	InitialPosition      stream.Position // where a shard without a checkpoint starts
 	Rand                 *rand.Rand      // jitter source; nil = global
+	// LeaseExpiry: nothing is delivered, and the machine finishes
+	// (Fenced), once LeaseExpiry − FenceMargin has passed since the last
+	// successful lease write was sent. 0: no self-fencing.
+	LeaseExpiry time.Duration
+	// FenceMargin is the safety margin; 0: LeaseExpiry/10 (at least 100ms).
+	FenceMargin time.Duration
+	// StallTimeout: no progress for this long is a stall (0: never).
+	StallTimeout time.Duration
+	// ProcessTimeout: a delivery not answered for this long fails, and the
+	// processor is replaced (0: never).
+	ProcessTimeout time.Duration
+}
+
+func (c Config) fenceAfter() time.Duration {
+	if c.LeaseExpiry <= 0 {
+		return 0
+	}
+	margin := c.FenceMargin
+	if margin <= 0 {
+		margin = max(c.LeaseExpiry/10, 100*time.Millisecond)
+	}
+	return max(c.LeaseExpiry-margin, c.LeaseExpiry/2)
 }
 
 // Outcome says why a machine reached ShutdownComplete.
@@ -122,6 +170,12 @@ const (
 	ShardEnd                     // shard read to its end, SHARD_END checkpointed, lease released
 	LostLease                    // a fenced write failed: another node owns it
 	Failed                       // processor failures and FailurePolicy StopShard
+	// Fenced: no lease write succeeded for LeaseExpiry − margin; the lease
+	// may already be another's. Nothing was released.
+	Fenced
+	// Unreadable: Kinesis says the shard cannot be read (not found, or an
+	// invalid argument such as a checkpoint of another shard); released.
+	Unreadable
 )
 
 func (o Outcome) String() string {
@@ -134,6 +188,10 @@ func (o Outcome) String() string {
 		return "lease-lost"
 	case Failed:
 		return "failed"
+	case Fenced:
+		return "fenced"
+	case Unreadable:
+		return "unreadable"
 	}
 	return fmt.Sprintf("Outcome(%d)", int(o))
 }
@@ -151,11 +209,15 @@ const (
 	TimerShutdown
 	TimerStoreRetry
 	TimerCheckpoint
+	TimerFence
+	TimerStall
+	TimerProcess
+	TimerDeadLetter
 	timerKinds // count
 )
 
 func (k TimerKind) String() string {
-	return [...]string{"", "parent-poll", "iterator", "fetch", "redeliver", "renew", "shutdown", "store-retry", "checkpoint"}[k]
+	return [...]string{"", "parent-poll", "iterator", "fetch", "redeliver", "renew", "shutdown", "store-retry", "checkpoint", "fence", "stall", "process", "dead-letter"}[k]
 }
 
 // ---- Events ---------------------------------------------------------------
@@ -164,8 +226,10 @@ func (k TimerKind) String() string {
 type Event interface{ isEvent() }
 
 type (
-	// Start begins the machine's life (the actor has started and holds the lease).
-	Start struct{}
+	// Start begins the machine's life (the actor has started and holds the
+	// lease). LeaseWrittenAt is when the write that gave us the lease (the
+	// take) was sent; zero: now.
+	Start struct{ LeaseWrittenAt time.Time }
 	// ParentsChecked reports whether every parent row is at SHARD_END (a
 	// missing row counts as done: the parent expired from the stream).
 	ParentsChecked struct {
@@ -204,6 +268,11 @@ type (
 	}
 	// StopRequested asks for a graceful stop.
 	StopRequested struct{}
+	// DeadLettered answers DeadLetterBatch.
+	DeadLettered struct {
+		BatchID uint64
+		Err     error
+	}
 )
 
 func (Start) isEvent()            {}
@@ -219,6 +288,7 @@ func (ShutdownAcked) isEvent()    {}
 func (ChildrenFound) isEvent()    {}
 func (StoreDone) isEvent()        {}
 func (StopRequested) isEvent()    {}
+func (DeadLettered) isEvent()     {}
 
 // ---- Effects --------------------------------------------------------------
 
@@ -277,11 +347,21 @@ type (
 		Token uint64
 	}
 	// DeadLetterBatch hands a batch that exhausted its attempts to the
-	// dead-letter handler. The machine moves on without waiting.
+	// dead-letter handler, off the actor; answer with DeadLettered. The
+	// checkpoint moves past the batch only once the handler succeeded.
 	DeadLetterBatch struct {
-		Batch messages.Records
-		Err   error
+		Batch   messages.Records
+		Err     error
+		Attempt int // 1 for the first call, more after a failed one
 	}
+	// ReplaceProcessor: the processor did not answer in time. Stop it
+	// (cancel what it runs) and start a fresh one under a new name; the
+	// batch is delivered again to the new one.
+	ReplaceProcessor struct{ BatchID uint64 }
+	// Stalled reports a change of the shard's stall state: Cause is the
+	// service it stalled on ("kinesis", "dynamodb", "processor"), "" when
+	// it moves again.
+	Stalled struct{ Cause string }
 	// CheckpointRefusedEffect reports a refused checkpoint request (for
 	// metrics and logs); a Notify with messages.CheckpointRefused precedes it.
 	CheckpointRefusedEffect struct{ Err error }
@@ -312,6 +392,8 @@ func (Release) isEffect()                 {}
 func (ListChildren) isEffect()            {}
 func (StartTimer) isEffect()              {}
 func (DeadLetterBatch) isEffect()         {}
+func (ReplaceProcessor) isEffect()        {}
+func (Stalled) isEffect()                 {}
 func (CheckpointRefusedEffect) isEffect() {}
 func (ProcessorFailure) isEffect()        {}
 func (Finished) isEffect()                {}
@@ -328,9 +410,15 @@ var (
 // delivery is the batch the processor holds.
 type delivery struct {
 	batch    messages.Records
-	failures int  // failed attempts so far
-	crashed  bool // last failure was a panic (re-send Initialized)
-	waiting  bool // failed, waiting for the redeliver timer
+	failures int       // failed attempts so far
+	crashed  bool      // last failure was a panic or a replacement (re-send Initialized)
+	replaced bool      // the processor was replaced: the next delivery gets a new id
+	waiting  bool      // failed, waiting for the redeliver timer
+	sentAt   time.Time // when the current attempt was delivered
+
+	deadLettering bool  // with the dead-letter handler
+	dlFailures    int   // failed dead-letter calls
+	cause         error // the processor's last failure
 }
 
 // Machine is the state of one shard. Create it with New; drive it with Step.
@@ -379,6 +467,13 @@ type Machine struct {
 	cpTimer        bool // a TimerCheckpoint is outstanding
 	lastWrite      time.Time
 	lastCPWrite    time.Time
+	writeSentAt    time.Time // when the write in flight was sent
+	heldFrom       time.Time // when the last successful write was sent
+	storeFailSince time.Time // first of the lease-write failures in a row
+
+	// progress
+	lastProgress time.Time
+	stalled      string // the service the shard stalled on, "" when not
 
 	tokens [timerKinds]uint64
 }
@@ -401,17 +496,44 @@ func (m *Machine) Checkpoint() lease.Checkpoint { return m.written }
 // Outcome returns why the machine finished (zero before ShutdownComplete).
 func (m *Machine) Outcome() Outcome { return m.outcome }
 
+// LastProgress returns when the shard last made progress.
+func (m *Machine) LastProgress() time.Time { return m.lastProgress }
+
+// StalledOn returns the service the shard is stalled on, "" when it is not.
+func (m *Machine) StalledOn() string { return m.stalled }
+
+// FencedAt returns when the machine stops delivering unless a lease write
+// succeeds before (zero without self-fencing).
+func (m *Machine) FencedAt() time.Time {
+	if d := m.cfg.fenceAfter(); d > 0 && !m.heldFrom.IsZero() {
+		return m.heldFrom.Add(d)
+	}
+	return time.Time{}
+}
+
 // Step applies one event at time now and returns the effects to carry out.
 func (m *Machine) Step(now time.Time, ev Event) []Effect {
 	var out effects
 	if m.state == ShutdownComplete {
 		return nil // a finished machine ignores everything, late replies included
 	}
+	if _, storeAnswer := ev.(StoreDone); m.state != 0 && !storeAnswer && m.fenced(now, &out) {
+		// The lease may have expired (a pause, or writes failing): act on
+		// nothing any more. A write's answer is looked at first: its
+		// success moves the fence.
+		return out
+	}
 	switch e := ev.(type) {
 	case Start:
 		if m.state == 0 {
 			m.state = WaitingOnParentShards
-			m.startRenewTimer(&out)
+			m.heldFrom = e.LeaseWrittenAt
+			if m.heldFrom.IsZero() || m.heldFrom.After(now) {
+				m.heldFrom = now
+			}
+			m.lastProgress = now
+			m.armLeaseTimers(now, &out)
+			m.armStallTimer(now, &out)
 			m.waitParents(now, &out)
 		}
 	case ParentsChecked:
@@ -424,7 +546,7 @@ func (m *Machine) Step(now time.Time, ev Event) []Effect {
 	case IteratorReady:
 		m.onIterator(now, e, &out)
 	case IteratorFailed:
-		m.onIteratorFailed(e, &out)
+		m.onIteratorFailed(now, e, &out)
 	case FetchSucceeded:
 		m.onFetched(now, e.Batch, &out)
 	case FetchFailed:
@@ -441,6 +563,8 @@ func (m *Machine) Step(now time.Time, ev Event) []Effect {
 		m.onStoreDone(now, e, &out)
 	case StopRequested:
 		m.onStop(now, &out)
+	case DeadLettered:
+		m.onDeadLettered(now, e, &out)
 	}
 	return out
 }
@@ -457,10 +581,101 @@ func (m *Machine) timer(out *effects, k TimerKind, after time.Duration) {
 // cancelTimer makes any outstanding timer of kind k stale.
 func (m *Machine) cancelTimer(k TimerKind) { m.tokens[k]++ }
 
-func (m *Machine) startRenewTimer(out *effects) {
+// armLeaseTimers sets the renew timer for RenewInterval after the last
+// successful write was sent, and the fence timer for when the lease could
+// expire without another.
+func (m *Machine) armLeaseTimers(now time.Time, out *effects) {
 	if m.cfg.RenewInterval > 0 {
-		m.timer(out, TimerRenew, m.cfg.RenewInterval)
+		m.timer(out, TimerRenew, max(m.heldFrom.Add(m.cfg.RenewInterval).Sub(now), 0))
 	}
+	if at := m.FencedAt(); !at.IsZero() {
+		m.timer(out, TimerFence, max(at.Sub(now), 0))
+	}
+}
+
+// fenced reports whether the lease may have expired by now (no successful
+// write for LeaseExpiry − margin); then the machine finishes at once.
+func (m *Machine) fenced(now time.Time, out *effects) bool {
+	at := m.FencedAt()
+	if at.IsZero() || now.Before(at) {
+		return false
+	}
+	if m.state == Processing || m.state == ShutdownRequested {
+		out.add(Notify{Msg: messages.LeaseLost{ShardID: m.shardID}})
+	}
+	m.finish(Fenced, fmt.Errorf("shard %s: no lease write succeeded since %s (for %s): the lease may have expired", m.shardID, m.heldFrom.Format(time.RFC3339Nano), now.Sub(m.heldFrom).Round(time.Millisecond)), out)
+	return true
+}
+
+// ---- Progress ----------------------------------------------------------------
+
+// progressed records that the shard moved at now.
+func (m *Machine) progressed(now time.Time, out *effects) {
+	m.lastProgress = now
+	if m.stalled != "" && m.stallCause(now) == "" {
+		m.stalled = ""
+		out.add(Stalled{})
+	}
+}
+
+// stallCause says on what the shard is stalled at now, or "".
+func (m *Machine) stallCause(now time.Time) string {
+	st := m.cfg.StallTimeout
+	if st <= 0 {
+		return ""
+	}
+	if !m.storeFailSince.IsZero() && now.Sub(m.storeFailSince) >= st {
+		return "dynamodb"
+	}
+	if now.Sub(m.lastProgress) < st {
+		return ""
+	}
+	d := m.inFlight
+	switch {
+	case d != nil && d.deadLettering:
+		return "processor"
+	case d != nil && !d.waiting && !d.replaced && (m.cfg.ProcessTimeout <= 0 || now.Sub(d.sentAt) < m.cfg.ProcessTimeout):
+		return "" // the processor is working on it, within ProcessTimeout
+	case d != nil || m.awaitShutdown:
+		return "processor"
+	case m.state == WaitingOnParentShards:
+		return "dynamodb" // parent rows cannot be read
+	case m.state == ShuttingDown:
+		return "dynamodb"
+	}
+	return "kinesis"
+}
+
+// armStallTimer sets the stall check for the earliest moment the shard can
+// become stalled (or, when it is, a while later).
+func (m *Machine) armStallTimer(now time.Time, out *effects) {
+	st := m.cfg.StallTimeout
+	if st <= 0 {
+		return
+	}
+	next := m.lastProgress.Add(st)
+	if d := m.inFlight; d != nil && !d.waiting && !d.deadLettering && m.cfg.ProcessTimeout > 0 {
+		if pt := d.sentAt.Add(m.cfg.ProcessTimeout); pt.After(next) {
+			next = pt
+		}
+	}
+	if !m.storeFailSince.IsZero() {
+		if sf := m.storeFailSince.Add(st); sf.Before(next) {
+			next = sf
+		}
+	}
+	if !next.After(now) {
+		next = now.Add(max(st/5, 100*time.Millisecond))
+	}
+	m.timer(out, TimerStall, next.Sub(now))
+}
+
+func (m *Machine) onStallTimer(now time.Time, out *effects) {
+	if c := m.stallCause(now); c != m.stalled {
+		m.stalled = c
+		out.add(Stalled{Cause: c})
+	}
+	m.armStallTimer(now, out)
 }
 
 // ---- WaitingOnParentShards -------------------------------------------------
@@ -476,6 +691,9 @@ func (m *Machine) waitParents(now time.Time, out *effects) {
 func (m *Machine) onParentsChecked(now time.Time, e ParentsChecked, out *effects) {
 	if m.state != WaitingOnParentShards {
 		return
+	}
+	if e.Err == nil {
+		m.progressed(now, out)
 	}
 	if e.Done && e.Err == nil {
 		m.initialize(now, out)
@@ -502,12 +720,12 @@ func (m *Machine) initialize(now time.Time, out *effects) {
 // checkpoint, else at the initial position.
 func (m *Machine) resumePosition() stream.Position {
 	switch cp := m.received; {
-	case !cp.IsSentinel() && cp.SubSequenceNumber > 0:
-		// Inside a KPL aggregate: read the aggregate again; the user
-		// records up to cp are dropped when the batch arrives.
-		return stream.Position{Type: stream.AtSequenceNumber, SequenceNumber: cp.SequenceNumber}
 	case !cp.IsSentinel():
-		return stream.Position{Type: stream.AfterSequenceNumber, SequenceNumber: cp.SequenceNumber}
+		// At the record itself, never after it: a checkpoint inside a KPL
+		// aggregate (any sub-sequence number, 0 included) must resume at
+		// the next user record of that aggregate. What is at or before cp
+		// is dropped when the batch arrives (as the Java KCL does).
+		return stream.Position{Type: stream.AtSequenceNumber, SequenceNumber: cp.SequenceNumber}
 	case cp.SequenceNumber == lease.CheckpointTrimHorizon:
 		return stream.Position{Type: stream.TrimHorizon}
 	case cp.SequenceNumber == lease.CheckpointLatest:
@@ -533,18 +751,24 @@ func (m *Machine) onIterator(now time.Time, e IteratorReady, out *effects) {
 	case Initializing:
 		m.iterator = e.Iterator
 		m.iterFailures = 0
+		m.progressed(now, out)
 		m.state = Processing
 		out.add(Notify{Msg: messages.Initialized{ShardID: m.shardID, StartingCheckpoint: m.startingCheckpoint(), SubSequenceNumber: m.written.SubSequenceNumber}})
 		m.scheduleFetch(now, out)
 	case Processing: // fresh iterator after ExpiredIterator
 		m.iterator = e.Iterator
 		m.iterFailures = 0
+		m.progressed(now, out)
 		m.scheduleFetch(now, out)
 	}
 }
 
-func (m *Machine) onIteratorFailed(e IteratorFailed, out *effects) {
+func (m *Machine) onIteratorFailed(now time.Time, e IteratorFailed, out *effects) {
 	if m.state != Initializing && m.state != Processing {
+		return
+	}
+	if terminal(e.Err) {
+		m.unreadable(now, e.Err, out)
 		return
 	}
 	m.iterFailures++
@@ -588,6 +812,7 @@ func (m *Machine) onFetched(now time.Time, b stream.Batch, out *effects) {
 		return // stopping: a batch read now is simply not delivered
 	}
 	m.fetchFailures = 0
+	m.progressed(now, out)
 	m.iterator = b.NextIterator
 	if b.ShardEnd() {
 		m.shardEnded = true
@@ -604,7 +829,9 @@ func (m *Machine) onFetched(now time.Time, b stream.Batch, out *effects) {
 		last := b.Records[n-1]
 		m.received = lease.Checkpoint{SequenceNumber: last.SequenceNumber, SubSequenceNumber: last.SubSequenceNumber}
 		if m.inFlight == nil {
-			m.deliver(b, out)
+			if !m.deliver(now, b, out) {
+				return
+			}
 		} else {
 			m.buffered = &b
 		}
@@ -655,6 +882,10 @@ func (m *Machine) onFetchFailed(now time.Time, err error, out *effects) {
 	if m.state != Processing {
 		return
 	}
+	if terminal(err) {
+		m.unreadable(now, err, out)
+		return
+	}
 	m.fetchFailures++
 	switch {
 	case errors.Is(err, stream.ErrExpiredIterator):
@@ -669,7 +900,12 @@ func (m *Machine) onFetchFailed(now time.Time, err error, out *effects) {
 
 // ---- Processing: the processor ---------------------------------------------
 
-func (m *Machine) deliver(b stream.Batch, out *effects) {
+// deliver hands a batch to the processor, unless the lease may have
+// expired (then the machine finishes and deliver returns false).
+func (m *Machine) deliver(now time.Time, b stream.Batch, out *effects) bool {
+	if m.fenced(now, out) {
+		return false
+	}
 	m.nextBatchID++
 	recs := make([]messages.Record, len(b.Records))
 	for i, r := range b.Records {
@@ -679,6 +915,17 @@ func (m *Machine) deliver(b stream.Batch, out *effects) {
 	m.inFlight = d
 	last := recs[len(recs)-1]
 	m.maxSent = lease.Checkpoint{SequenceNumber: last.SequenceNumber, SubSequenceNumber: last.SubSequenceNumber}
+	m.send(now, d, out)
+	return true
+}
+
+// send delivers the in-flight batch (again) with its deadline.
+func (m *Machine) send(now time.Time, d *delivery, out *effects) {
+	d.sentAt = now
+	if pt := m.cfg.ProcessTimeout; pt > 0 {
+		d.batch.Deadline = now.Add(pt)
+		m.timer(out, TimerProcess, pt)
+	}
 	out.add(Deliver{Batch: d.batch})
 }
 
@@ -690,6 +937,8 @@ func (m *Machine) onReply(now time.Time, r messages.Processed, out *effects) {
 	if m.state != Processing && m.state != ShutdownRequested {
 		return
 	}
+	m.cancelTimer(TimerProcess)
+	m.progressed(now, out)
 	if r.Err != nil {
 		m.onProcessorFailure(now, r.Err, false, out)
 		return
@@ -711,7 +960,9 @@ func (m *Machine) batchDone(now time.Time, out *effects) {
 	if m.buffered != nil {
 		b := *m.buffered
 		m.buffered = nil
-		m.deliver(b, out)
+		if !m.deliver(now, b, out) {
+			return
+		}
 	}
 	if m.shardEnded {
 		m.maybeEndShard(now, out)
@@ -745,9 +996,8 @@ func (m *Machine) onProcessorFailure(now time.Time, err error, crashed bool, out
 	exhausted := m.cfg.MaxProcessorAttempts > 0 && d.failures >= m.cfg.MaxProcessorAttempts
 	switch {
 	case exhausted && m.cfg.FailurePolicy == DeadLetter:
-		out.add(DeadLetterBatch{Batch: d.batch, Err: err})
-		m.acceptCheckpoint(now, messages.CheckpointBatchEnd(), &d.batch, out)
-		m.batchDone(now, out)
+		d.deadLettering, d.cause = true, err
+		out.add(DeadLetterBatch{Batch: d.batch, Err: err, Attempt: 1})
 	case exhausted && m.cfg.FailurePolicy == StopShard:
 		m.inFlight = nil
 		m.err = fmt.Errorf("shard %s: batch %d failed %d times: %w", m.shardID, d.batch.BatchID, d.failures, err)
@@ -758,18 +1008,84 @@ func (m *Machine) onProcessorFailure(now time.Time, err error, crashed bool, out
 	}
 }
 
-func (m *Machine) redeliver(out *effects) {
+func (m *Machine) redeliver(now time.Time, out *effects) {
 	d := m.inFlight
 	if d == nil || !d.waiting || m.state != Processing {
 		return
 	}
+	if m.fenced(now, out) {
+		return
+	}
 	d.waiting = false
 	d.batch.Attempt++
+	if d.replaced {
+		// A new processor: a new id, so that a late answer of the old one
+		// is not taken for its answer.
+		d.replaced = false
+		m.nextBatchID++
+		d.batch.BatchID = m.nextBatchID
+	}
 	if d.crashed {
 		d.crashed = false
 		out.add(Notify{Msg: messages.Initialized{ShardID: m.shardID, StartingCheckpoint: m.startingCheckpoint(), SubSequenceNumber: m.written.SubSequenceNumber, Restarted: true}})
 	}
-	out.add(Deliver{Batch: d.batch})
+	m.send(now, d, out)
+}
+
+// onProcessTimeout: the processor holds the batch past ProcessTimeout. It
+// is replaced and the failure counts like any other.
+func (m *Machine) onProcessTimeout(now time.Time, out *effects) {
+	d := m.inFlight
+	if d == nil || d.waiting || d.deadLettering || (m.state != Processing && m.state != ShutdownRequested) {
+		return
+	}
+	d.replaced = true
+	out.add(ReplaceProcessor{BatchID: d.batch.BatchID})
+	m.onProcessorFailure(now, fmt.Errorf("%w (%s)", ErrProcessTimeout, m.cfg.ProcessTimeout), true, out)
+}
+
+// onDeadLettered: the dead-letter handler took the batch (checkpoint past
+// it and move on), or failed (call it again after a backoff; after
+// MaxProcessorAttempts failures stop the shard without checkpointing, so
+// the batch is read again, never lost).
+func (m *Machine) onDeadLettered(now time.Time, e DeadLettered, out *effects) {
+	d := m.inFlight
+	if d == nil || !d.deadLettering || e.BatchID != d.batch.BatchID || m.state != Processing {
+		return
+	}
+	m.progressed(now, out)
+	if e.Err == nil {
+		d.deadLettering = false
+		m.acceptCheckpoint(now, messages.CheckpointBatchEnd(), &d.batch, out)
+		m.batchDone(now, out)
+		return
+	}
+	d.dlFailures++
+	out.add(ProcessorFailure{BatchID: d.batch.BatchID, Attempt: d.batch.Attempt, Err: fmt.Errorf("dead-letter handler: %w", e.Err)})
+	if m.cfg.MaxProcessorAttempts > 0 && d.dlFailures >= m.cfg.MaxProcessorAttempts {
+		m.inFlight = nil
+		m.err = fmt.Errorf("shard %s: dead-letter handler failed %d times for batch %d: %w", m.shardID, d.dlFailures, d.batch.BatchID, e.Err)
+		m.beginShuttingDown(now, Failed, out)
+		return
+	}
+	m.timer(out, TimerDeadLetter, m.cfg.ProcessorBackoff.Delay(d.dlFailures, m.cfg.Rand))
+}
+
+// terminal reports whether a Kinesis error means the shard cannot be read
+// at all here: retrying will not help.
+func terminal(err error) bool {
+	return errors.Is(err, stream.ErrShardNotFound) || errors.Is(err, stream.ErrInvalidArgument)
+}
+
+// unreadable gives the shard up after a terminal Kinesis error: release the
+// lease (the coordinator refuses the shard for a while).
+func (m *Machine) unreadable(now time.Time, err error, out *effects) {
+	m.err = fmt.Errorf("shard %s: %w", m.shardID, err)
+	if m.state == Processing && m.inFlight == nil {
+		out.add(Notify{Msg: messages.LeaseLost{ShardID: m.shardID}})
+	}
+	m.inFlight, m.buffered = nil, nil
+	m.beginShuttingDown(now, Unreadable, out)
 }
 
 // acceptCheckpoint validates a checkpoint request against what was
@@ -882,9 +1198,11 @@ func (m *Machine) onStop(now time.Time, out *effects) {
 		m.buffered = nil // never delivered, never checkpointed: the next owner reads it
 		m.cancelTimer(TimerFetch)
 		m.timer(out, TimerShutdown, m.cfg.ShutdownTimeout)
-		if m.inFlight == nil || m.inFlight.waiting {
+		if m.inFlight == nil || m.inFlight.waiting || m.inFlight.deadLettering {
 			// No batch with the processor (or one waiting to be delivered
-			// again, which will not be): ask it to checkpoint now.
+			// again, or with the dead-letter handler, which will not be
+			// checkpointed now: the next owner reads it again): ask it to
+			// checkpoint now.
 			m.inFlight = nil
 			m.askShutdown(now, out)
 		}
@@ -953,20 +1271,33 @@ func (m *Machine) onTimer(now time.Time, k TimerKind, out *effects) {
 			m.fetchNow(now, out)
 		}
 	case TimerRedeliver:
-		m.redeliver(out)
+		m.redeliver(now, out)
+	case TimerFence:
+		m.fenced(now, out)
+	case TimerStall:
+		m.onStallTimer(now, out)
+	case TimerProcess:
+		m.onProcessTimeout(now, out)
+	case TimerDeadLetter:
+		if d := m.inFlight; d != nil && d.deadLettering && m.state == Processing {
+			out.add(DeadLetterBatch{Batch: d.batch, Err: d.cause, Attempt: d.dlFailures + 1})
+		}
 	case TimerRenew:
-		if m.state == ShuttingDown {
+		// Due RenewInterval after the last successful write was sent; a
+		// failed renewal is retried on the store-retry timer, a successful
+		// write sets this timer again.
+		if m.state == ShuttingDown || now.Before(m.heldFrom.Add(m.cfg.RenewInterval)) {
 			return
 		}
-		if now.Sub(m.lastWrite) >= m.cfg.RenewInterval {
-			if m.pendingCP != nil {
-				m.forceCP = true // a deferred checkpoint renews as well
-			} else {
-				m.pendingRenew = true
-			}
-			m.pump(now, out)
+		if m.storeBusy {
+			return // the write in flight renews; its success sets this timer again
 		}
-		m.startRenewTimer(out)
+		if m.pendingCP != nil {
+			m.forceCP = true // a deferred checkpoint renews as well
+		} else {
+			m.pendingRenew = true
+		}
+		m.pump(now, out)
 	case TimerShutdown:
 		if m.state == ShutdownRequested {
 			// The processor did not answer in time: release without its
@@ -1007,6 +1338,7 @@ func (m *Machine) pump(now time.Time, out *effects) {
 		if m.state == ShuttingDown || cp.Checkpoint.IsShardEnd() || m.forceCP || iv <= 0 || m.lastCPWrite.IsZero() || now.Sub(m.lastCPWrite) >= iv {
 			m.storeBusy, m.forceCP, m.writing = true, false, OpCheckpoint
 			m.writingCP, m.pendingCP = cp, nil
+			m.writeSentAt = now
 			out.add(*cp)
 			return
 		}
@@ -1018,9 +1350,11 @@ func (m *Machine) pump(now time.Time, out *effects) {
 	switch {
 	case m.pendingRenew:
 		m.storeBusy, m.writing = true, OpRenew
+		m.writeSentAt = now
 		out.add(Renew{})
 	case m.pendingRelease && m.state == ShuttingDown && m.pendingCP == nil:
 		m.storeBusy, m.writing = true, OpRelease
+		m.writeSentAt = now
 		out.add(Release{})
 	}
 }
@@ -1045,9 +1379,12 @@ func (m *Machine) onStoreDone(now time.Time, e StoreDone, out *effects) {
 		// throttling for long). Keep the request and try again later; if
 		// the lease moved meanwhile the next write is fenced out.
 		m.storeFailures++
+		if m.storeFailSince.IsZero() {
+			m.storeFailSince = m.writeSentAt
+		}
 		switch e.Op {
 		case OpRenew:
-			m.pendingRenew = false // the renew timer will ask again
+			m.pendingRenew = true // again after the backoff
 		case OpCheckpoint:
 			if m.pendingCP == nil { // else a newer checkpoint supersedes it
 				m.pendingCP = m.writingCP
@@ -1058,7 +1395,18 @@ func (m *Machine) onStoreDone(now time.Time, e StoreDone, out *effects) {
 		return
 	}
 	m.storeFailures = 0
+	m.storeFailSince = time.Time{}
 	m.lastWrite = now
+	if m.writeSentAt.After(m.heldFrom) {
+		m.heldFrom = m.writeSentAt
+	}
+	if e.Op != OpRelease {
+		m.armLeaseTimers(now, out)
+	}
+	if m.stalled == "dynamodb" {
+		m.stalled = ""
+		out.add(Stalled{})
+	}
 	switch e.Op {
 	case OpCheckpoint:
 		cp := m.writingCP

@@ -258,6 +258,14 @@ var events = map[string]Event{
 	"StoreDoneRelease":  StoreDone{Op: OpRelease},
 	"StoreDoneCPLost":   StoreDone{Op: OpCheckpoint, Err: lease.ErrLeaseLost},
 	"IteratorNotFound":  IteratorFailed{Err: stream.ErrShardNotFound},
+	"IteratorInvalid":   IteratorFailed{Err: fmt.Errorf("GetShardIterator: %w", stream.ErrInvalidArgument)},
+	"FetchNotFound":     FetchFailed{Err: stream.ErrShardNotFound},
+	"DeadLettered":      DeadLettered{BatchID: 1},
+	"DeadLetterFailed":  DeadLettered{BatchID: 1, Err: errors.New("dlq down")},
+	"TimerFence":        TimerFired{Kind: TimerFence},
+	"TimerStall":        TimerFired{Kind: TimerStall},
+	"TimerProcess":      TimerFired{Kind: TimerProcess},
+	"TimerDeadLetter":   TimerFired{Kind: TimerDeadLetter},
 	"FetchEndChildren":  FetchSucceeded{Batch: stream.Batch{ChildShards: []stream.Shard{{ID: "c9"}}}},
 	"ParentsDoneAndErr": ParentsChecked{Done: true, Err: errors.New("partial")},
 }
@@ -271,11 +279,16 @@ var next = map[State]map[string]State{
 		"StoreDoneLost": ShutdownComplete, // only if a write is in flight; see below
 	},
 	Initializing: {
-		"IteratorReady": Processing,
-		"StopRequested": ShuttingDown,
+		"IteratorReady":    Processing,
+		"StopRequested":    ShuttingDown,
+		"IteratorNotFound": ShuttingDown, // terminal: release, the shard cannot be read here
+		"IteratorInvalid":  ShuttingDown,
 	},
 	Processing: {
-		"StopRequested": ShutdownRequested,
+		"StopRequested":    ShutdownRequested,
+		"IteratorNotFound": ShuttingDown,
+		"IteratorInvalid":  ShuttingDown,
+		"FetchNotFound":    ShuttingDown,
 	},
 	ShutdownRequested: {
 		"TimerShutdown": ShuttingDown,
@@ -438,7 +451,9 @@ func TestResumePositions(t *testing.T) {
 		init stream.Position
 		want stream.Position
 	}{
-		{lease.Checkpoint{SequenceNumber: seq(42)}, stream.Position{Type: stream.TrimHorizon}, stream.Position{Type: stream.AfterSequenceNumber, SequenceNumber: seq(42)}},
+		// at the checkpointed record itself (dropped when it arrives), so a
+		// checkpoint inside a KPL aggregate resumes at its next user record
+		{lease.Checkpoint{SequenceNumber: seq(42)}, stream.Position{Type: stream.TrimHorizon}, stream.Position{Type: stream.AtSequenceNumber, SequenceNumber: seq(42)}},
 		{lease.Checkpoint{SequenceNumber: lease.CheckpointTrimHorizon}, stream.Position{Type: stream.Latest}, stream.Position{Type: stream.TrimHorizon}},
 		{lease.Checkpoint{SequenceNumber: lease.CheckpointLatest}, stream.Position{Type: stream.TrimHorizon}, stream.Position{Type: stream.Latest}},
 		{lease.Checkpoint{}, stream.Position{Type: stream.TrimHorizon}, stream.Position{Type: stream.TrimHorizon}},
@@ -567,7 +582,7 @@ func TestExpiredIteratorResumesAfterLastReceived(t *testing.T) {
 	x := inProcessing(t) // records 1..3 delivered, fetch in flight
 	effs := x.step(FetchFailed{Err: stream.ErrExpiredIterator})
 	gi := must[GetIterator](t, effs)
-	want := stream.Position{Type: stream.AfterSequenceNumber, SequenceNumber: seq(3)}
+	want := stream.Position{Type: stream.AtSequenceNumber, SequenceNumber: seq(3)}
 	if gi.Position != want {
 		t.Fatalf("fresh iterator at %v, want %v", gi.Position, want)
 	}
@@ -586,7 +601,7 @@ func TestExpiredIteratorBeforeAnyRecordUsesCheckpoint(t *testing.T) {
 	x.step(Start{})
 	x.step(IteratorReady{Iterator: "a"})
 	gi := must[GetIterator](t, x.step(FetchFailed{Err: stream.ErrExpiredIterator}))
-	if gi.Position.Type != stream.AfterSequenceNumber || gi.Position.SequenceNumber != seq(77) {
+	if gi.Position.Type != stream.AtSequenceNumber || gi.Position.SequenceNumber != seq(77) {
 		t.Fatalf("position %v", gi.Position)
 	}
 }
@@ -719,16 +734,19 @@ func TestCheckpointWriteErrorIsRetried(t *testing.T) {
 
 func TestRenewOnlyWhenIdle(t *testing.T) {
 	x := inProcessing(t)
+	x.advance(20 * time.Second)
+	sent := x.now
 	must[WriteCheckpoint](t, x.step(ProcessorReplied{Reply: messages.Processed{BatchID: 1, Checkpoint: messages.CheckpointBatchEnd()}}))
-	x.step(StoreDone{Op: OpCheckpoint})
-	x.advance(20 * time.Second) // 20 s after a checkpoint: no renewal needed yet
-	tok := x.m.tokens[TimerRenew]
-	x.now = t0.Add(30 * time.Second)
-	effs := x.step(TimerFired{Kind: TimerRenew, Token: tok})
-	none[Renew](t, effs)
-	timerOf(t, effs, TimerRenew)
-	x.advance(30 * time.Second)
-	must[Renew](t, x.step(TimerFired{Kind: TimerRenew, Token: x.m.tokens[TimerRenew]}))
+	x.advance(50 * time.Millisecond)
+	effs := x.step(StoreDone{Op: OpCheckpoint})
+	// The checkpoint renewed the lease: the next renewal is due
+	// RenewInterval after it was sent, not after the last one.
+	st := timerOf(t, effs, TimerRenew)
+	if got := x.now.Add(st.After); !got.Equal(sent.Add(30 * time.Second)) {
+		t.Fatalf("renewal due at %v, want %v", got.Sub(t0), sent.Add(30*time.Second).Sub(t0))
+	}
+	x.now = x.now.Add(st.After)
+	must[Renew](t, x.step(TimerFired{Kind: TimerRenew, Token: st.Token}))
 }
 
 // ---- processor failures --------------------------------------------------------------------------
@@ -791,6 +809,8 @@ func TestFailurePolicyDeadLetter(t *testing.T) {
 	if dl.Batch.BatchID != 1 || len(dl.Batch.Records) != 2 {
 		t.Fatalf("dead-lettered %+v", dl.Batch)
 	}
+	none[WriteCheckpoint](t, effs) // not before the handler took it
+	effs = x.step(DeadLettered{BatchID: 1})
 	if wc := must[WriteCheckpoint](t, effs); wc.Checkpoint.SequenceNumber != seq(2) {
 		t.Fatalf("checkpoint past the dead-lettered batch: %v", wc.Checkpoint)
 	}

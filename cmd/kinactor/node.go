@@ -18,6 +18,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
 	"github.com/kinactor/kinactor"
 	"github.com/kinactor/kinactor/internal/ledger"
 	"github.com/kinactor/kinactor/messages"
@@ -100,6 +103,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		ProcessTimeout:     *processTimeout,
 		FanOutConsumer:     *fanOut,
 		Logger:             slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})),
+		Registerer:         nodeRegistry(),
 	}
 	switch *initial {
 	case kinactor.TrimHorizon, kinactor.Latest:
@@ -351,4 +355,13 @@ func dashIfEmpty(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// nodeRegistry is the node binary's registry: kinactor's collectors, and
+// the Go runtime's and the process's (memory, goroutines, CPU, file
+// descriptors), as an operator expects of a server.
+func nodeRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
 }
