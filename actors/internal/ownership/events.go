@@ -328,6 +328,9 @@ func firstN(s []string, n int) []string {
 // flushBeats sends the queued heartbeats, one message per destination.
 func (m *Machine) flushBeats(now time.Time, out *effects) {
 	m.lastFlush = now
+	if len(m.beats) == 0 {
+		return
+	}
 	for _, to := range sortedKeys(m.beats) {
 		msg := Message{Type: MsgHeartbeat}
 		for _, k := range sortedKeys(m.beats[to]) {
@@ -335,7 +338,7 @@ func (m *Machine) flushBeats(now time.Time, out *effects) {
 		}
 		out.add(Send{To: to, Msg: msg})
 	}
-	clear(m.beats)
+	m.beats = map[string]map[string]int64{} // the inner maps may be large: start afresh
 }
 
 // ---- takes and shard actors ---------------------------------------------------
@@ -380,23 +383,28 @@ func (m *Machine) onShardWrote(now time.Time, e ShardWrote, out *effects) {
 }
 
 func (m *Machine) onShardHealth(now time.Time, e ShardHealth, out *effects) {
-	r := m.run[e.Key]
-	if r == nil {
+	if m.run[e.Key] == nil {
 		return
 	}
-	cause := ""
-	if e.Stalled {
-		cause = e.Cause
-		if cause == "" {
-			cause = ServiceProcessor
-		}
+	if !e.Stalled {
+		delete(m.stalled, e.Key)
+		return
 	}
-	r.stalled = cause
+	cause := e.Cause
+	if cause == "" {
+		cause = ServiceProcessor
+	}
+	m.stalled[e.Key] = cause
+}
+
+// unrun forgets a shard that no longer runs here.
+func (m *Machine) unrun(key string) {
+	delete(m.run, key)
+	delete(m.stalled, key)
 }
 
 func (m *Machine) onFinished(now time.Time, e ShardFinished, out *effects) {
-	r := m.run[e.Key]
-	delete(m.run, e.Key)
+	m.unrun(e.Key)
 	m.dirty[e.Key] = true
 	l, known := m.leases[e.Key]
 	released := func() {
@@ -415,7 +423,6 @@ func (m *Machine) onFinished(now time.Time, e ShardFinished, out *effects) {
 			// Tell the new owner at once, so it need not wait for a read.
 			out.add(Send{To: to, Msg: Message{Type: MsgReleased, Shard: e.Key, Counter: e.Counter, Draining: m.stopping}})
 		}
-		_ = r
 	case shardfsm.ShardEnd:
 		delete(m.failures, e.Key)
 		if known {
@@ -455,7 +462,7 @@ func (m *Machine) onCrashed(now time.Time, e ShardCrashed, out *effects) {
 	if _, ok := m.run[e.Key]; !ok {
 		return
 	}
-	delete(m.run, e.Key)
+	m.unrun(e.Key)
 	n := m.failures[e.Key]
 	m.failures[e.Key] = n + 1
 	if n > 0 {

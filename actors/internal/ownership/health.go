@@ -75,11 +75,11 @@ func (m *Machine) opOK(now time.Time, svc string) {
 
 // allStalledOn: the node runs shards and every one of them is stalled on svc.
 func (m *Machine) allStalledOn(svc string) bool {
-	if len(m.run) == 0 {
+	if len(m.run) == 0 || len(m.stalled) != len(m.run) {
 		return false
 	}
-	for _, r := range m.run {
-		if r.stalled != svc {
+	for _, c := range m.stalled {
+		if c != svc {
 			return false
 		}
 	}
@@ -113,17 +113,14 @@ func (m *Machine) updateHealth(now time.Time, out *effects) {
 	}
 	// A stalled shard on a service the node is otherwise healthy on is
 	// refused, so that it moves alone.
-	for k, r := range m.run {
-		if r.stalled == "" {
-			continue
-		}
-		if _, bad := h.bad[r.stalled]; bad {
+	for k, cause := range m.stalled {
+		if _, bad := h.bad[cause]; bad {
 			continue
 		}
 		if _, ok := m.refused[k]; !ok {
-			out.note(4, "shard stalled: refusing it so that another node takes it", "shard", k, "service", r.stalled)
+			out.note(4, "shard stalled: refusing it so that another node takes it", "shard", k, "service", cause)
 			m.refused[k] = now.Add(m.cfg.RefusalTTL)
-			m.refusedFor[k] = r.stalled
+			m.refusedFor[k] = cause
 		}
 	}
 	for k, until := range m.refused {

@@ -371,8 +371,7 @@ func (o *effects) note(level int, msg string, args ...any) {
 
 // running is a shard with an actor on this node.
 type running struct {
-	releasing bool   // handed off (or stopping)
-	stalled   string // the service it stalled on, "" while it progresses
+	releasing bool // handed off (or stopping)
 }
 
 // memberInfo is what the machine keeps of a member of the view.
@@ -400,6 +399,7 @@ type Machine struct {
 
 	// this node
 	run      map[string]*running
+	stalled  map[string]string // running shards that stalled → the service
 	taking   map[string]bool
 	retryAt  map[string]time.Time // no take before (after a failed take or a crash)
 	raced    map[string]int64     // a take lost its race at this counter: wait for a fresher row
@@ -457,6 +457,7 @@ func New(cfg Config) *Machine {
 		joinedAt:   map[string]time.Time{},
 		draining:   map[string]bool{},
 		run:        map[string]*running{},
+		stalled:    map[string]string{},
 		taking:     map[string]bool{},
 		retryAt:    map[string]time.Time{},
 		raced:      map[string]int64{},

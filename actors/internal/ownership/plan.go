@@ -182,7 +182,13 @@ func (m *Machine) plan(now time.Time, out *effects) {
 	for k := range m.dirty {
 		keys = append(keys, k)
 	}
-	clear(m.dirty)
+	if len(keys) > 64 {
+		// A map keeps its size once grown, and ranging over it costs that
+		// size even when empty: start afresh after a full evaluation.
+		m.dirty = make(map[string]bool)
+	} else {
+		clear(m.dirty)
+	}
 	slices.Sort(keys) // effects in shard order: deterministic
 	for _, k := range keys {
 		m.evaluate(now, k, out)
