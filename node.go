@@ -147,7 +147,10 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	log := cfg.Logger.With("worker", cfg.WorkerID)
 	m := n.metrics
-	store := lease.NewDynamoStore(ddb, cfg.TableName, lease.WithLogger(log), lease.WithOnWrite(func(op string, ok bool) {
+	// A request with no answer for LeaseExpiry/6 (1-10 s) is retried: a
+	// blackholed route must not hold a lease write past the lease.
+	attempt := min(max(cfg.LeaseExpiry/6, time.Second), 10*time.Second)
+	store := lease.NewDynamoStore(ddb, cfg.TableName, lease.WithLogger(log), lease.WithAttemptTimeout(attempt), lease.WithOnWrite(func(op string, ok bool) {
 		if op == lease.OpCreate || op == lease.OpDelete {
 			res := "ok"
 			if !ok {

@@ -407,7 +407,7 @@ func (c *coordinator) run(ctx actor.Context, eff ownership.Effect) {
 	switch e := eff.(type) {
 	case ownership.Sync:
 		c.async(2*OpTimeout, func(op context.Context) any {
-			var d ownership.SyncDone
+			d := ownership.SyncDone{Seq: e.Seq}
 			if e.List {
 				d.Listed = true
 				shards, err := deps.Stream.ListShards(op)
@@ -421,7 +421,7 @@ func (c *coordinator) run(ctx actor.Context, eff ownership.Effect) {
 		})
 	case ownership.WriteRows:
 		c.async(2*OpTimeout, func(op context.Context) any {
-			var d ownership.RowsDone
+			d := ownership.RowsDone{Seq: e.Seq}
 			for _, l := range e.Create {
 				if err := deps.Store.Create(op, l); err != nil && !errors.Is(err, lease.ErrExists) {
 					d.Err = err

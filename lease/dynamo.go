@@ -90,7 +90,30 @@ type DynamoStore struct {
 	log         *slog.Logger
 	onWrite     func(op string, ok bool)
 	waitTimeout time.Duration
-	scanLimit   int32 // page size of List; 0: the server's (tests force pagination)
+	attempt     time.Duration // bound of one request; 0: none (the caller's ctx)
+	scanLimit   int32         // page size of List; 0: the server's (tests force pagination)
+}
+
+// errAttemptTimeout marks an attempt that got no answer within the
+// attempt timeout: retried like a transport error (it may have been
+// applied; a later failed condition is checked against what it produces).
+var errAttemptTimeout = errors.New("lease: no answer within the attempt timeout")
+
+// attemptCtx bounds one request by the attempt timeout.
+func (s *DynamoStore) attemptCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	if s.attempt <= 0 {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, s.attempt)
+}
+
+// attemptErr turns the deadline of an attempt (not of the caller) into a
+// retryable error.
+func attemptErr(ctx, actx context.Context, err error) error {
+	if err != nil && ctx.Err() == nil && actx.Err() != nil {
+		return fmt.Errorf("%w: %w", errAttemptTimeout, err)
+	}
+	return err
 }
 
 // Option configures a DynamoStore.
@@ -125,6 +148,19 @@ func WithLogger(l *slog.Logger) Option {
 // reported separately. The hook must be fast and safe for concurrent use.
 func WithOnWrite(fn func(op string, ok bool)) Option {
 	return func(s *DynamoStore) { s.onWrite = fn }
+}
+
+// WithAttemptTimeout bounds every single request (attempt) of the store: a
+// request with no answer by then (a blackholed route, a half-open
+// connection) is abandoned and retried like a transport error, instead of
+// holding the call until the caller's context ends. 0 (the default): no
+// bound of its own.
+func WithAttemptTimeout(d time.Duration) Option {
+	return func(s *DynamoStore) {
+		if d > 0 {
+			s.attempt = d
+		}
+	}
 }
 
 // WithTableWaitTimeout bounds how long EnsureTable waits for the table to
@@ -581,7 +617,10 @@ type writeSpec struct {
 func (s *DynamoStore) write(ctx context.Context, w writeSpec) (map[string]types.AttributeValue, error) {
 	var lastErr error
 	for attempt := 1; ; attempt++ {
-		item, err := w.call(ctx)
+		actx, cancel := s.attemptCtx(ctx)
+		item, err := w.call(actx)
+		err = attemptErr(ctx, actx, err)
+		cancel()
 		if err == nil {
 			return item, nil
 		}
@@ -627,7 +666,9 @@ func (s *DynamoStore) appliedEarlier(ctx context.Context, w writeSpec, old map[s
 // retry runs call with the retry policy (for reads and table calls).
 func (s *DynamoStore) retry(ctx context.Context, op, key string, call func(ctx context.Context) error) error {
 	for attempt := 1; ; attempt++ {
-		err := call(ctx)
+		actx, cancel := s.attemptCtx(ctx)
+		err := attemptErr(ctx, actx, call(actx))
+		cancel()
 		if err == nil {
 			return nil
 		}
@@ -674,6 +715,9 @@ var retryableCodes = map[string]bool{
 // throttling, server errors (any HTTP 5xx), and transport errors. A failed
 // condition, a validation error or a missing table is not.
 func IsRetryable(err error) bool {
+	if errors.Is(err, errAttemptTimeout) {
+		return true
+	}
 	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return false
 	}

@@ -931,8 +931,10 @@ func (m *Machine) send(now time.Time, d *delivery, out *effects) {
 
 func (m *Machine) onReply(now time.Time, r messages.Processed, out *effects) {
 	d := m.inFlight
-	if d == nil || d.waiting || r.BatchID != d.batch.BatchID {
-		return // late reply to a batch already given up on, or a duplicate
+	if d == nil || d.waiting || d.replaced || d.deadLettering || r.BatchID != d.batch.BatchID {
+		// A late reply to a batch already given up on (failed, with the
+		// dead-letter handler, or its processor replaced), or a duplicate.
+		return
 	}
 	if m.state != Processing && m.state != ShutdownRequested {
 		return
@@ -980,7 +982,7 @@ func (m *Machine) onProcessorFailure(now time.Time, err error, crashed bool, out
 		m.beginShuttingDown(now, Released, out)
 		return
 	}
-	if d == nil || d.waiting {
+	if d == nil || d.waiting || d.deadLettering {
 		return
 	}
 	d.failures++

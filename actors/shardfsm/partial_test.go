@@ -502,3 +502,22 @@ func TestTerminalKinesisErrorsEndTheShard(t *testing.T) {
 		}
 	}
 }
+
+// The replaced processor's late failure does not count again: with the
+// dead-letter policy it was dead-lettered twice.
+func TestLateReplyOfReplacedProcessorIsIgnored(t *testing.T) {
+	cfg := testConfig()
+	cfg.ProcessTimeout = 5 * time.Second
+	cfg.FailurePolicy = DeadLetter
+	cfg.MaxProcessorAttempts = 1
+	x := inProcessingCfg(t, cfg)
+	x.now = x.m.inFlight.batch.Deadline
+	effs := x.step(TimerFired{Kind: TimerProcess, Token: x.m.tokens[TimerProcess]})
+	must[ReplaceProcessor](t, effs)
+	must[DeadLetterBatch](t, effs)
+	// the old processor's context ended: it answers with an error
+	effs = x.step(ProcessorReplied{Reply: messages.Processed{BatchID: 1, Err: errors.New("context deadline exceeded")}})
+	none[DeadLetterBatch](t, effs)
+	none[ProcessorFailure](t, effs)
+	must[WriteCheckpoint](t, x.step(DeadLettered{BatchID: 1}))
+}

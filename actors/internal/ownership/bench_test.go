@@ -32,7 +32,7 @@ func benchNode(b *testing.B, shards int) (*Machine, []lease.Lease, time.Time) {
 	for i := range ls {
 		ls[i].Owner = owner[ls[i].Key]
 	}
-	m.Step(now, SyncDone{Leases: ls})
+	m.Step(now, SyncDone{Seq: inFlight(m), Leases: ls})
 	for _, l := range ls {
 		if l.Owner == "a" {
 			m.Step(now, TakeDone{Key: l.Key, Reason: TakeOwn, Lease: l}) // runs here
@@ -138,7 +138,7 @@ func BenchmarkEvent(b *testing.B) {
 			m, ls, now := benchNode(b, shards)
 			for b.Loop() {
 				now = now.Add(time.Second)
-				m.Step(now, SyncDone{Leases: ls})
+				m.Step(now, SyncDone{Seq: inFlight(m), Leases: ls})
 			}
 		})
 	}

@@ -59,7 +59,8 @@ func (m *Machine) requestSync(now time.Time, out *effects) {
 	}
 	m.syncing = true
 	m.lastSync = now
-	out.add(Sync{List: m.leader()})
+	m.syncSeq++
+	out.add(Sync{List: m.leader(), Seq: m.syncSeq})
 }
 
 func (m *Machine) syncInterval() time.Duration {
@@ -70,6 +71,9 @@ func (m *Machine) syncInterval() time.Duration {
 }
 
 func (m *Machine) onSync(now time.Time, e SyncDone, out *effects) {
+	if !m.syncing || e.Seq != m.syncSeq {
+		return // given up on (SyncTimeout): a newer read is under way
+	}
 	if e.ReadErr != nil {
 		m.syncing = false
 		m.syncFails++
@@ -106,7 +110,8 @@ func (m *Machine) onSync(now time.Time, e SyncDone, out *effects) {
 				}
 			}
 			if len(create)+len(del) > 0 && !m.stopping {
-				out.add(WriteRows{Create: create, Delete: del})
+				m.lastSync = now
+				out.add(WriteRows{Seq: m.syncSeq, Create: create, Delete: del})
 				return // still syncing: read again once written
 			}
 		}
@@ -119,6 +124,9 @@ func (m *Machine) onSync(now time.Time, e SyncDone, out *effects) {
 }
 
 func (m *Machine) onRows(now time.Time, e RowsDone, out *effects) {
+	if !m.syncing || e.Seq != m.syncSeq {
+		return
+	}
 	m.syncing = false
 	if e.Err != nil {
 		m.opFailed(now, ServiceDynamoDB)
@@ -201,6 +209,14 @@ func (m *Machine) onTick(now time.Time, out *effects) {
 	m.updateHealth(now, out)
 	m.settle(now)
 	m.probe(now, out)
+	if m.syncing && now.Sub(m.lastSync) >= m.cfg.SyncTimeout {
+		// A hung call (a blackholed route): give up on it, count it as a
+		// failure, and read again; its late answer is ignored.
+		out.note(4, "reading the lease table got no answer; giving up on it", "after", now.Sub(m.lastSync))
+		m.syncing, m.resync = false, false
+		m.opFailed(now, ServiceDynamoDB)
+		m.nextSync = now
+	}
 	if !m.syncing && !now.Before(m.nextSync) {
 		m.requestSync(now, out)
 	}

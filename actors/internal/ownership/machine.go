@@ -120,6 +120,11 @@ type Config struct {
 	// (the others, default 60s): reads of the table when nothing happens.
 	SyncInterval         time.Duration
 	FollowerSyncInterval time.Duration
+	// SyncTimeout: a read of the table (with its row writes) not answered
+	// by then is given up on and another one started, so that one hung
+	// call cannot stop the discovering node from creating rows (default
+	// max(2 × SyncInterval, 10s)).
+	SyncTimeout time.Duration
 	// HeartbeatInterval: how often heartbeats are flushed (default 250ms).
 	HeartbeatInterval time.Duration
 	// InitialCheckpoint of new rows of shards without parents.
@@ -146,6 +151,7 @@ func (c Config) withDefaults() Config {
 	def(&c.ProbeInterval, 2*time.Second)
 	def(&c.SyncInterval, 10*time.Second)
 	def(&c.FollowerSyncInterval, 60*time.Second)
+	def(&c.SyncTimeout, max(2*c.SyncInterval, 10*time.Second))
 	def(&c.HeartbeatInterval, 250*time.Millisecond)
 	if c.InitialCheckpoint == "" {
 		c.InitialCheckpoint = lease.CheckpointTrimHorizon
@@ -189,6 +195,7 @@ type (
 	// the discovering node, the shard listing (when Listed and ListErr is
 	// nil).
 	SyncDone struct {
+		Seq     uint64 // the Sync's
 		Leases  []lease.Lease
 		ReadErr error
 		Listed  bool
@@ -198,6 +205,7 @@ type (
 	// RowsDone answers WriteRows; Err is the first error (the rest were
 	// not attempted); Changed: something was created or deleted.
 	RowsDone struct {
+		Seq     uint64 // the WriteRows'
 		Changed bool
 		Err     error
 	}
@@ -302,12 +310,16 @@ type Effect interface{ isEffect() }
 
 type (
 	// Sync reads every row; with List, also lists the stream's shards.
-	// Answer with SyncDone.
-	Sync struct{ List bool }
+	// Answer with SyncDone carrying Seq.
+	Sync struct {
+		List bool
+		Seq  uint64
+	}
 	// WriteRows creates rows (attribute_not_exists; an existing row is not
 	// an error) and deletes rows (conditional on the counter read; a lost
 	// race or a missing row is not an error). Answer with RowsDone.
 	WriteRows struct {
+		Seq    uint64 // answer with RowsDone carrying it
 		Create []lease.Lease
 		Delete []lease.Lease
 	}
@@ -424,6 +436,7 @@ type Machine struct {
 
 	// syncs
 	syncing     bool
+	syncSeq     uint64 // of the read (or row writes) in flight
 	resync      bool
 	lastSync    time.Time
 	nextSync    time.Time

@@ -58,7 +58,24 @@ func (n *x) tick(d time.Duration) []Effect {
 // read feeds a read of the table (the answer to a Sync).
 func (n *x) read(rows []lease.Lease) []Effect {
 	n.t.Helper()
-	return n.step(SyncDone{Leases: rows})
+	return n.sync(SyncDone{Leases: rows})
+}
+
+// sync feeds d as the answer to the read in flight (one is made up if
+// none is).
+func (n *x) sync(d SyncDone) []Effect {
+	n.t.Helper()
+	d.Seq = inFlight(n.m)
+	return n.step(d)
+}
+
+// inFlight returns the seq of the read in flight, making one up if none is.
+func inFlight(m *Machine) uint64 {
+	if !m.syncing {
+		m.syncing = true
+		m.syncSeq++
+	}
+	return m.syncSeq
 }
 
 func members(names ...string) []cluster.Member {
@@ -390,7 +407,7 @@ func TestUnlistedRowNeverSplitsTheAssignment(t *testing.T) {
 	leader := newX(t, "a", true) // the lowest name discovers
 	leader.step(Started{})
 	leader.step(ViewChanged{Members: ms})
-	effs := leader.step(SyncDone{Leases: ls, Listed: true, Shards: shards})
+	effs := leader.sync(SyncDone{Leases: ls, Listed: true, Shards: shards})
 	if _, ok := find[WriteRows](effs); ok {
 		t.Fatal("deleted a row after a single listing without it")
 	}
@@ -413,7 +430,7 @@ func TestUnlistedRowNeverSplitsTheAssignment(t *testing.T) {
 	}
 	// the second listing without it: the discovering node deletes it
 	leader.now = leader.now.Add(10 * time.Second)
-	effs = leader.step(SyncDone{Leases: ls, Listed: true, Shards: shards})
+	effs = leader.sync(SyncDone{Leases: ls, Listed: true, Shards: shards})
 	wr, ok := find[WriteRows](effs)
 	if !ok || len(wr.Delete) != 1 || wr.Delete[0].Key != ls[0].Key {
 		t.Fatalf("after two listings: %+v, want the unlisted row deleted", wr)
@@ -434,7 +451,7 @@ func TestForeignRowsAreNeverEligibleNorDeleted(t *testing.T) {
 	foreign := lease.Lease{Key: "111122223333:orders:1700000000:shardId-000000000000", Checkpoint: lease.Checkpoint{SequenceNumber: "TRIM_HORIZON"}}
 	ls := append(rows(1, ""), foreign)
 	for range 3 {
-		effs := n.step(SyncDone{Leases: ls, Listed: true, Shards: []Shard{{ID: ls[0].Key}}})
+		effs := n.sync(SyncDone{Leases: ls, Listed: true, Shards: []Shard{{ID: ls[0].Key}}})
 		if wr, ok := find[WriteRows](effs); ok && len(wr.Delete) > 0 {
 			t.Fatalf("deleted %v", wr.Delete)
 		}
@@ -732,7 +749,7 @@ func TestOwnCallsFailingMakeTheNodeUnhealthy(t *testing.T) {
 	a := newX(t, "a", true)
 	a.step(Started{})
 	a.step(ViewChanged{Members: members("a", "b")})
-	a.step(SyncDone{ReadErr: fmt.Errorf("connection refused")})
+	a.sync(SyncDone{ReadErr: fmt.Errorf("connection refused")})
 	a.tick(9 * time.Second)
 	if len(a.m.Unhealthy()) != 0 {
 		t.Fatal("unhealthy before StallTimeout")
@@ -929,5 +946,34 @@ func TestLostTakeIsTriedAgainOnAFresherRow(t *testing.T) {
 	moved.Counter = 6
 	if _, ok := find[Take](n.read([]lease.Lease{moved})); !ok {
 		t.Fatal("no take on the fresher row")
+	}
+}
+
+// A read of the table that never answers (a blackholed route) is given up
+// on after SyncTimeout and another started; its late answer is ignored.
+// Before, one hung call on the discovering node stopped it creating rows
+// for a minute: the children of a split waited that long.
+func TestHungSyncIsGivenUp(t *testing.T) {
+	n := newX(t, "a", false)
+	first := must[Sync](t, n.step(Started{}))
+	var again Sync
+	for n.now.Sub(t0) < 30*time.Second {
+		if s, ok := find[Sync](n.tick(250 * time.Millisecond)); ok {
+			again = s
+			break
+		}
+	}
+	if again.Seq == 0 || again.Seq == first.Seq {
+		t.Fatalf("no new read after the first hung (first %+v, then %+v)", first, again)
+	}
+	if d := n.now.Sub(t0); d < 20*time.Second || d > 21*time.Second {
+		t.Fatalf("gave up after %v, want SyncTimeout (2 × SyncInterval = 20s)", d)
+	}
+	// the hung read answers at last: ignored
+	if got := takes(n.step(SyncDone{Seq: first.Seq, Leases: rows(2, "")})); len(got) != 0 {
+		t.Fatalf("acted on a read given up on: %v", got)
+	}
+	if got := takes(n.step(SyncDone{Seq: again.Seq, Leases: rows(2, "")})); len(got) != 2 {
+		t.Fatalf("takes %v on the new read", got)
 	}
 }
