@@ -203,6 +203,9 @@ func TestAmbiguousWriteIsRecognisedAsOurs(t *testing.T) {
 		}
 		return nil
 	})
+	store := lease.NewDynamoStore(env.DynamoDBClient(), "ambiguous-app")
+	before, err := store.Get(context.Background(), "shardId-000000000000")
+	requireNoError(t, err, "Get")
 	amb.armed.Store(true)
 	p.put(t, 100)
 	checkFor(t, 90*time.Second, func() error {
@@ -211,11 +214,8 @@ func TestAmbiguousWriteIsRecognisedAsOurs(t *testing.T) {
 		}
 		return nil
 	})
-	if l := testutilValue(n.Metrics().LeaseLosses); l != 0 {
-		t.Fatalf("%v leases lost: our own ambiguous write was taken for another owner's", l)
-	}
-	// the checkpoint moves on past the ambiguous one
-	store := lease.NewDynamoStore(env.DynamoDBClient(), "ambiguous-app")
+	// the lease is written again after the ambiguous write (the write
+	// that finds the condition failed), and the checkpoint reaches the end
 	checkFor(t, 30*time.Second, func() error {
 		l, err := store.Get(context.Background(), "shardId-000000000000")
 		if err != nil {
@@ -224,11 +224,14 @@ func TestAmbiguousWriteIsRecognisedAsOurs(t *testing.T) {
 		if l.Owner != "node-a" {
 			t.Fatalf("row %+v: the shard left its node", l)
 		}
-		if last := led.lastSeq("shardId-000000000000"); l.Checkpoint.SequenceNumber != last {
-			return errors.New("checkpoint not at the last record yet")
+		if last := led.lastSeq("shardId-000000000000"); l.Checkpoint.SequenceNumber != last || l.Counter < before.Counter+2 {
+			return errors.New("checkpoint not at the last record yet, or no write after the ambiguous one")
 		}
 		return nil
 	})
+	if l := testutilValue(n.Metrics().LeaseLosses); l != 0 {
+		t.Fatalf("%v leases lost: our own ambiguous write was taken for another owner's", l)
+	}
 	led.verify(t, 200)
 }
 
