@@ -25,7 +25,8 @@
 // even when nothing else happens.
 //
 // Progress: the machine knows when the shard last moved (a successful fetch
-// or iterator, an answer of the processor, a successful parent check). No
+// or iterator, a successful answer of the processor, a successful parent
+// check). No
 // progress for StallTimeout, or lease writes failing for StallTimeout, is a
 // stall, reported with the service it stalled on (Stalled effects); a batch
 // the processor holds for less than ProcessTimeout is not one. The machine
@@ -472,8 +473,10 @@ type Machine struct {
 	storeFailSince time.Time // first of the lease-write failures in a row
 
 	// progress
-	lastProgress time.Time
-	stalled      string // the service the shard stalled on, "" when not
+	lastProgress time.Time // any: fetch, iterator, processor success, parent check
+	lastFetch    time.Time // a successful fetch or iterator
+	busySince    time.Time // the processor was given the work it holds (a batch, a shutdown request)
+	stalled      string    // the service the shard stalled on, "" when not
 
 	tokens [timerKinds]uint64
 }
@@ -531,7 +534,7 @@ func (m *Machine) Step(now time.Time, ev Event) []Effect {
 			if m.heldFrom.IsZero() || m.heldFrom.After(now) {
 				m.heldFrom = now
 			}
-			m.lastProgress = now
+			m.lastProgress, m.lastFetch = now, now
 			m.armLeaseTimers(now, &out)
 			m.armStallTimer(now, &out)
 			m.waitParents(now, &out)
@@ -627,23 +630,32 @@ func (m *Machine) stallCause(now time.Time) string {
 	if !m.storeFailSince.IsZero() && now.Sub(m.storeFailSince) >= st {
 		return "dynamodb"
 	}
-	if now.Sub(m.lastProgress) < st {
-		return ""
-	}
-	d := m.inFlight
 	switch {
-	case d != nil && d.deadLettering:
+	case m.inFlight != nil || m.awaitShutdown:
+		// The processor holds work: it is stalled when it has held it for
+		// StallTimeout, past the grace of a first delivery (a failing
+		// processor answers, but makes no progress).
+		if m.inGrace(now) || now.Sub(m.busySince) < st {
+			return ""
+		}
 		return "processor"
-	case d != nil && !d.waiting && !d.replaced && (m.cfg.ProcessTimeout <= 0 || now.Sub(d.sentAt) < m.cfg.ProcessTimeout):
-		return "" // the processor is working on it, within ProcessTimeout
-	case d != nil || m.awaitShutdown:
-		return "processor"
-	case m.state == WaitingOnParentShards:
-		return "dynamodb" // parent rows cannot be read
-	case m.state == ShuttingDown:
-		return "dynamodb"
+	case now.Sub(m.lastProgress) < st:
+		return ""
+	case m.state == WaitingOnParentShards, m.state == ShuttingDown:
+		return "dynamodb" // parent rows cannot be read, the release cannot be written
+	case now.Sub(m.lastFetch) >= st:
+		return "kinesis"
 	}
-	return "kinesis"
+	return ""
+}
+
+// inGrace: the processor holds the first delivery of a batch for less than
+// ProcessTimeout; it is presumed at work on it. After a failed delivery it
+// is not.
+func (m *Machine) inGrace(now time.Time) bool {
+	d := m.inFlight
+	return d != nil && !d.waiting && !d.replaced && !d.deadLettering && d.failures == 0 &&
+		(m.cfg.ProcessTimeout <= 0 || now.Sub(d.sentAt) < m.cfg.ProcessTimeout)
 }
 
 // armStallTimer sets the stall check for the earliest moment the shard can
@@ -654,8 +666,11 @@ func (m *Machine) armStallTimer(now time.Time, out *effects) {
 		return
 	}
 	next := m.lastProgress.Add(st)
-	if d := m.inFlight; d != nil && !d.waiting && !d.deadLettering && m.cfg.ProcessTimeout > 0 {
-		if pt := d.sentAt.Add(m.cfg.ProcessTimeout); pt.After(next) {
+	if m.inFlight != nil || m.awaitShutdown {
+		next = m.busySince.Add(st)
+	}
+	if m.inGrace(now) && m.cfg.ProcessTimeout > 0 {
+		if pt := m.inFlight.sentAt.Add(m.cfg.ProcessTimeout); pt.After(next) {
 			next = pt
 		}
 	}
@@ -751,6 +766,7 @@ func (m *Machine) onIterator(now time.Time, e IteratorReady, out *effects) {
 	case Initializing:
 		m.iterator = e.Iterator
 		m.iterFailures = 0
+		m.lastFetch = now
 		m.progressed(now, out)
 		m.state = Processing
 		out.add(Notify{Msg: messages.Initialized{ShardID: m.shardID, StartingCheckpoint: m.startingCheckpoint(), SubSequenceNumber: m.written.SubSequenceNumber}})
@@ -758,6 +774,7 @@ func (m *Machine) onIterator(now time.Time, e IteratorReady, out *effects) {
 	case Processing: // fresh iterator after ExpiredIterator
 		m.iterator = e.Iterator
 		m.iterFailures = 0
+		m.lastFetch = now
 		m.progressed(now, out)
 		m.scheduleFetch(now, out)
 	}
@@ -812,6 +829,7 @@ func (m *Machine) onFetched(now time.Time, b stream.Batch, out *effects) {
 		return // stopping: a batch read now is simply not delivered
 	}
 	m.fetchFailures = 0
+	m.lastFetch = now
 	m.progressed(now, out)
 	m.iterator = b.NextIterator
 	if b.ShardEnd() {
@@ -913,6 +931,7 @@ func (m *Machine) deliver(now time.Time, b stream.Batch, out *effects) bool {
 	}
 	d := &delivery{batch: messages.Records{ShardID: m.shardID, BatchID: m.nextBatchID, Records: recs, MillisBehindLatest: b.MillisBehindLatest, Attempt: 1}}
 	m.inFlight = d
+	m.busySince = now
 	last := recs[len(recs)-1]
 	m.maxSent = lease.Checkpoint{SequenceNumber: last.SequenceNumber, SubSequenceNumber: last.SubSequenceNumber}
 	m.send(now, d, out)
@@ -940,11 +959,13 @@ func (m *Machine) onReply(now time.Time, r messages.Processed, out *effects) {
 		return
 	}
 	m.cancelTimer(TimerProcess)
-	m.progressed(now, out)
 	if r.Err != nil {
+		// An answer, but no progress: a processor that fails every batch
+		// (a poison batch under retry, a sink that refuses) is stalled.
 		m.onProcessorFailure(now, r.Err, false, out)
 		return
 	}
+	m.progressed(now, out)
 	m.acceptCheckpoint(now, r.Checkpoint, &d.batch, out)
 	m.batchDone(now, out)
 }
@@ -1055,8 +1076,8 @@ func (m *Machine) onDeadLettered(now time.Time, e DeadLettered, out *effects) {
 	if d == nil || !d.deadLettering || e.BatchID != d.batch.BatchID || m.state != Processing {
 		return
 	}
-	m.progressed(now, out)
 	if e.Err == nil {
+		m.progressed(now, out)
 		d.deadLettering = false
 		m.acceptCheckpoint(now, messages.CheckpointBatchEnd(), &d.batch, out)
 		m.batchDone(now, out)
@@ -1196,6 +1217,14 @@ func (m *Machine) onStop(now time.Time, out *effects) {
 	case WaitingOnParentShards, Initializing:
 		m.beginShuttingDown(now, Released, out)
 	case Processing:
+		if m.stalled == "processor" {
+			// The processor does not answer: waiting ShutdownTimeout for its
+			// last checkpoint would only delay the next owner. Accepted
+			// checkpoints are still written before the release.
+			m.inFlight, m.buffered = nil, nil
+			m.beginShuttingDown(now, Released, out)
+			return
+		}
 		m.state = ShutdownRequested
 		m.buffered = nil // never delivered, never checkpointed: the next owner reads it
 		m.cancelTimer(TimerFetch)
@@ -1216,6 +1245,9 @@ func (m *Machine) askShutdown(now time.Time, out *effects) {
 		return
 	}
 	m.awaitShutdown = true
+	if m.inFlight == nil {
+		m.busySince = now
+	}
 	out.add(Notify{Msg: messages.ShutdownRequested{ShardID: m.shardID}})
 }
 

@@ -521,3 +521,53 @@ func TestLateReplyOfReplacedProcessorIsIgnored(t *testing.T) {
 	none[ProcessorFailure](t, effs)
 	must[WriteCheckpoint](t, x.step(DeadLettered{BatchID: 1}))
 }
+
+// A processor that answers every batch with an error makes no progress: the
+// shard stalls on the processor (answers counted as progress, so a poison
+// batch under retry-forever never showed).
+func TestFailingProcessorIsAStall(t *testing.T) {
+	cfg := simConfig()
+	cfg.StallTimeout = 10 * time.Second
+	s := newSim(t, cfg, lease.Checkpoint{SequenceNumber: lease.CheckpointTrimHorizon})
+	first := true
+	s.fetch = func(*sim) Event {
+		if first {
+			first = false
+			return FetchSucceeded{Batch: stream.Batch{Records: recs(1, 2), NextIterator: "it"}}
+		}
+		return FetchSucceeded{Batch: stream.Batch{NextIterator: "it"}}
+	}
+	s.process = func(_ *sim, b messages.Records) (Event, bool) {
+		return ProcessorReplied{Reply: messages.Processed{BatchID: b.BatchID, Err: errors.New("poison")}}, true
+	}
+	s.step(Start{})
+	s.run(t0.Add(15 * time.Second))
+	if got := stalls(s.effects); len(got) != 1 || got[0] != "processor" {
+		t.Fatalf("stall reports %q, want [processor]", got)
+	}
+}
+
+// Handing off a shard whose processor is stalled does not wait
+// ShutdownTimeout for an answer that will not come.
+func TestStopOfStalledProcessorReleasesAtOnce(t *testing.T) {
+	cfg := simConfig()
+	cfg.StallTimeout = 10 * time.Second
+	cfg.ProcessTimeout = 4 * time.Second
+	s := newSim(t, cfg, lease.Checkpoint{SequenceNumber: lease.CheckpointTrimHorizon})
+	n := 0
+	s.fetch = func(*sim) Event {
+		n++
+		return FetchSucceeded{Batch: stream.Batch{Records: recs(n*10, 2), NextIterator: "it"}}
+	}
+	s.process = func(*sim, messages.Records) (Event, bool) { return nil, false } // hung
+	s.step(Start{})
+	s.run(t0.Add(12 * time.Second))
+	if s.m.StalledOn() != "processor" {
+		t.Fatalf("stalled on %q", s.m.StalledOn())
+	}
+	s.step(StopRequested{})
+	s.run(s.now.Add(time.Second))
+	if s.finished == nil || s.finished.Outcome != Released {
+		t.Fatalf("1s after the stop: finished %+v, want released", s.finished)
+	}
+}
