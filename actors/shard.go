@@ -159,7 +159,7 @@ func (a *shardActor) Receive(ctx actor.Context) {
 		a.sched = scheduler.NewTimerScheduler(a.sys.Root)
 		a.ctx, a.cancel = context.WithCancel(context.Background())
 		a.log = a.deps.Logger.With("shard", a.lease.Key)
-		a.m = shardfsm.New(a.deps.Machine, a.lease.Key, a.lease.ParentShardIDs, a.lease.Checkpoint)
+		a.m = shardfsm.NewShared(&a.deps.Machine, a.lease.Key, a.lease.ParentShardIDs, a.lease.Checkpoint)
 		if a.deps.Board != nil {
 			a.live = a.deps.Board.add(a.lease.Key)
 		}

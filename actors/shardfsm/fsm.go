@@ -210,7 +210,6 @@ const (
 	TimerShutdown
 	TimerStoreRetry
 	TimerCheckpoint
-	TimerFence
 	TimerStall
 	TimerProcess
 	TimerDeadLetter
@@ -218,7 +217,7 @@ const (
 )
 
 func (k TimerKind) String() string {
-	return [...]string{"", "parent-poll", "iterator", "fetch", "redeliver", "renew", "shutdown", "store-retry", "checkpoint", "fence", "stall", "process", "dead-letter"}[k]
+	return [...]string{"", "parent-poll", "iterator", "fetch", "redeliver", "renew", "shutdown", "store-retry", "checkpoint", "stall", "process", "dead-letter"}[k]
 }
 
 // ---- Events ---------------------------------------------------------------
@@ -425,7 +424,7 @@ type delivery struct {
 // Machine is the state of one shard. Create it with New; drive it with Step.
 // It is not safe for concurrent use: the shard actor owns it.
 type Machine struct {
-	cfg     Config
+	cfg     *Config // shared by every machine of a node
 	shardID string
 	parents []string
 
@@ -484,6 +483,12 @@ type Machine struct {
 // New returns a machine for a shard whose lease is held, with the checkpoint
 // and parents read from its lease row.
 func New(cfg Config, shardID string, parents []string, cp lease.Checkpoint) *Machine {
+	return NewShared(&cfg, shardID, parents, cp)
+}
+
+// NewShared is New with a configuration shared by many machines (the shard
+// actors of a node); it must not change while they run.
+func NewShared(cfg *Config, shardID string, parents []string, cp lease.Checkpoint) *Machine {
 	return &Machine{cfg: cfg, shardID: shardID, parents: append([]string(nil), parents...), written: cp, target: cp, received: cp}
 }
 
@@ -584,15 +589,19 @@ func (m *Machine) timer(out *effects, k TimerKind, after time.Duration) {
 // cancelTimer makes any outstanding timer of kind k stale.
 func (m *Machine) cancelTimer(k TimerKind) { m.tokens[k]++ }
 
-// armLeaseTimers sets the renew timer for RenewInterval after the last
-// successful write was sent, and the fence timer for when the lease could
-// expire without another.
+// armLeaseTimers sets the lease timer (one timer, to keep idle shards
+// small): for RenewInterval after the last successful write was sent, or,
+// while a write is in flight, for when the lease could expire without
+// another (the self-fence, should no answer ever come).
 func (m *Machine) armLeaseTimers(now time.Time, out *effects) {
-	if m.cfg.RenewInterval > 0 {
-		m.timer(out, TimerRenew, max(m.heldFrom.Add(m.cfg.RenewInterval).Sub(now), 0))
+	at := m.FencedAt()
+	if m.cfg.RenewInterval > 0 && !m.storeBusy {
+		if due := m.heldFrom.Add(m.cfg.RenewInterval); at.IsZero() || due.Before(at) {
+			at = due
+		}
 	}
-	if at := m.FencedAt(); !at.IsZero() {
-		m.timer(out, TimerFence, max(at.Sub(now), 0))
+	if !at.IsZero() {
+		m.timer(out, TimerRenew, max(at.Sub(now), 0))
 	}
 }
 
@@ -1306,8 +1315,6 @@ func (m *Machine) onTimer(now time.Time, k TimerKind, out *effects) {
 		}
 	case TimerRedeliver:
 		m.redeliver(now, out)
-	case TimerFence:
-		m.fenced(now, out)
 	case TimerStall:
 		m.onStallTimer(now, out)
 	case TimerProcess:
@@ -1320,11 +1327,12 @@ func (m *Machine) onTimer(now time.Time, k TimerKind, out *effects) {
 		// Due RenewInterval after the last successful write was sent; a
 		// failed renewal is retried on the store-retry timer, a successful
 		// write sets this timer again.
-		if m.state == ShuttingDown || now.Before(m.heldFrom.Add(m.cfg.RenewInterval)) {
+		// (The self-fence was checked before: a lapsed lease finished.)
+		if m.state == ShuttingDown || m.storeBusy || now.Before(m.heldFrom.Add(m.cfg.RenewInterval)) {
+			// Not due, or a write is in flight (it renews; its answer sets
+			// this timer again): look again at the fence.
+			m.armLeaseTimers(now, out)
 			return
-		}
-		if m.storeBusy {
-			return // the write in flight renews; its success sets this timer again
 		}
 		if m.pendingCP != nil {
 			m.forceCP = true // a deferred checkpoint renews as well
@@ -1332,6 +1340,7 @@ func (m *Machine) onTimer(now time.Time, k TimerKind, out *effects) {
 			m.pendingRenew = true
 		}
 		m.pump(now, out)
+		m.armLeaseTimers(now, out)
 	case TimerShutdown:
 		if m.state == ShutdownRequested {
 			// The processor did not answer in time: release without its

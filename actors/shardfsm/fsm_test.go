@@ -262,7 +262,6 @@ var events = map[string]Event{
 	"FetchNotFound":     FetchFailed{Err: stream.ErrShardNotFound},
 	"DeadLettered":      DeadLettered{BatchID: 1},
 	"DeadLetterFailed":  DeadLettered{BatchID: 1, Err: errors.New("dlq down")},
-	"TimerFence":        TimerFired{Kind: TimerFence},
 	"TimerStall":        TimerFired{Kind: TimerStall},
 	"TimerProcess":      TimerFired{Kind: TimerProcess},
 	"TimerDeadLetter":   TimerFired{Kind: TimerDeadLetter},
