@@ -851,6 +851,7 @@ func (m *Machine) onFetched(now time.Time, b stream.Batch, out *effects) {
 			}
 		}
 	}
+	read := len(b.Records)
 	b.Records = m.dropSeen(b.Records)
 	if n := len(b.Records); n > 0 {
 		last := b.Records[n-1]
@@ -867,9 +868,11 @@ func (m *Machine) onFetched(now time.Time, b stream.Batch, out *effects) {
 		m.maybeEndShard(now, out)
 		return
 	}
-	if len(b.Records) == 0 {
+	if len(b.Records) == 0 && read == 0 {
 		// Nothing new: wait before asking again, unless far behind (a gap
-		// of empty batches while catching up must not slow us down).
+		// of empty batches while catching up must not slow us down). A
+		// batch of nothing but what was seen (the checkpointed record read
+		// again on resuming AT it) is not "nothing new": ask again at once.
 		idle := m.cfg.IdleTimeBetweenReads
 		if b.MillisBehindLatest > 0 && idle > m.cfg.MinFetchInterval {
 			idle = m.cfg.MinFetchInterval

@@ -571,3 +571,19 @@ func TestStopOfStalledProcessorReleasesAtOnce(t *testing.T) {
 		t.Fatalf("1s after the stop: finished %+v, want released", s.finished)
 	}
 }
+
+// Resuming AT the checkpointed record reads it again and drops it; the
+// next fetch follows at MinFetchInterval, not after IdleTimeBetweenReads
+// (every handoff waited an idle interval for nothing).
+func TestResumeDoesNotIdleOnTheCheckpointedRecord(t *testing.T) {
+	cfg := testConfig()
+	x := newH(t, cfg, nil, lease.Checkpoint{SequenceNumber: seq(5)})
+	x.step(Start{})
+	x.step(IteratorReady{Iterator: "a"})
+	effs := x.step(FetchSucceeded{Batch: stream.Batch{Records: recs(5, 1), NextIterator: "b"}})
+	none[Deliver](t, effs)
+	st := timerOf(t, effs, TimerFetch)
+	if st.After > cfg.MinFetchInterval {
+		t.Fatalf("next fetch after %v, want at most MinFetchInterval %v", st.After, cfg.MinFetchInterval)
+	}
+}

@@ -58,7 +58,7 @@ func (m *Machine) requestSync(now time.Time, out *effects) {
 		return
 	}
 	m.syncing = true
-	m.lastSync = now
+	m.lastSync, m.readFrom = now, now
 	m.syncSeq++
 	out.add(Sync{List: m.leader(), Seq: m.syncSeq})
 }
@@ -88,7 +88,7 @@ func (m *Machine) onSync(now time.Time, e SyncDone, out *effects) {
 	}
 	m.syncFails = 0
 	m.opOK(now, ServiceDynamoDB)
-	m.applyRows(now, e.Leases)
+	m.applyRows(now, m.readFrom, e.Leases)
 	out.note(-4, "lease table read", "rows", len(e.Leases), "listed", e.Listed, "resync", m.resync)
 	m.nextSync = now.Add(m.syncInterval())
 	if e.Listed {
@@ -148,25 +148,40 @@ func (m *Machine) onRows(now time.Time, e RowsDone, out *effects) {
 	}
 }
 
-// applyRows replaces the machine's copy of the table with a read of it.
-func (m *Machine) applyRows(now time.Time, rows []lease.Lease) {
+// applyRows replaces the machine's copy of the table with a read of it
+// that began at from. What this node heard after from (a release or a
+// heartbeat by gossip, a write of its own) may be newer than the read: a
+// row with a lower counter than that does not override it.
+func (m *Machine) applyRows(now, from time.Time, rows []lease.Lease) {
 	seen := make(map[string]bool, len(rows))
 	for _, l := range rows {
 		seen[l.Key] = true
 		old, had := m.leases[l.Key]
-		if had && old.Owner == l.Owner && old.Counter > l.Counter && l.Checkpoint == old.Checkpoint {
-			// The read began before a write we heard of by gossip or made
-			// ourselves: keep the newer counter.
-			l.Counter = old.Counter
+		if had && old.Counter > l.Counter && m.heardAt[l.Key].After(from) {
+			continue // the read is older than what we heard since it began
 		}
 		m.setLease(now, l, had, old)
 	}
 	for k := range m.leases {
-		if !seen[k] {
+		if !seen[k] && !m.heardAt[k].After(from) {
 			m.dropLease(k)
 		}
 	}
+	if len(m.heardAt) > 0 {
+		for k, at := range m.heardAt {
+			if !at.After(from) {
+				delete(m.heardAt, k)
+			}
+		}
+	}
 	SettleLost(m.lost, rows, m.cfg.Me, m.joinedAt)
+}
+
+// heard records news of a row that did not come from a read of the table.
+func (m *Machine) heard(now time.Time, l lease.Lease) {
+	old, had := m.leases[l.Key]
+	m.heardAt[l.Key] = now
+	m.setLease(now, l, had, old)
 }
 
 // setLease stores a row and marks what it changes.
@@ -299,11 +314,16 @@ func (m *Machine) onMessage(now time.Time, e MessageReceived, out *effects) {
 	switch g.Type {
 	case MsgReleased:
 		l, ok := m.leases[g.Shard]
-		if !ok || l.Counter > g.Counter {
+		if ok && l.Counter > g.Counter {
 			return
 		}
-		l.Owner, l.Counter = "", g.Counter
-		m.setLease(now, l, true, m.leases[g.Shard])
+		if !ok && (g.Shard == "" || IsForeignKey(g.Shard)) {
+			return
+		}
+		// Unknown yet (the first read is still under way): keep what we
+		// heard; the read, older than the release, does not override it.
+		l.Key, l.Owner, l.Counter = g.Shard, "", g.Counter
+		m.heard(now, l)
 	case MsgShards:
 		m.requestSync(now, out)
 	case MsgHeartbeat:
@@ -314,7 +334,7 @@ func (m *Machine) onMessage(now time.Time, e MessageReceived, out *effects) {
 			}
 			l := old
 			l.Owner, l.Counter = e.From, b.Counter
-			m.setLease(now, l, true, old)
+			m.heard(now, l)
 		}
 	}
 }
@@ -380,8 +400,7 @@ func (m *Machine) onTake(now time.Time, e TakeDone, out *effects) {
 	m.opOK(now, ServiceDynamoDB)
 	delete(m.lost, e.Key)
 	delete(m.retryAt, e.Key)
-	old := m.leases[e.Key]
-	m.setLease(now, e.Lease, true, old)
+	m.heard(now, e.Lease)
 	m.run[e.Key] = &running{}
 	out.add(Spawn{Lease: e.Lease})
 	m.queueBeat(e.Lease)
@@ -393,8 +412,7 @@ func (m *Machine) onTake(now time.Time, e TakeDone, out *effects) {
 
 func (m *Machine) onShardWrote(now time.Time, e ShardWrote, out *effects) {
 	m.opOK(now, ServiceDynamoDB)
-	old, had := m.leases[e.Lease.Key]
-	m.setLease(now, e.Lease, had, old)
+	m.heard(now, e.Lease)
 	m.queueBeat(e.Lease)
 }
 
@@ -429,7 +447,7 @@ func (m *Machine) onFinished(now time.Time, e ShardFinished, out *effects) {
 		}
 		nl := l
 		nl.Owner, nl.Counter = "", e.Counter
-		m.setLease(now, nl, true, l)
+		m.heard(now, nl)
 	}
 	switch e.Outcome {
 	case shardfsm.Released:
@@ -445,7 +463,7 @@ func (m *Machine) onFinished(now time.Time, e ShardFinished, out *effects) {
 			nl := l
 			nl.Owner, nl.Counter = "", e.Counter
 			nl.Checkpoint = lease.Checkpoint{SequenceNumber: lease.CheckpointShardEnd}
-			m.setLease(now, nl, true, l)
+			m.heard(now, nl)
 		}
 		// Children become eligible now; the discovering node creates their
 		// rows, and everyone reads the table.

@@ -400,6 +400,7 @@ type Machine struct {
 
 	// the table, as last read and updated by our own writes and gossip
 	leases   map[string]lease.Lease
+	heardAt  map[string]time.Time // rows we heard of outside a read (gossip, our own writes), and when
 	eligible map[string]bool
 	expiry   *expiryTracker
 
@@ -436,7 +437,8 @@ type Machine struct {
 
 	// syncs
 	syncing     bool
-	syncSeq     uint64 // of the read (or row writes) in flight
+	syncSeq     uint64    // of the read (or row writes) in flight
+	readFrom    time.Time // when the read in flight was asked for
 	resync      bool
 	lastSync    time.Time
 	nextSync    time.Time
@@ -463,6 +465,7 @@ func New(cfg Config) *Machine {
 	m := &Machine{
 		cfg:        cfg,
 		leases:     map[string]lease.Lease{},
+		heardAt:    map[string]time.Time{},
 		eligible:   map[string]bool{},
 		expiry:     newExpiryTracker(),
 		members:    map[string]*memberInfo{},

@@ -977,3 +977,39 @@ func TestHungSyncIsGivenUp(t *testing.T) {
 		t.Fatalf("takes %v on the new read", got)
 	}
 }
+
+// A release heard while the first read of the table is under way, and a
+// read that began before the release and shows the old owner: the node
+// takes the shard at once. Before, the release of a row not read yet was
+// dropped and the stale read made the node wait for its next read (up to
+// FollowerSyncInterval: a shard unowned for a minute after a node joined).
+func TestReleaseHeardDuringAReadIsNotUndoneByIt(t *testing.T) {
+	n := newX(t, "b", true)
+	must[Sync](t, n.step(Started{})) // the first read is asked for now
+	n.step(ViewChanged{Members: members("a", "b")})
+	ls := rows(8, "a")
+	var mine string
+	for _, l := range ls {
+		if cluster.Assign([]string{l.Key}, []cluster.Candidate{{Name: "a"}, {Name: "b"}})[l.Key] == "b" {
+			mine = l.Key
+			break
+		}
+	}
+	if mine == "" {
+		t.Skip("no shard of b among the rows")
+	}
+	n.now = n.now.Add(5 * time.Millisecond)
+	got := takes(n.step(MessageReceived{From: "a", Msg: Message{Type: MsgReleased, Shard: mine, Counter: 2}}))
+	if got[mine] != TakeReleased {
+		t.Fatalf("takes %v on the release, want %s at once", got, mine)
+	}
+	// the take loses its race (say a's release is not applied yet), and
+	// the read that began before the release shows a holding it at 1: the
+	// release we heard is not undone, the take is tried again on news
+	n.step(TakeDone{Key: mine, Reason: TakeReleased, Err: lease.ErrLeaseLost, LostRace: true})
+	n.now = n.now.Add(5 * time.Millisecond)
+	n.sync(SyncDone{Leases: ls})
+	if l, _ := n.m.Lease(mine); l.Owner != "" || l.Counter != 2 {
+		t.Fatalf("row %+v after the stale read, want the release heard (no owner, counter 2)", l)
+	}
+}
