@@ -5,14 +5,17 @@
 // expression.
 //
 // Start here: fill a Config, call NewNode with the processor's props
-// (ActorProcessor for an actor, FuncProcessor for a function), then Start
-// and, at the end, Stop. Endpoints, region and credentials come from the
+// (actors.FuncProcessor for a function, actors.ActorProcessor for an actor
+// speaking the protocol of package messages), then Start and, at the end,
+// Stop. To run many nodes as one cluster, set Config.Cluster
+// (cluster.Config). Endpoints, region and credentials come from the
 // AWS SDK's usual environment (AWS_ENDPOINT_URL_KINESIS,
 // AWS_ENDPOINT_URL_DYNAMODB, AWS_REGION, ...), so pointing at real AWS
 // changes only the environment.
 package kinactor
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -23,27 +26,55 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/hashicorp/memberlist"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kinactor/kinactor/actors"
-	"github.com/kinactor/kinactor/lease"
-	"github.com/kinactor/kinactor/stream"
+	"github.com/kinactor/kinactor/cluster"
+	"github.com/kinactor/kinactor/internal/lease"
 )
 
-// Initial positions for shards that have no checkpoint yet.
+// InitialPosition is where a shard without a checkpoint starts.
+type InitialPosition string
+
+// The initial positions (the strings are the Java KCL's, as written in
+// the lease table's checkpoint).
 const (
-	TrimHorizon = "TRIM_HORIZON"
-	Latest      = "LATEST"
-	AtTimestamp = "AT_TIMESTAMP"
+	TrimHorizon InitialPosition = lease.CheckpointTrimHorizon
+	Latest      InitialPosition = lease.CheckpointLatest
+	AtTimestamp InitialPosition = lease.CheckpointAtTimestamp
 )
 
-// Failure policies for a batch the processor keeps failing.
+// FailurePolicy says what happens to a batch the processor keeps failing.
+type FailurePolicy string
+
+// The failure policies.
 const (
-	PolicyRetry      = "retry"       // deliver again with capped backoff, forever (default)
-	PolicyDeadLetter = "dead-letter" // after MaxProcessorAttempts, hand to DeadLetter and move on
-	PolicyStopShard  = "stop-shard"  // after MaxProcessorAttempts, stop the shard on this node
+	PolicyRetry      FailurePolicy = "retry"       // deliver again with capped backoff, forever (default)
+	PolicyDeadLetter FailurePolicy = "dead-letter" // after MaxProcessorAttempts, hand to DeadLetter and move on
+	PolicyStopShard  FailurePolicy = "stop-shard"  // after MaxProcessorAttempts, stop the shard on this node
 )
+
+// KinesisAPI is the part of *kinesis.Client a node calls (Config.Kinesis);
+// with FanOutConsumer it must be a *kinesis.Client (or have its consumer and
+// SubscribeToShard calls too).
+type KinesisAPI interface {
+	ListShards(ctx context.Context, in *kinesis.ListShardsInput, opts ...func(*kinesis.Options)) (*kinesis.ListShardsOutput, error)
+	GetShardIterator(ctx context.Context, in *kinesis.GetShardIteratorInput, opts ...func(*kinesis.Options)) (*kinesis.GetShardIteratorOutput, error)
+	GetRecords(ctx context.Context, in *kinesis.GetRecordsInput, opts ...func(*kinesis.Options)) (*kinesis.GetRecordsOutput, error)
+}
+
+// DynamoDBAPI is the part of *dynamodb.Client a node calls (Config.DynamoDB).
+type DynamoDBAPI interface {
+	CreateTable(ctx context.Context, in *dynamodb.CreateTableInput, optFns ...func(*dynamodb.Options)) (*dynamodb.CreateTableOutput, error)
+	DescribeTable(ctx context.Context, in *dynamodb.DescribeTableInput, optFns ...func(*dynamodb.Options)) (*dynamodb.DescribeTableOutput, error)
+	GetItem(ctx context.Context, in *dynamodb.GetItemInput, optFns ...func(*dynamodb.Options)) (*dynamodb.GetItemOutput, error)
+	PutItem(ctx context.Context, in *dynamodb.PutItemInput, optFns ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error)
+	UpdateItem(ctx context.Context, in *dynamodb.UpdateItemInput, optFns ...func(*dynamodb.Options)) (*dynamodb.UpdateItemOutput, error)
+	DeleteItem(ctx context.Context, in *dynamodb.DeleteItemInput, optFns ...func(*dynamodb.Options)) (*dynamodb.DeleteItemOutput, error)
+	Scan(ctx context.Context, in *dynamodb.ScanInput, optFns ...func(*dynamodb.Options)) (*dynamodb.ScanOutput, error)
+}
 
 // ErrInvalidConfig is wrapped by every configuration error.
 var ErrInvalidConfig = errors.New("kinactor: invalid config")
@@ -63,7 +94,7 @@ type Config struct {
 
 	// InitialPosition for shards without a checkpoint: TRIM_HORIZON
 	// (default), LATEST or AT_TIMESTAMP (with InitialTimestamp).
-	InitialPosition  string
+	InitialPosition  InitialPosition
 	InitialTimestamp time.Time
 
 	// MaxRecords per GetRecords call, 1..10000. Default 10000.
@@ -131,7 +162,7 @@ type Config struct {
 	// FailurePolicy: PolicyRetry (default), PolicyDeadLetter or
 	// PolicyStopShard; it applies after MaxProcessorAttempts failed
 	// deliveries of one batch (default 5).
-	FailurePolicy        string
+	FailurePolicy        FailurePolicy
 	MaxProcessorAttempts int
 	// DeadLetter receives batches under PolicyDeadLetter (required then).
 	DeadLetter actors.DeadLetterFunc
@@ -149,45 +180,14 @@ type Config struct {
 
 	// Cluster makes this node one of many sharing the stream by gossip.
 	// Nil: a single node that takes every shard.
-	Cluster *ClusterConfig
+	Cluster *cluster.Config
 
 	// AWS config; default config.LoadDefaultConfig (the SDK's environment).
 	AWS *aws.Config
 	// Kinesis and DynamoDB clients; default built from AWS. Set them to
 	// inject faults in tests.
-	Kinesis  stream.API
-	DynamoDB lease.DynamoAPI
-}
-
-// ClusterConfig configures gossip membership (hashicorp/memberlist). The
-// node's WorkerID is its gossip name; it must be unique per process (the
-// default is).
-type ClusterConfig struct {
-	// BindAddr is the gossip "host:port" (TCP and UDP); port 0 picks one.
-	BindAddr string
-	// AdvertiseAddr, if set, is the "host:port" others reach this node at.
-	AdvertiseAddr string
-	// Join lists seed members' "host:port". Seeds are re-joined every
-	// RejoinInterval so that the halves of a healed partition merge.
-	Join []string
-	// SecretKey (16, 24 or 32 bytes) encrypts gossip; Label keeps
-	// clusters on one network apart. Both optional.
-	SecretKey []byte
-	Label     string
-	// Weight is this node's capacity relative to others (default 1).
-	Weight int
-	// HTTPAddr is advertised to other members (for status tools).
-	HTTPAddr string
-	// Failure detection and rejoin timings; zero takes cluster's defaults
-	// (ProbeInterval 250ms, ProbeTimeout 125ms, SuspicionMult 3,
-	// RejoinInterval 5s), which declare a killed node dead in ≈1.2-1.4 s.
-	ProbeInterval  time.Duration
-	ProbeTimeout   time.Duration
-	SuspicionMult  int
-	RejoinInterval time.Duration
-	// Transport replaces memberlist's network transport (tests: the mock
-	// network and a traffic-dropping wrapper for partitions).
-	Transport memberlist.NodeAwareTransport
+	Kinesis  KinesisAPI
+	DynamoDB DynamoDBAPI
 }
 
 var tableName = regexp.MustCompile(`^[a-zA-Z0-9_.-]{3,255}$`)

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kinactor/kinactor/actors"
 )
 
 func validConfig() Config {
@@ -51,7 +53,7 @@ func TestConfigErrorsNameFieldAndValue(t *testing.T) {
 					t.Errorf("error %q does not mention %s", err, w)
 				}
 			}
-			if _, err := NewNode(cfg, FuncProcessor(nil)); err == nil {
+			if _, err := NewNode(cfg, actors.FuncProcessor(nil)); err == nil {
 				t.Error("NewNode accepted the bad config")
 			}
 		})

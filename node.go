@@ -3,9 +3,11 @@ package kinactor
 import (
 	"context"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -17,13 +19,14 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 
-	"github.com/kinactor/kinactor/actors"
-	"github.com/kinactor/kinactor/actors/shardfsm"
 	"github.com/kinactor/kinactor/cluster"
 	"github.com/kinactor/kinactor/internal/backoff"
-	"github.com/kinactor/kinactor/lease"
-	"github.com/kinactor/kinactor/metrics"
-	"github.com/kinactor/kinactor/stream"
+	"github.com/kinactor/kinactor/internal/engine"
+	"github.com/kinactor/kinactor/internal/gossip"
+	"github.com/kinactor/kinactor/internal/lease"
+	"github.com/kinactor/kinactor/internal/metrics"
+	"github.com/kinactor/kinactor/internal/shardfsm"
+	"github.com/kinactor/kinactor/internal/stream"
 )
 
 // Sentinel errors of the node's life cycle.
@@ -36,35 +39,21 @@ var (
 	ErrLeasesLeft = errors.New("kinactor: leases left to expire")
 )
 
-// ProcessorFunc processes one batch of one shard; see actors.ProcessorFunc.
-type ProcessorFunc = actors.ProcessorFunc
-
-// FuncProcessor adapts a function to processor props: nil acknowledges the
-// batch and checkpoints after it; an error or a panic has the same batch
-// delivered again.
-func FuncProcessor(fn ProcessorFunc) *actor.Props { return actors.FuncProcessor(fn) }
-
-// ActorProcessor returns a processor that is a user actor, made fresh by
-// produce for each shard (and after each restart). It receives the messages
-// of package messages and replies as that package documents.
-func ActorProcessor(produce func() actor.Actor) *actor.Props {
-	return actor.PropsFromProducer(produce)
-}
-
 // Node is one kinactor process's consumer: it takes leases, runs a shard
 // actor per owned shard and a processor actor per shard actor.
 type Node struct {
 	cfg       Config
 	processor *actor.Props
 	metrics   *metrics.Metrics
-	board     *actors.Board
+	board     *engine.Board
 
-	mu      sync.Mutex
-	started bool
-	sys     *actor.ActorSystem
-	coord   *actor.PID
+	mu       sync.Mutex
+	started  bool
+	stopping bool // Stop was called
+	sys      *actor.ActorSystem
+	coord    *actor.PID
 
-	membership *cluster.Membership
+	membership *gossip.Membership
 	fanOut     *stream.FanOut
 
 	stopOnce sync.Once
@@ -73,7 +62,8 @@ type Node struct {
 }
 
 // NewNode validates cfg and returns a node that will run processor (props
-// from FuncProcessor, ActorProcessor, or your own) for every shard it owns.
+// from actors.FuncProcessor, actors.ActorProcessor, or your own) for every
+// shard it owns.
 func NewNode(cfg Config, processor *actor.Props) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -82,7 +72,7 @@ func NewNode(cfg Config, processor *actor.Props) (*Node, error) {
 		return nil, bad("processor", nil, "processor props are required")
 	}
 	cfg = cfg.withDefaults()
-	n := &Node{cfg: cfg, processor: processor, metrics: metrics.New(cfg.Registerer), board: actors.NewBoard(), stopped: make(chan struct{})}
+	n := &Node{cfg: cfg, processor: processor, metrics: metrics.New(cfg.Registerer), board: engine.NewBoard(), stopped: make(chan struct{})}
 	n.metrics.SetProgressSource(func() map[string]float64 {
 		now := time.Now()
 		out := map[string]float64{}
@@ -107,9 +97,6 @@ func appID(table, stream string) string {
 // WorkerID is the name this node writes as lease owner.
 func (n *Node) WorkerID() string { return n.cfg.WorkerID }
 
-// Metrics returns the node's collectors.
-func (n *Node) Metrics() *metrics.Metrics { return n.metrics }
-
 // Start checks the lease table (creating it if missing) and the stream, then
 // starts taking leases. It returns an error naming what is wrong when an
 // endpoint is unreachable or the stream does not exist, within StartTimeout.
@@ -123,7 +110,8 @@ func (n *Node) Start(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, cfg.StartTimeout)
 	defer cancel()
 
-	kin, ddb := cfg.Kinesis, cfg.DynamoDB
+	var kin stream.API = cfg.Kinesis
+	var ddb lease.DynamoAPI = cfg.DynamoDB
 	if kin == nil || ddb == nil {
 		awsCfg := cfg.AWS
 		if awsCfg == nil {
@@ -160,7 +148,7 @@ func (n *Node) Start(ctx context.Context) error {
 		}
 	}))
 	sc := stream.NewClient(kin, cfg.StreamName, cfg.StreamARN)
-	var fetch actors.StreamAPI = sc
+	var fetch engine.StreamAPI = sc
 
 	if err := store.EnsureTable(ctx); err != nil {
 		return fmt.Errorf("kinactor: lease table %q: %w", cfg.TableName, err)
@@ -186,7 +174,7 @@ func (n *Node) Start(ctx context.Context) error {
 		n.fanOut, fetch = fo, fo
 	}
 
-	deps := &actors.Deps{
+	deps := &engine.Deps{
 		Owner:      cfg.WorkerID,
 		Store:      store,
 		Stream:     fetch,
@@ -200,12 +188,12 @@ func (n *Node) Start(ctx context.Context) error {
 	app := appID(cfg.TableName, cfg.StreamName+cfg.StreamARN)
 	var meta cluster.Meta
 	fwd := &eventForwarder{}
-	var gossip actors.Gossip
+	var gs engine.Gossip
 	if cl := cfg.Cluster; cl != nil {
 		meta = cluster.Meta{Weight: cl.Weight, Version: Version, HTTP: cl.HTTPAddr}
 		first := meta
 		first.App = app
-		ms, err := cluster.Start(cluster.Config{
+		ms, err := gossip.Start(gossip.Config{
 			Name:           cfg.WorkerID,
 			BindAddr:       cl.BindAddr,
 			AdvertiseAddr:  cl.AdvertiseAddr,
@@ -224,16 +212,16 @@ func (n *Node) Start(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("kinactor: cluster: %w", err)
 		}
-		n.membership, gossip = ms, ms
+		n.membership, gs = ms, ms
 	}
 	quiet := slog.New(levelFilter{h: log.Handler(), min: slog.LevelWarn}).With("component", "protoactor")
 	n.sys = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return quiet }))
-	n.coord, err = n.sys.Root.SpawnNamed(actors.NewCoordinatorProps(actors.CoordinatorConfig{
+	n.coord, err = n.sys.Root.SpawnNamed(engine.NewCoordinatorProps(engine.CoordinatorConfig{
 		Deps:                 deps,
-		Gossip:               gossip,
+		Gossip:               gs,
 		App:                  app,
 		Meta:                 meta,
-		InitialCheckpoint:    cfg.InitialPosition,
+		InitialCheckpoint:    string(cfg.InitialPosition),
 		SyncInterval:         cfg.ShardSyncInterval,
 		FollowerSyncInterval: cfg.FollowerSyncInterval,
 		LeaseExpiry:          cfg.LeaseExpiry,
@@ -260,24 +248,24 @@ type eventForwarder struct {
 	mu  sync.Mutex
 	sys *actor.ActorSystem
 	pid *actor.PID
-	ms  *cluster.Membership
+	ms  *gossip.Membership
 }
 
-func (f *eventForwarder) set(sys *actor.ActorSystem, pid *actor.PID, ms *cluster.Membership) {
+func (f *eventForwarder) set(sys *actor.ActorSystem, pid *actor.PID, ms *gossip.Membership) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.sys, f.pid, f.ms = sys, pid, ms
 }
 
-func (f *eventForwarder) forward(ev cluster.Event) {
+func (f *eventForwarder) forward(ev gossip.Event) {
 	f.mu.Lock()
 	sys, pid, ms := f.sys, f.pid, f.ms
 	f.mu.Unlock()
 	if pid == nil {
 		return // before the coordinator exists: it reads the view when it starts
 	}
-	msg := actors.MembershipChanged{Event: ev}
-	if ev.Kind != cluster.MessageReceived {
+	msg := engine.MembershipChanged{Event: ev}
+	if ev.Kind != gossip.MessageReceived {
 		msg.Members = ms.Members()
 	}
 	sys.Root.Send(pid, msg)
@@ -289,7 +277,7 @@ func (n *Node) machineConfig() shardfsm.Config {
 	if c.InitialPosition == AtTimestamp {
 		pos.Timestamp = c.InitialTimestamp
 	}
-	policy := map[string]shardfsm.FailurePolicy{PolicyRetry: shardfsm.RetryForever, PolicyDeadLetter: shardfsm.DeadLetter, PolicyStopShard: shardfsm.StopShard}[c.FailurePolicy]
+	policy := map[FailurePolicy]shardfsm.FailurePolicy{PolicyRetry: shardfsm.RetryForever, PolicyDeadLetter: shardfsm.DeadLetter, PolicyStopShard: shardfsm.StopShard}[c.FailurePolicy]
 	return shardfsm.Config{
 		MaxRecords:           c.MaxRecords,
 		MinFetchInterval:     c.MinFetchInterval,
@@ -327,6 +315,9 @@ func (n *Node) Stop(ctx context.Context) error {
 		return ErrNotStarted
 	}
 	n.stopOnce.Do(func() {
+		n.mu.Lock()
+		n.stopping = true
+		n.mu.Unlock()
 		go n.stop(ctx)
 	})
 	select {
@@ -344,7 +335,7 @@ func (n *Node) stop(ctx context.Context) {
 	// and a second more for the writes; the rest of the 2 s margin is for
 	// leaving the cluster. The coordinator gossips that this node drains.
 	done := make(chan []string, 1)
-	n.sys.Root.Send(n.coord, actors.StopAll{Done: done, Timeout: n.cfg.ShutdownTimeout + time.Second})
+	n.sys.Root.Send(n.coord, engine.StopAll{Done: done, Timeout: n.cfg.ShutdownTimeout + time.Second})
 	select {
 	case left := <-done:
 		if len(left) > 0 {
@@ -381,14 +372,32 @@ func (n *Node) GossipAddr() string {
 // NodeStatus is what /status reports: this node's name (as written in
 // leaseOwner), the members it sees, and the shards it owns with their state.
 type NodeStatus struct {
-	Node    string               `json:"node"`
-	Members []cluster.Member     `json:"members"`
-	Shards  []actors.ShardStatus `json:"shards"`
+	Node    string           `json:"node"`
+	Members []cluster.Member `json:"members"`
+	Shards  []ShardStatus    `json:"shards"`
 	// Unhealthy lists the services this node cannot use ("kinesis",
 	// "dynamodb", "processor"); Refused the shards it says it cannot
 	// serve. Both are gossiped, and the assignment avoids them.
 	Unhealthy []string `json:"unhealthy,omitempty"`
 	Refused   []string `json:"refused,omitempty"`
+}
+
+// ShardStatus is one shard this node owns.
+type ShardStatus struct {
+	ShardID string `json:"shard"`
+	// State is the shard actor's state (WaitingOnParentShards,
+	// Initializing, Processing, AwaitingShutdownAck, ShuttingDown, …).
+	State      string `json:"state"`
+	Checkpoint string `json:"checkpoint"`
+	// MillisBehindLatest is the lag the last fetch reported.
+	MillisBehindLatest int64 `json:"millis_behind_latest"`
+	// SinceProgress is how long ago (seconds) the shard last made
+	// progress: a successful fetch or a successful processor answer.
+	SinceProgress float64 `json:"since_progress_seconds"`
+	// Stalled: no progress for StallTimeout; StallCause says on what:
+	// "kinesis", "dynamodb" or "processor".
+	Stalled    bool   `json:"stalled,omitempty"`
+	StallCause string `json:"stall_cause,omitempty"`
 }
 
 // Members returns the members this node sees (itself alone when it runs
@@ -408,7 +417,7 @@ func (n *Node) Status(ctx context.Context) (NodeStatus, error) {
 	n.mu.Lock()
 	started := n.started
 	n.mu.Unlock()
-	st := NodeStatus{Node: n.cfg.WorkerID, Members: n.Members(), Shards: []actors.ShardStatus{}}
+	st := NodeStatus{Node: n.cfg.WorkerID, Members: n.Members(), Shards: []ShardStatus{}}
 	if !started {
 		return st, ErrNotStarted
 	}
@@ -417,14 +426,14 @@ func (n *Node) Status(ctx context.Context) (NodeStatus, error) {
 		return st, nil
 	default:
 	}
-	reply := make(chan actors.Status, 1)
-	n.sys.Root.Send(n.coord, actors.StatusRequest{Reply: reply})
+	reply := make(chan engine.Status, 1)
+	n.sys.Root.Send(n.coord, engine.StatusRequest{Reply: reply})
 	t := time.NewTimer(5 * time.Second)
 	defer t.Stop()
 	select {
 	case s := <-reply:
-		if s.Shards != nil {
-			st.Shards = s.Shards
+		for _, sh := range s.Shards {
+			st.Shards = append(st.Shards, ShardStatus(sh))
 		}
 		st.Unhealthy, st.Refused = s.Unhealthy, s.Refused
 		return st, nil
@@ -435,27 +444,64 @@ func (n *Node) Status(ctx context.Context) (NodeStatus, error) {
 	}
 }
 
-// Handler serves /metrics (the node's registry, when it gathers) and
-// /healthz: 200 while the node runs and none of its shards is stalled (no
-// progress for StallTimeout), else 503 naming them.
+// Handler serves the node's HTTP endpoints:
+//
+//	/metrics  the node's Prometheus registry (when it gathers)
+//	/healthz  200 while the node runs and none of its shards is stalled
+//	          (no progress for StallTimeout), else 503 naming them
+//	/readyz   200 from the end of Start until Stop begins, else 503
+//	/status   the node's NodeStatus as JSON
 func (n *Node) Handler() http.Handler {
-	return n.metrics.Handler(func() error {
-		n.mu.Lock()
-		started := n.started
-		n.mu.Unlock()
-		if !started {
-			return ErrNotStarted
+	mux := http.NewServeMux()
+	mux.Handle("/", n.metrics.Handler(n.healthy))
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := n.ready(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
 		}
-		select {
-		case <-n.stopped:
-			return errors.New("kinactor: node stopped")
-		default:
-		}
-		if st := n.board.Stalled(); len(st) > 0 {
-			return fmt.Errorf("kinactor: stalled shards: %s", strings.Join(st, ", "))
-		}
-		return nil
+		_, _ = io.WriteString(w, "ok\n")
 	})
+	mux.HandleFunc("/status", func(w http.ResponseWriter, r *http.Request) {
+		st, err := n.Status(r.Context())
+		w.Header().Set("Content-Type", "application/json")
+		if err != nil && !errors.Is(err, ErrNotStarted) {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		_ = json.NewEncoder(w).Encode(st)
+	})
+	return mux
+}
+
+// ready: Start has returned and Stop has not begun.
+func (n *Node) ready() error {
+	n.mu.Lock()
+	started, stopping := n.started, n.stopping
+	n.mu.Unlock()
+	switch {
+	case !started:
+		return ErrNotStarted
+	case stopping:
+		return errors.New("kinactor: node stopping")
+	}
+	return nil
+}
+
+func (n *Node) healthy() error {
+	n.mu.Lock()
+	started := n.started
+	n.mu.Unlock()
+	if !started {
+		return ErrNotStarted
+	}
+	select {
+	case <-n.stopped:
+		return errors.New("kinactor: node stopped")
+	default:
+	}
+	if st := n.board.Stalled(); len(st) > 0 {
+		return fmt.Errorf("kinactor: stalled shards: %s", strings.Join(st, ", "))
+	}
+	return nil
 }
 
 // levelFilter drops records below min (protoactor logs chatty info lines).

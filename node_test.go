@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kinactor/kinactor/actors"
 	"github.com/kinactor/kinactor/messages"
 )
 
@@ -31,7 +32,7 @@ func TestUnreachableEndpointIsAClearErrorNotAHang(t *testing.T) {
 	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
 	cfg := validConfig()
 	cfg.StartTimeout = 20 * time.Second
-	n, err := NewNode(cfg, FuncProcessor(func(context.Context, messages.Records) error { return nil }))
+	n, err := NewNode(cfg, actors.FuncProcessor(func(context.Context, messages.Records) error { return nil }))
 	if err != nil {
 		t.Fatal(err)
 	}

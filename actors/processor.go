@@ -1,3 +1,10 @@
+// Package actors is what a user needs to write a processor: as a plain
+// function (FuncProcessor) or as a protoactor actor (ActorProcessor) that
+// speaks the protocol of package messages, and the dead-letter handler's
+// type. The shard and coordinator actors that drive processors are
+// internal to kinactor.
+//
+// This package must not import the root package or anything internal.
 package actors
 
 import (
@@ -7,6 +14,22 @@ import (
 
 	"github.com/kinactor/kinactor/messages"
 )
+
+// ActorProcessor returns the props of a processor that is a user actor,
+// made fresh by produce for each shard (and after each restart). It
+// receives the messages of package messages and replies as that package
+// documents.
+func ActorProcessor(produce func() actor.Actor) *actor.Props {
+	return actor.PropsFromProducer(produce)
+}
+
+// DeadLetterFunc receives a batch that exhausted its attempts under the
+// dead-letter policy. It runs off the shard's mailbox, bounded by
+// ProcessTimeout; the checkpoint moves past the batch only once it returned
+// nil. An error has it called again after a backoff; after
+// MaxProcessorAttempts failed calls the shard stops on this node without
+// checkpointing, so the batch is read again, never lost.
+type DeadLetterFunc func(ctx context.Context, shardID string, batch messages.Records, cause error) error
 
 // ProcessorFunc is the plain-function way to process records. It is called
 // with one batch at a time, in order, for one shard; its context ends when

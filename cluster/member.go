@@ -1,10 +1,50 @@
+// Package cluster is the face of kinactor's gossip membership: what a user
+// sets to run nodes as one cluster (Config) and what a node reports of the
+// members it sees (Member, its State and Meta). The membership itself
+// (memberlist, events, messages) and the assignment of shards are internal.
+//
+// This package must not import the root package or anything internal.
 package cluster
 
 import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"time"
+
+	"github.com/hashicorp/memberlist"
 )
+
+// Config makes a node one of a cluster of nodes sharing a stream, by
+// gossip (hashicorp/memberlist). The node's WorkerID is its gossip name; it
+// must be unique per process (the default is). Zero timings take the
+// defaults noted, which declare a killed node dead in about 1.2-1.4 s.
+type Config struct {
+	// BindAddr is the gossip "host:port" (TCP and UDP); port 0 picks one.
+	BindAddr string
+	// AdvertiseAddr, if set, is the "host:port" others reach this node at.
+	AdvertiseAddr string
+	// Join lists seed members' "host:port". Seeds are re-joined every
+	// RejoinInterval, so that the halves of a healed partition merge.
+	Join []string
+	// SecretKey (16, 24 or 32 bytes) encrypts gossip; Label keeps
+	// clusters on one network apart. Both optional.
+	SecretKey []byte
+	Label     string
+	// Weight is this node's capacity relative to others (default 1).
+	Weight int
+	// HTTPAddr is advertised to other members (for status tools).
+	HTTPAddr string
+	// Failure detection and rejoin timings: ProbeInterval (250ms),
+	// ProbeTimeout (125ms), SuspicionMult (3), RejoinInterval (5s).
+	ProbeInterval  time.Duration
+	ProbeTimeout   time.Duration
+	SuspicionMult  int
+	RejoinInterval time.Duration
+	// Transport replaces memberlist's network transport (tests: the mock
+	// network, a traffic-dropping wrapper for partitions).
+	Transport memberlist.NodeAwareTransport
+}
 
 // MaxMetaSize is memberlist's limit on node meta.
 const MaxMetaSize = 512
@@ -95,53 +135,4 @@ func (m Member) MarshalJSON() ([]byte, error) {
 		plain
 		State string `json:"state"`
 	}{plain(m), m.State.String()})
-}
-
-// EventKind says what happened to a member.
-type EventKind int
-
-// Event kinds.
-const (
-	MemberJoined    EventKind = iota + 1 // a new member is alive
-	MemberUpdated                        // its meta changed
-	MemberLeft                           // it left gracefully
-	MemberDied                           // gossip declared it dead
-	MessageReceived                      // a user message (Send or Broadcast) arrived
-)
-
-func (k EventKind) String() string {
-	switch k {
-	case MemberJoined:
-		return "joined"
-	case MemberUpdated:
-		return "updated"
-	case MemberLeft:
-		return "left"
-	case MemberDied:
-		return "died"
-	case MessageReceived:
-		return "message"
-	}
-	return fmt.Sprintf("EventKind(%d)", int(k))
-}
-
-// Event is one membership change or message. Events are delivered in the
-// order memberlist reports them, from a goroutine of the Membership's own,
-// never from inside memberlist's callbacks.
-type Event struct {
-	Kind    EventKind
-	Member  Member // for member events; for messages, the sender when known
-	Payload []byte // for MessageReceived
-}
-
-// Candidates turns live, non-draining members into assignment candidates.
-func Candidates(ms []Member) []Candidate {
-	var out []Candidate
-	for _, m := range ms {
-		if m.State == StateDead || m.State == StateLeft || m.Meta.Draining {
-			continue
-		}
-		out = append(out, Candidate{Name: m.Name, Weight: m.Meta.Weight})
-	}
-	return out
 }

@@ -16,9 +16,10 @@ import (
 	ktypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 
 	"github.com/kinactor/kinactor"
-	"github.com/kinactor/kinactor/internal/localaws"
+	"github.com/kinactor/kinactor/actors"
+	"github.com/kinactor/kinactor/internal/stream"
+	"github.com/kinactor/kinactor/internal/testenv/localaws"
 	"github.com/kinactor/kinactor/messages"
-	"github.com/kinactor/kinactor/stream"
 )
 
 // BenchmarkThroughput compares, on one kinesalite server, a bare SDK
@@ -87,7 +88,7 @@ func BenchmarkThroughput(b *testing.B) {
 					Kinesis:              env.KinesisClient(),
 					DynamoDB:             env.DynamoDBClient(),
 				}
-				node, err := kinactor.NewNode(cfg, kinactor.FuncProcessor(func(_ context.Context, batch messages.Records) error {
+				node, err := kinactor.NewNode(cfg, actors.FuncProcessor(func(_ context.Context, batch messages.Records) error {
 					if n.Add(int64(len(batch.Records))) >= int64(total) {
 						once.Do(func() { close(all) })
 					}

@@ -7,12 +7,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
-
 	"github.com/kinactor/kinactor"
-	"github.com/kinactor/kinactor/actors/shardfsm"
-	"github.com/kinactor/kinactor/internal/localaws"
+	"github.com/kinactor/kinactor/cluster"
+	"github.com/kinactor/kinactor/internal/shardfsm"
+	"github.com/kinactor/kinactor/internal/testenv/localaws"
 	"github.com/kinactor/kinactor/messages"
 )
 
@@ -25,7 +23,7 @@ func clusterNode(t *testing.T, env *localaws.Env, streamName, app, name string, 
 	// Gossip timings more tolerant than the defaults: the whole suite runs
 	// on 2 cores, and a starved node must not be declared dead here (these
 	// tests are about handoffs and partitions, not detection speed).
-	cfg.Cluster = &kinactor.ClusterConfig{BindAddr: "127.0.0.1:0", Join: seeds, RejoinInterval: time.Second, ProbeInterval: 500 * time.Millisecond, ProbeTimeout: 400 * time.Millisecond, SuspicionMult: 4}
+	cfg.Cluster = &cluster.Config{BindAddr: "127.0.0.1:0", Join: seeds, RejoinInterval: time.Second, ProbeInterval: 500 * time.Millisecond, ProbeTimeout: 400 * time.Millisecond, SuspicionMult: 4}
 	if tweak != nil {
 		tweak(&cfg)
 	}
@@ -82,14 +80,6 @@ func flow(t *testing.T, p *producer) (stop func()) {
 	return func() { once.Do(func() { close(done); wg.Wait() }) }
 }
 
-func histogramSum(t *testing.T, h prometheus.Histogram) (count uint64, sum float64) {
-	var m dto.Metric
-	if err := h.Write(&m); err != nil {
-		t.Fatal(err)
-	}
-	return m.Histogram.GetSampleCount(), m.Histogram.GetSampleSum()
-}
-
 // Three nodes share twelve shards evenly; a fourth joins and a node leaves
 // while records flow. Every move is a graceful handoff: no record is
 // processed twice, and every record is processed.
@@ -134,7 +124,7 @@ func TestClusterJoinAndLeaveAreGraceful(t *testing.T) {
 	})
 	led.verify(t, total) // exactly once: graceful moves duplicate nothing
 	for _, n := range []*kinactor.Node{n1, n2, n3, n4} {
-		c, s := histogramSum(t, n.Metrics().HandoffDuration)
+		c, s := scrape(t, n).hist("kinactor_handoff_duration_seconds")
 		if c > 0 {
 			t.Logf("%s handed off %d shards, mean %.0f ms from request to release", n.WorkerID(), c, 1000*s/float64(c))
 		}

@@ -6,10 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
-
-	"github.com/kinactor/kinactor/internal/kinesismock"
-	"github.com/kinactor/kinactor/internal/localaws"
+	"github.com/kinactor/kinactor/internal/testenv/kinesismock"
+	"github.com/kinactor/kinactor/internal/testenv/localaws"
 	"github.com/kinactor/kinactor/messages"
 )
 
@@ -51,7 +49,7 @@ func TestNodeWithEnhancedFanOut(t *testing.T) {
 	})
 	// per-shard series live while the node runs the shard (a stopped node
 	// shows none)
-	if f := testutil.ToFloat64(n.Metrics().RecordsProcessed.WithLabelValues("shardId-000000000000")); f == 0 {
+	if f := scrape(t, n).sum("kinactor_records_processed_total", "shard", "shardId-000000000000"); f == 0 {
 		t.Fatal("no records counted on shard 0")
 	}
 	stopNode(t, n)

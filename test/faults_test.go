@@ -9,10 +9,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/kinactor/kinactor/internal/faultproxy"
-	"github.com/kinactor/kinactor/internal/localaws"
+	"github.com/kinactor/kinactor/internal/testenv/faultproxy"
+	"github.com/kinactor/kinactor/internal/testenv/localaws"
 	"github.com/kinactor/kinactor/messages"
 )
 
@@ -64,15 +63,15 @@ func TestNodeBacksOffUnderThrottlingAndErrors(t *testing.T) {
 	led.verify(t, 2000)
 
 	kc2, dc := kp.Counts(), dp.Counts()
-	m := n.Metrics()
-	throttled := testutil.ToFloat64(m.FetchErrors.WithLabelValues("throttled"))
+	m := scrape(t, n)
+	throttled := m.sum("kinactor_fetch_errors_total", "kind", "throttled")
 	if kc2.Throttled == 0 || dc.Throttled == 0 || dc.Errored == 0 {
 		t.Fatalf("the proxies injected nothing: kinesis %+v, dynamodb %+v", kc2, dc)
 	}
 	if throttled != float64(kc2.Throttled) {
 		t.Errorf("node counted %v throttled fetches, proxy throttled %d", throttled, kc2.Throttled)
 	}
-	if lost := testutil.ToFloat64(m.LeaseLosses); lost != 0 {
+	if lost := m.sum("kinactor_lease_losses_total"); lost != 0 {
 		t.Errorf("%v leases lost: throttling or 500s were mistaken for a lost lease", lost)
 	}
 	// No storm: Kinesis allows 5 GetRecords per second per shard; with

@@ -19,11 +19,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	ktypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
-
 	"github.com/kinactor/kinactor"
-	"github.com/kinactor/kinactor/internal/localaws"
+	"github.com/kinactor/kinactor/internal/testenv/localaws"
 	"github.com/kinactor/kinactor/messages"
 )
 
@@ -252,5 +249,3 @@ func nodeConfig(t *testing.T, env *localaws.Env, streamName, app, worker string)
 		DynamoDB:             env.DynamoDBClient(),
 	}
 }
-
-func testutilValue(c prometheus.Collector) float64 { return testutil.ToFloat64(c) }

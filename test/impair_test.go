@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kinactor/kinactor/internal/chaos"
-	"github.com/kinactor/kinactor/internal/clusterrun"
+	"github.com/kinactor/kinactor/internal/testenv/chaos"
+	"github.com/kinactor/kinactor/internal/testenv/clusterrun"
 )
 
 // The partial-failure tests: a small chaos scenario (3 `kinactor node`

@@ -13,9 +13,10 @@ import (
 	ktypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 
 	"github.com/kinactor/kinactor"
-	"github.com/kinactor/kinactor/internal/localaws"
+	"github.com/kinactor/kinactor/actors"
+	"github.com/kinactor/kinactor/internal/lease"
+	"github.com/kinactor/kinactor/internal/testenv/localaws"
 	"github.com/kinactor/kinactor/kpl"
-	"github.com/kinactor/kinactor/lease"
 	"github.com/kinactor/kinactor/messages"
 )
 
@@ -94,7 +95,7 @@ func TestKPLSubSequenceCheckpointAndResume(t *testing.T) {
 	const cutoff = 55 // inside the 6th aggregate, at sub-record 4
 	cfg := nodeConfig(t, env, name, "kpl-app", "node-k1")
 	cfg.MaxRecords = 3 // a few aggregates per batch
-	a, err := kinactor.NewNode(cfg, kinactor.ActorProcessor(func() actor.Actor {
+	a, err := kinactor.NewNode(cfg, actors.ActorProcessor(func() actor.Actor {
 		return &cutoffProcessor{led: led, mu: &mu, seen: &seen, cutoff: cutoff}
 	}))
 	requireNoError(t, err, "NewNode")

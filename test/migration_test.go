@@ -17,9 +17,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	ktypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 
-	"github.com/kinactor/kinactor/internal/localaws"
+	"github.com/kinactor/kinactor/internal/lease"
 	"github.com/kinactor/kinactor/internal/migrate"
-	"github.com/kinactor/kinactor/lease"
+	"github.com/kinactor/kinactor/internal/testenv/localaws"
 	"github.com/kinactor/kinactor/messages"
 )
 

@@ -14,9 +14,10 @@ import (
 	"github.com/aws/smithy-go"
 
 	"github.com/kinactor/kinactor"
-	"github.com/kinactor/kinactor/internal/faultproxy"
-	"github.com/kinactor/kinactor/internal/localaws"
-	"github.com/kinactor/kinactor/lease"
+	"github.com/kinactor/kinactor/actors"
+	"github.com/kinactor/kinactor/internal/lease"
+	"github.com/kinactor/kinactor/internal/testenv/faultproxy"
+	"github.com/kinactor/kinactor/internal/testenv/localaws"
 	"github.com/kinactor/kinactor/messages"
 )
 
@@ -43,7 +44,7 @@ func TestStopWithDynamoDBUnreachableReturns(t *testing.T) {
 	cfg := nodeConfig(t, env, "stop-cut", "stop-cut-app", "node-s")
 	cfg.DynamoDB = dynamodb.NewFromConfig(env.AWSConfig(), func(o *dynamodb.Options) { o.BaseEndpoint = aws.String(proxy.URL) })
 	cfg.ShutdownTimeout = 2 * time.Second
-	n, err := kinactor.NewNode(cfg, kinactor.FuncProcessor(func(_ context.Context, b messages.Records) error {
+	n, err := kinactor.NewNode(cfg, actors.FuncProcessor(func(_ context.Context, b messages.Records) error {
 		led.record(b)
 		return nil
 	}))
@@ -85,9 +86,9 @@ func TestHungProcessorIsReplaced(t *testing.T) {
 	}
 	env := localaws.StartT(t, localaws.Kinesalite, localaws.Dynalite)
 	kc := env.KinesisClient()
-	for _, policy := range []string{kinactor.PolicyRetry, kinactor.PolicyDeadLetter} {
-		t.Run(policy, func(t *testing.T) {
-			name := "hang-" + policy
+	for _, policy := range []kinactor.FailurePolicy{kinactor.PolicyRetry, kinactor.PolicyDeadLetter} {
+		t.Run(string(policy), func(t *testing.T) {
+			name := "hang-" + string(policy)
 			createStream(t, kc, name, 2)
 			p := newProducer(kc, name, 8)
 			p.put(t, 200)
@@ -133,7 +134,7 @@ func TestHungProcessorIsReplaced(t *testing.T) {
 			if !cancelled.Load() {
 				t.Fatal("the hung batch's context was never cancelled")
 			}
-			if r := testutilValue(n.Metrics().ProcessorRestarts); r < 1 {
+			if r := scrape(t, n).sum("kinactor_processor_restarts_total"); r < 1 {
 				t.Fatalf("processor restarts %v, want the hung one replaced", r)
 			}
 			mu.Lock()
@@ -229,7 +230,7 @@ func TestAmbiguousWriteIsRecognisedAsOurs(t *testing.T) {
 		}
 		return nil
 	})
-	if l := testutilValue(n.Metrics().LeaseLosses); l != 0 {
+	if l := scrape(t, n).sum("kinactor_lease_losses_total"); l != 0 {
 		t.Fatalf("%v leases lost: our own ambiguous write was taken for another owner's", l)
 	}
 	led.verify(t, 200)

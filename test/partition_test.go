@@ -14,12 +14,12 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	dtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/hashicorp/memberlist"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/kinactor/kinactor"
 	"github.com/kinactor/kinactor/cluster"
-	"github.com/kinactor/kinactor/internal/localaws"
-	"github.com/kinactor/kinactor/lease"
+	"github.com/kinactor/kinactor/internal/gossip"
+	"github.com/kinactor/kinactor/internal/lease"
+	"github.com/kinactor/kinactor/internal/testenv/localaws"
 )
 
 // leaseWrite is one lease-table write DynamoDB accepted, as the writer saw it.
@@ -120,19 +120,19 @@ func TestPartitionFencingAndHeal(t *testing.T) {
 	// transport that can drop traffic to chosen peers.
 	var network memberlist.MockNetwork
 	names := []string{"pa", "pb", "pc", "pd"}
-	trs := map[string]*cluster.DropTransport{}
+	trs := map[string]*gossip.DropTransport{}
 	addrs := map[string]string{}
 	for _, n := range names {
 		mt := network.NewTransport(n)
 		ip, port, err := mt.FinalAdvertiseAddr("", 0)
 		requireNoError(t, err, "mock transport")
 		addrs[n] = net.JoinHostPort(ip.String(), strconv.Itoa(port))
-		trs[n] = cluster.NewDropTransport(mt)
+		trs[n] = gossip.NewDropTransport(mt)
 	}
 	nodes := map[string]*kinactor.Node{}
 	for _, n := range names {
 		nodes[n] = clusterNode(t, env, name, "partition-app", n, nil, led, func(c *kinactor.Config) {
-			c.Cluster = &kinactor.ClusterConfig{Transport: trs[n], Join: []string{addrs["pa"], addrs["pc"]}, RejoinInterval: 500 * time.Millisecond,
+			c.Cluster = &cluster.Config{Transport: trs[n], Join: []string{addrs["pa"], addrs["pc"]}, RejoinInterval: 500 * time.Millisecond,
 				ProbeInterval: 500 * time.Millisecond, ProbeTimeout: 400 * time.Millisecond, SuspicionMult: 4}
 			c.DynamoDB = recordingDynamo{DynamoAPI: env.DynamoDBClient(), node: n, log: wlog}
 		})
@@ -154,7 +154,7 @@ func TestPartitionFencingAndHeal(t *testing.T) {
 	checkFor(t, 60*time.Second, func() error {
 		lost := 0.0
 		for _, n := range all {
-			lost += testutil.ToFloat64(n.Metrics().LeaseLosses)
+			lost += scrape(t, n).sum("kinactor_lease_losses_total")
 		}
 		if lost < 8 {
 			return fmt.Errorf("%v leases lost to fenced writes so far, want 8 (every shard moved across the cut)", lost)

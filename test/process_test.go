@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kinactor/kinactor/internal/clusterrun"
 	kledger "github.com/kinactor/kinactor/internal/ledger"
-	"github.com/kinactor/kinactor/internal/localaws"
+	"github.com/kinactor/kinactor/internal/testenv/clusterrun"
+	"github.com/kinactor/kinactor/internal/testenv/localaws"
 )
 
 // TestProcessFailover runs three real `kinactor node` processes on an

@@ -8,14 +8,15 @@ import (
 	"time"
 
 	"github.com/kinactor/kinactor"
-	"github.com/kinactor/kinactor/internal/localaws"
-	"github.com/kinactor/kinactor/lease"
+	"github.com/kinactor/kinactor/actors"
+	"github.com/kinactor/kinactor/internal/lease"
+	"github.com/kinactor/kinactor/internal/testenv/localaws"
 	"github.com/kinactor/kinactor/messages"
 )
 
-func runNode(t *testing.T, cfg kinactor.Config, fn kinactor.ProcessorFunc) *kinactor.Node {
+func runNode(t *testing.T, cfg kinactor.Config, fn actors.ProcessorFunc) *kinactor.Node {
 	t.Helper()
-	n, err := kinactor.NewNode(cfg, kinactor.FuncProcessor(fn))
+	n, err := kinactor.NewNode(cfg, actors.FuncProcessor(fn))
 	requireNoError(t, err, "NewNode")
 	requireNoError(t, n.Start(context.Background()), "Start")
 	t.Cleanup(func() {
@@ -147,7 +148,7 @@ func TestPanickingProcessorGetsSameBatchAgain(t *testing.T) {
 	if d := deliveries[poison]; d != 4 {
 		t.Errorf("the failing batch was delivered %d times, want 4 (3 panics + 1 success)", d)
 	}
-	if got := testutilValue(n.Metrics().ProcessorRestarts); got != 3 {
+	if got := scrape(t, n).sum("kinactor_processor_restarts_total"); got != 3 {
 		t.Errorf("processor restarts metric = %v, want 3", got)
 	}
 }

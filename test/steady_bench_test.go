@@ -8,11 +8,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
-
 	"github.com/kinactor/kinactor"
-	"github.com/kinactor/kinactor/internal/localaws"
+	"github.com/kinactor/kinactor/actors"
+	"github.com/kinactor/kinactor/cluster"
+	"github.com/kinactor/kinactor/internal/testenv/localaws"
 	"github.com/kinactor/kinactor/messages"
 )
 
@@ -49,9 +48,9 @@ func BenchmarkSteadyStateLeaseWrites(b *testing.B) {
 			Logger:   slog.New(slog.DiscardHandler),
 			Kinesis:  env.KinesisClient(),
 			DynamoDB: env.DynamoDBClient(),
-			Cluster:  &kinactor.ClusterConfig{BindAddr: "127.0.0.1:0", Join: seeds},
+			Cluster:  &cluster.Config{BindAddr: "127.0.0.1:0", Join: seeds},
 		}
-		n, err := kinactor.NewNode(cfg, kinactor.FuncProcessor(func(context.Context, messages.Records) error { return nil }))
+		n, err := kinactor.NewNode(cfg, actors.FuncProcessor(func(context.Context, messages.Records) error { return nil }))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -69,7 +68,7 @@ func BenchmarkSteadyStateLeaseWrites(b *testing.B) {
 	writes := func() float64 {
 		total := 0.0
 		for _, n := range nodes {
-			total += sumCollector(n.Metrics().LeaseWrites)
+			total += scrape(b, n).sum("kinactor_lease_writes_total")
 		}
 		return total
 	}
@@ -105,18 +104,4 @@ func BenchmarkSteadyStateLeaseWrites(b *testing.B) {
 	b.ReportMetric(perShardHour, "lease-writes/shard-hour")
 	b.ReportMetric(float64(p.produced())/time.Since(start).Seconds(), "records/s")
 	b.Logf("%.0f lease writes in %v over %d shards: %.1f per shard-hour", after-before, took.Round(time.Second), shards, perShardHour)
-}
-
-// sumCollector adds up every counter a collector (e.g. a CounterVec) holds.
-func sumCollector(c prometheus.Collector) float64 {
-	ch := make(chan prometheus.Metric, 64)
-	go func() { c.Collect(ch); close(ch) }()
-	total := 0.0
-	for m := range ch {
-		var d dto.Metric
-		if err := m.Write(&d); err == nil && d.Counter != nil {
-			total += d.Counter.GetValue()
-		}
-	}
-	return total
 }

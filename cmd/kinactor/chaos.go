@@ -12,8 +12,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kinactor/kinactor/internal/chaos"
-	"github.com/kinactor/kinactor/internal/localaws"
+	"github.com/kinactor/kinactor/internal/testenv/chaos"
+	"github.com/kinactor/kinactor/internal/testenv/localaws"
 )
 
 // runChaos implements `kinactor chaos`: a chaos scenario against a local

@@ -20,7 +20,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 
 	"github.com/kinactor/kinactor/internal/ledger"
-	"github.com/kinactor/kinactor/internal/localaws"
+	"github.com/kinactor/kinactor/internal/testenv/localaws"
 )
 
 // syncBuffer is a bytes.Buffer safe for a node's logger and the test.

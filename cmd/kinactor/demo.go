@@ -22,11 +22,12 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 
 	"github.com/kinactor/kinactor"
+	"github.com/kinactor/kinactor/actors"
 	"github.com/kinactor/kinactor/examples/funcprocessor"
-	"github.com/kinactor/kinactor/internal/clusterrun"
+	"github.com/kinactor/kinactor/internal/lease"
 	"github.com/kinactor/kinactor/internal/ledger"
-	"github.com/kinactor/kinactor/internal/localaws"
-	"github.com/kinactor/kinactor/lease"
+	"github.com/kinactor/kinactor/internal/testenv/clusterrun"
+	"github.com/kinactor/kinactor/internal/testenv/localaws"
 )
 
 const (
@@ -149,7 +150,7 @@ func runSingleDemo(ctx context.Context, args []string, stdout, stderr io.Writer)
 		CheckpointInterval: time.Second,
 		ShardSyncInterval:  2 * time.Second,
 		Logger:             logger,
-	}, kinactor.FuncProcessor(fn))
+	}, actors.FuncProcessor(fn))
 	if err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}

@@ -20,9 +20,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 
-	"github.com/kinactor/kinactor/internal/clusterrun"
 	"github.com/kinactor/kinactor/internal/ledger"
-	"github.com/kinactor/kinactor/internal/localaws"
+	"github.com/kinactor/kinactor/internal/testenv/clusterrun"
+	"github.com/kinactor/kinactor/internal/testenv/localaws"
 )
 
 // localEnv is a local Kinesis and DynamoDB server pair and what a node

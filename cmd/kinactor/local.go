@@ -9,7 +9,7 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/kinactor/kinactor/internal/localaws"
+	"github.com/kinactor/kinactor/internal/testenv/localaws"
 )
 
 // runLocal implements `kinactor local`: it starts a local Kinesis server and a

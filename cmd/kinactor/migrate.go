@@ -15,7 +15,7 @@ import (
 
 	"github.com/kinactor/kinactor/internal/backoff"
 	"github.com/kinactor/kinactor/internal/migrate"
-	"github.com/kinactor/kinactor/stream"
+	"github.com/kinactor/kinactor/internal/stream"
 )
 
 // migrateFromVMware is the only accepted value of --from.

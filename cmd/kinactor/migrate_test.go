@@ -14,8 +14,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	dtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
-	"github.com/kinactor/kinactor/internal/localaws"
-	"github.com/kinactor/kinactor/lease"
+	"github.com/kinactor/kinactor/internal/lease"
+	"github.com/kinactor/kinactor/internal/testenv/localaws"
 )
 
 func TestMigrateFlagErrors(t *testing.T) {

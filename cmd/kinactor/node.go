@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/signal"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -22,6 +21,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/kinactor/kinactor"
+	"github.com/kinactor/kinactor/actors"
+	"github.com/kinactor/kinactor/cluster"
 	"github.com/kinactor/kinactor/internal/ledger"
 	"github.com/kinactor/kinactor/messages"
 )
@@ -52,7 +53,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	httpAddr := fs.String("http", "", "host:port to serve /metrics, /healthz, /readyz and /status on (port 0 picks one)")
 	processor := fs.String("processor", "ledger", "processor: ledger (append every record to --ledger-dir/NAME.jsonl, fsynced before the ack) or log (log each batch)")
 	ledgerDir := fs.String("ledger-dir", "ledger", "directory of the ledger processor's files")
-	initial := fs.String("initial-position", kinactor.TrimHorizon, "where shards without a checkpoint start: TRIM_HORIZON, LATEST or AT_TIMESTAMP")
+	initial := fs.String("initial-position", string(kinactor.TrimHorizon), "where shards without a checkpoint start: TRIM_HORIZON, LATEST or AT_TIMESTAMP")
 	timestamp := fs.String("timestamp", "", "RFC 3339 time for --initial-position AT_TIMESTAMP")
 	name := fs.String("name", "", "node name: lease owner and gossip name, unique per process (default hostname-pid-random)")
 	weight := fs.Int("weight", 1, "capacity relative to other members")
@@ -95,7 +96,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		StreamName:         *streamName,
 		ApplicationName:    *app,
 		WorkerID:           *name,
-		InitialPosition:    *initial,
+		InitialPosition:    kinactor.InitialPosition(*initial),
 		CheckpointInterval: *checkpointInterval,
 		LeaseRenewInterval: *renewInterval,
 		ShardSyncInterval:  *syncInterval,
@@ -105,7 +106,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		Logger:             slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})),
 		Registerer:         nodeRegistry(),
 	}
-	switch *initial {
+	switch kinactor.InitialPosition(*initial) {
 	case kinactor.TrimHorizon, kinactor.Latest:
 		if *timestamp != "" {
 			return fmt.Errorf("node: --timestamp %q needs --initial-position AT_TIMESTAMP", *timestamp)
@@ -143,7 +144,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if *weight < 1 {
 			return fmt.Errorf("node: invalid --weight %d (want at least 1)", *weight)
 		}
-		cl := &kinactor.ClusterConfig{BindAddr: *bind, AdvertiseAddr: *advertise, Label: *label, Weight: *weight}
+		cl := &cluster.Config{BindAddr: *bind, AdvertiseAddr: *advertise, Label: *label, Weight: *weight}
 		if *join != "" {
 			for _, j := range strings.Split(*join, ",") {
 				j = strings.TrimSpace(j)
@@ -187,7 +188,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 	}
 
-	var fn kinactor.ProcessorFunc
+	var fn actors.ProcessorFunc
 	var lw *ledger.Writer // set before Start: the ledger file is named after node.WorkerID()
 	log := cfg.Logger
 	switch *processor {
@@ -210,7 +211,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		hang = &processorHang{}
 		fn = hang.wrap(fn)
 	}
-	node, err := kinactor.NewNode(cfg, kinactor.FuncProcessor(fn))
+	node, err := kinactor.NewNode(cfg, actors.FuncProcessor(fn))
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
@@ -221,29 +222,11 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		defer lw.Close()
 	}
 
-	var ready atomic.Bool
 	var srv *http.Server
 	httpDone := make(chan error, 1)
 	if ln != nil {
 		mux := http.NewServeMux()
-		h := node.Handler()
-		mux.Handle("/metrics", h)
-		mux.Handle("/healthz", h)
-		mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-			if !ready.Load() {
-				http.Error(w, "not ready\n", http.StatusServiceUnavailable)
-				return
-			}
-			_, _ = io.WriteString(w, "ok\n")
-		})
-		mux.HandleFunc("/status", func(w http.ResponseWriter, r *http.Request) {
-			st, err := node.Status(r.Context())
-			w.Header().Set("Content-Type", "application/json")
-			if err != nil && !errors.Is(err, kinactor.ErrNotStarted) {
-				w.WriteHeader(http.StatusServiceUnavailable)
-			}
-			_ = json.NewEncoder(w).Encode(st)
-		})
+		mux.Handle("/", node.Handler()) // /metrics, /healthz, /readyz, /status
 		if dt := dropTransportOf(cfg.Cluster); dt != nil {
 			handleTestFaults(mux, dt, hang, log.Info)
 		}
@@ -258,7 +241,6 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 		return fmt.Errorf("node: %w", err)
 	}
-	ready.Store(true)
 
 	info := nodeReady{Node: node.WorkerID(), PID: os.Getpid()}
 	if cfg.Cluster != nil {
@@ -287,7 +269,6 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			readyErr = fmt.Errorf("node: http server: %w", err)
 		}
 	}
-	ready.Store(false)
 	stopCtx, cancel := context.WithTimeout(context.Background(), *stopTimeout)
 	defer cancel()
 	began := time.Now()

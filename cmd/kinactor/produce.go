@@ -16,7 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 
 	"github.com/kinactor/kinactor/internal/backoff"
-	"github.com/kinactor/kinactor/stream"
+	"github.com/kinactor/kinactor/internal/stream"
 )
 
 // runProduce implements `kinactor produce`: it creates the stream if it is

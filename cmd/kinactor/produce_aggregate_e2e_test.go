@@ -6,7 +6,7 @@ import (
 	"io"
 	"testing"
 
-	"github.com/kinactor/kinactor/internal/localaws"
+	"github.com/kinactor/kinactor/internal/testenv/localaws"
 	"github.com/kinactor/kinactor/kpl"
 )
 

@@ -17,7 +17,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 
 	"github.com/kinactor/kinactor/internal/backoff"
-	"github.com/kinactor/kinactor/stream"
+	"github.com/kinactor/kinactor/internal/stream"
 )
 
 // runReshard implements `kinactor reshard`: exactly one of --split SHARD

@@ -17,8 +17,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 
-	"github.com/kinactor/kinactor/lease"
-	"github.com/kinactor/kinactor/stream"
+	"github.com/kinactor/kinactor/internal/lease"
+	"github.com/kinactor/kinactor/internal/stream"
 )
 
 // runStatus implements `kinactor status`: the stream's shards joined with

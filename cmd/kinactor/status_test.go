@@ -12,7 +12,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/kinactor/kinactor"
-	"github.com/kinactor/kinactor/actors"
 	"github.com/kinactor/kinactor/cluster"
 )
 
@@ -178,7 +177,7 @@ func TestStatusJSONMatchesNodeStatus(t *testing.T) {
 	b, err := json.Marshal(kinactor.NodeStatus{
 		Node:    "n1",
 		Members: []cluster.Member{{Name: "n1", Addr: "a:1", State: cluster.StateAlive}},
-		Shards: []actors.ShardStatus{{
+		Shards: []kinactor.ShardStatus{{
 			ShardID: "shardId-000000000000", State: "fetching", Checkpoint: "TRIM_HORIZON",
 			MillisBehindLatest: 42, SinceProgress: 1.5, Stalled: true, StallCause: "dynamodb",
 		}},

@@ -15,13 +15,14 @@ import (
 
 	"github.com/hashicorp/memberlist"
 
-	"github.com/kinactor/kinactor"
+	"github.com/kinactor/kinactor/actors"
 	"github.com/kinactor/kinactor/cluster"
+	"github.com/kinactor/kinactor/internal/gossip"
 	"github.com/kinactor/kinactor/messages"
 )
 
 // The --test-faults flag of `kinactor node` is for chaos runs only (see
-// `kinactor chaos`): the node gossips through a cluster.DropTransport over
+// `kinactor chaos`): the node gossips through a gossip.DropTransport over
 // memberlist's own TCP/UDP transport, and its --http server gets
 //
 //	POST /faults/partition?block=HOST:PORT,HOST:PORT  drop gossip to and from those addresses
@@ -41,7 +42,7 @@ const testFaultsFlag = "test-faults"
 
 // newTestFaultsTransport binds memberlist's network transport on bind
 // (host:port; port 0 picks one, used for TCP and UDP alike) and wraps it.
-func newTestFaultsTransport(bind string, logw io.Writer) (*cluster.DropTransport, error) {
+func newTestFaultsTransport(bind string, logw io.Writer) (*gossip.DropTransport, error) {
 	host, portStr, err := net.SplitHostPort(bind)
 	if err != nil {
 		return nil, err
@@ -61,7 +62,7 @@ func newTestFaultsTransport(bind string, logw io.Writer) (*cluster.DropTransport
 	if err != nil {
 		return nil, err
 	}
-	return cluster.NewDropTransport(nt), nil
+	return gossip.NewDropTransport(nt), nil
 }
 
 // processorHang makes a processor function stop answering for a while
@@ -111,7 +112,7 @@ func (h *processorHang) wait(ctx context.Context) error {
 }
 
 // wrap returns fn preceded by wait.
-func (h *processorHang) wrap(fn kinactor.ProcessorFunc) kinactor.ProcessorFunc {
+func (h *processorHang) wrap(fn actors.ProcessorFunc) actors.ProcessorFunc {
 	return func(ctx context.Context, b messages.Records) error {
 		if err := h.wait(ctx); err != nil {
 			return err
@@ -122,7 +123,7 @@ func (h *processorHang) wrap(fn kinactor.ProcessorFunc) kinactor.ProcessorFunc {
 
 // handleTestFaults adds the /faults/ endpoints for dt and hang to mux (no
 // /faults/hang when hang is nil).
-func handleTestFaults(mux *http.ServeMux, dt *cluster.DropTransport, hang *processorHang, logf func(msg string, args ...any)) {
+func handleTestFaults(mux *http.ServeMux, dt *gossip.DropTransport, hang *processorHang, logf func(msg string, args ...any)) {
 	if hang != nil {
 		mux.HandleFunc("POST /faults/hang", func(w http.ResponseWriter, r *http.Request) {
 			d, err := time.ParseDuration(r.URL.Query().Get("for"))
@@ -179,10 +180,10 @@ func printDefaultsExcept(fs *flag.FlagSet, hidden ...string) {
 }
 
 // dropTransportOf returns the transport --test-faults installed, or nil.
-func dropTransportOf(cl *kinactor.ClusterConfig) *cluster.DropTransport {
+func dropTransportOf(cl *cluster.Config) *gossip.DropTransport {
 	if cl == nil {
 		return nil
 	}
-	dt, _ := cl.Transport.(*cluster.DropTransport)
+	dt, _ := cl.Transport.(*gossip.DropTransport)
 	return dt
 }

@@ -17,14 +17,14 @@ import (
 
 	"github.com/hashicorp/memberlist"
 
-	"github.com/kinactor/kinactor/cluster"
+	"github.com/kinactor/kinactor/internal/gossip"
 	"github.com/kinactor/kinactor/messages"
 )
 
 func TestTestFaultsEndpoints(t *testing.T) {
 	var mn memberlist.MockNetwork
 	inner, peer := mn.NewTransport("a"), mn.NewTransport("b")
-	dt := cluster.NewDropTransport(inner)
+	dt := gossip.NewDropTransport(inner)
 	defer dt.Shutdown()
 	defer peer.Shutdown()
 	mux := http.NewServeMux()
@@ -80,7 +80,7 @@ func TestTestFaultsEndpoints(t *testing.T) {
 func TestTestFaultsHang(t *testing.T) {
 	var hang processorHang
 	mux := http.NewServeMux()
-	handleTestFaults(mux, cluster.NewDropTransport(new(memberlist.MockNetwork).NewTransport("a")), &hang, func(string, ...any) {})
+	handleTestFaults(mux, gossip.NewDropTransport(new(memberlist.MockNetwork).NewTransport("a")), &hang, func(string, ...any) {})
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 	post := func(path string) int {

@@ -22,7 +22,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 
-	"github.com/kinactor/kinactor"
+	"github.com/kinactor/kinactor/actors"
 	"github.com/kinactor/kinactor/messages"
 )
 
@@ -123,7 +123,7 @@ type Processor struct {
 // Props returns processor props for kinactor.NewNode: a fresh Processor per
 // shard, all feeding sink.
 func Props(sink *Sink) *actor.Props {
-	return kinactor.ActorProcessor(func() actor.Actor { return &Processor{sink: sink} })
+	return actors.ActorProcessor(func() actor.Actor { return &Processor{sink: sink} })
 }
 
 // Receive implements actor.Actor.

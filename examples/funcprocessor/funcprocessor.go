@@ -1,5 +1,5 @@
 // Package funcprocessor is an example processor written as a plain function
-// (kinactor.ProcessorFunc). It counts records per shard and per partition
+// (actors.ProcessorFunc). It counts records per shard and per partition
 // key and detects duplicates: a record seen more than once, identified by
 // (shard, sequence number, sub-sequence number).
 //
@@ -7,7 +7,7 @@
 // exactly once.
 //
 //	counter, fn := funcprocessor.New()
-//	node, err := kinactor.NewNode(cfg, kinactor.FuncProcessor(fn))
+//	node, err := kinactor.NewNode(cfg, actors.FuncProcessor(fn))
 //	...
 //	fmt.Println(counter.Total(), counter.Duplicates())
 package funcprocessor
@@ -17,7 +17,7 @@ import (
 	"sort"
 	"sync"
 
-	"github.com/kinactor/kinactor"
+	"github.com/kinactor/kinactor/actors"
 	"github.com/kinactor/kinactor/messages"
 )
 
@@ -49,8 +49,8 @@ type Counter struct {
 }
 
 // New returns a counter and the processor function that feeds it. Pass the
-// function to kinactor.FuncProcessor.
-func New() (*Counter, kinactor.ProcessorFunc) {
+// function to actors.FuncProcessor.
+func New() (*Counter, actors.ProcessorFunc) {
 	c := &Counter{
 		perShard: map[string]*ShardStats{},
 		perKey:   map[string]int{},

@@ -31,7 +31,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/kinactor/kinactor"
+	"github.com/kinactor/kinactor/actors"
 	"github.com/kinactor/kinactor/messages"
 )
 
@@ -172,7 +172,7 @@ func (w *Writer) Append(batch messages.Records) error {
 
 // Processor returns the function processor: it appends each batch and
 // acknowledges it (returns nil) only once the lines are fsynced.
-func (w *Writer) Processor() kinactor.ProcessorFunc {
+func (w *Writer) Processor() actors.ProcessorFunc {
 	return func(_ context.Context, batch messages.Records) error { return w.Append(batch) }
 }
 

@@ -28,8 +28,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
-	"github.com/kinactor/kinactor/lease"
-	"github.com/kinactor/kinactor/stream"
+	"github.com/kinactor/kinactor/internal/lease"
+	"github.com/kinactor/kinactor/internal/stream"
 )
 
 // Attribute names of a vmware-go-kcl checkpoint table.

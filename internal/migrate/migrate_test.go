@@ -16,9 +16,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	ktypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 
-	"github.com/kinactor/kinactor/internal/localaws"
-	"github.com/kinactor/kinactor/lease"
-	"github.com/kinactor/kinactor/stream"
+	"github.com/kinactor/kinactor/internal/lease"
+	"github.com/kinactor/kinactor/internal/stream"
+	"github.com/kinactor/kinactor/internal/testenv/localaws"
 )
 
 // createVMwareTable creates a table as vmware-go-kcl's createTable does:

@@ -1,0 +1,582 @@
+// Package gossip owns cluster membership by gossip (hashicorp/memberlist):
+// joining and re-joining seeds, node meta, membership events delivered in
+// order off memberlist's locks, user messages (reliable sends and
+// broadcasts), and a traffic-dropping transport for partition tests. It
+// proposes who is alive; the fenced lease table decides who owns what.
+//
+// This package must not import the engine, the root package or any AWS
+// client.
+package gossip
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log"
+	"log/slog"
+	"net"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+
+	"github.com/kinactor/kinactor/cluster"
+)
+
+// Config configures a Membership. Zero timings take the defaults below,
+// which are much faster than memberlist's LAN defaults (death is detected
+// in ≈1.2-1.4 s instead of 5-8 s).
+type Config struct {
+	Name          string   // unique node name (required); a restart must use a new name
+	BindAddr      string   // "host:port" for gossip TCP+UDP; port 0 = pick a free one; default "0.0.0.0:7946"
+	AdvertiseAddr string   // optional "host:port"
+	Seeds         []string // host:port of members to join; unreachable seeds are not fatal (first node)
+	SecretKey     []byte   // optional: 16, 24 or 32 bytes (AES-128/192/256)
+	Label         string   // optional cluster label; keeps clusters apart
+	Meta          cluster.Meta
+
+	RejoinInterval time.Duration // default 5s: re-join seeds not currently seen alive (heals partitions; also when alone)
+	ProbeInterval  time.Duration // default 250ms
+	ProbeTimeout   time.Duration // default 125ms
+	SuspicionMult  int           // default 3
+	GossipInterval time.Duration // default 100ms (memberlist LAN: 200ms)
+
+	Logger *slog.Logger // memberlist's log lines routed here ([DEBUG] at Debug, [ERR] at Error); default slog.Default()
+
+	// OnEvent is called for every event, in order, from one goroutine of
+	// the Membership's own (never under memberlist's lock, so it may call
+	// Members). It may block briefly; a slow OnEvent delays later events
+	// but never gossip.
+	OnEvent func(Event)
+
+	// Transport replaces memberlist's UDP/TCP transport (tests:
+	// MockNetwork, DropTransport). BindAddr is then ignored.
+	Transport memberlist.NodeAwareTransport
+}
+
+// Defaults.
+const (
+	DefaultRejoinInterval = 5 * time.Second
+	DefaultProbeInterval  = 250 * time.Millisecond
+	DefaultProbeTimeout   = 125 * time.Millisecond
+	DefaultSuspicionMult  = 3
+	DefaultGossipInterval = 100 * time.Millisecond
+	DefaultBindAddr       = "0.0.0.0:7946"
+
+	defaultLeaveTimeout  = 2 * time.Second
+	updateMetaTimeout    = time.Second
+	maxBroadcastOverhead = 64 // headroom below memberlist's UDP buffer for framing
+)
+
+func (c Config) withDefaults() Config {
+	if c.BindAddr == "" {
+		c.BindAddr = DefaultBindAddr
+	}
+	if c.RejoinInterval <= 0 {
+		c.RejoinInterval = DefaultRejoinInterval
+	}
+	if c.ProbeInterval <= 0 {
+		c.ProbeInterval = DefaultProbeInterval
+	}
+	if c.ProbeTimeout <= 0 {
+		c.ProbeTimeout = DefaultProbeTimeout
+	}
+	if c.SuspicionMult <= 0 {
+		c.SuspicionMult = DefaultSuspicionMult
+	}
+	if c.GossipInterval <= 0 {
+		c.GossipInterval = DefaultGossipInterval
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// Membership is this node's view of the cluster, kept by memberlist gossip.
+type Membership struct {
+	cfg    Config
+	log    *slog.Logger
+	ml     *memberlist.Memberlist
+	bq     *memberlist.TransmitLimitedQueue
+	nodes  atomic.Int64 // len(members), for broadcast retransmits
+	maxMsg int
+	addr   string // advertised host:port, fixed at Start
+
+	metaMu sync.Mutex
+	meta   []byte
+
+	// members mirrors memberlist's live (alive or suspect) nodes, copied
+	// in its callbacks while it holds its lock, so reading it is race-free
+	// (the *Node that memberlist's Members returns points into its own
+	// state and is written under its lock).
+	memMu   sync.Mutex
+	members map[string]cluster.Member
+
+	qmu    sync.Mutex
+	queue  []Event
+	signal chan struct{}
+
+	lifeMu  sync.Mutex
+	stopped bool
+	done    chan struct{}
+}
+
+// Start creates the memberlist, joins the seeds (a failed join is logged,
+// not fatal: the first node has no one to join), and starts the rejoin loop
+// and the event pump.
+func Start(cfg Config) (*Membership, error) {
+	cfg = cfg.withDefaults()
+	if cfg.Name == "" {
+		return nil, errors.New("cluster: Config.Name is required")
+	}
+	switch len(cfg.SecretKey) {
+	case 0, 16, 24, 32:
+	default:
+		return nil, fmt.Errorf("cluster: SecretKey is %d bytes; it must be 16, 24 or 32 bytes (AES-128/192/256)", len(cfg.SecretKey))
+	}
+	meta, err := cfg.Meta.Encode()
+	if err != nil {
+		return nil, err
+	}
+
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = cfg.Name
+	if cfg.Transport != nil {
+		mc.Transport = cfg.Transport
+	} else {
+		host, port, err := splitHostPort(cfg.BindAddr)
+		if err != nil {
+			return nil, fmt.Errorf("cluster: BindAddr: %w", err)
+		}
+		mc.BindAddr, mc.BindPort = host, port
+	}
+	if cfg.AdvertiseAddr != "" {
+		host, port, err := splitHostPort(cfg.AdvertiseAddr)
+		if err != nil {
+			return nil, fmt.Errorf("cluster: AdvertiseAddr: %w", err)
+		}
+		mc.AdvertiseAddr, mc.AdvertisePort = host, port
+	}
+	mc.ProbeInterval = cfg.ProbeInterval
+	mc.ProbeTimeout = cfg.ProbeTimeout
+	mc.SuspicionMult = cfg.SuspicionMult
+	mc.GossipInterval = cfg.GossipInterval
+	if len(cfg.SecretKey) > 0 {
+		mc.SecretKey = append([]byte(nil), cfg.SecretKey...)
+	}
+	mc.Label = cfg.Label
+	mc.Logger = log.New(&logWriter{l: cfg.Logger}, "", 0)
+
+	m := &Membership{
+		cfg:     cfg,
+		log:     cfg.Logger.With("component", "memberlist", "node", cfg.Name),
+		meta:    meta,
+		members: make(map[string]cluster.Member),
+		signal:  make(chan struct{}, 1),
+		done:    make(chan struct{}),
+		maxMsg:  mc.UDPBufferSize - maxBroadcastOverhead,
+	}
+	m.bq = &memberlist.TransmitLimitedQueue{
+		NumNodes:       func() int { return int(m.nodes.Load()) },
+		RetransmitMult: mc.RetransmitMult,
+	}
+	d := &delegate{m: m}
+	mc.Delegate = d
+	mc.Events = d
+
+	go m.pump()
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		m.stop()
+		return nil, fmt.Errorf("cluster: starting memberlist: %w", err)
+	}
+	m.ml = ml
+	m.addr = ml.LocalNode().Address()
+	if seeds := m.seedsToJoin(); len(seeds) > 0 {
+		if n, err := ml.Join(seeds); err != nil {
+			m.log.Warn("joining seeds", "seeds", seeds, "joined", n, "err", err)
+		}
+	}
+	go m.rejoinLoop()
+	return m, nil
+}
+
+func splitHostPort(s string) (string, int, error) {
+	host, p, err := net.SplitHostPort(s)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("bad port in %q", s)
+	}
+	return host, port, nil
+}
+
+// Name is this node's name.
+func (m *Membership) Name() string { return m.cfg.Name }
+
+// Addr is the gossip "host:port" actually in use (the advertised address;
+// after BindAddr port 0, the port picked).
+func (m *Membership) Addr() string { return m.addr }
+
+// Members returns every member memberlist knows, alive and suspect,
+// ourselves included, sorted by name. Safe to call at any time, including
+// from OnEvent.
+//
+// State is StateAlive for all of them: memberlist v0.7.0 reports no
+// suspect transitions (no callback, and it never fills Node.State), so a
+// suspect member is listed as alive until it is declared dead.
+func (m *Membership) Members() []cluster.Member {
+	m.memMu.Lock()
+	out := make([]cluster.Member, 0, len(m.members))
+	for _, mem := range m.members {
+		out = append(out, mem)
+	}
+	m.memMu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// UpdateMeta gossips new meta for this node (waits up to 1s for the
+// update to be sent).
+func (m *Membership) UpdateMeta(meta cluster.Meta) error {
+	b, err := meta.Encode()
+	if err != nil {
+		return err
+	}
+	m.metaMu.Lock()
+	m.meta = b
+	m.metaMu.Unlock()
+	if err := m.ml.UpdateNode(updateMetaTimeout); err != nil {
+		return fmt.Errorf("cluster: updating meta: %w", err)
+	}
+	return nil
+}
+
+// Send delivers payload to one member by name over a reliable (TCP)
+// stream. The receiver gets a MessageReceived event naming us.
+func (m *Membership) Send(to string, payload []byte) error {
+	// Address the member from our own copy of the table: the *Node values
+	// memberlist hands out are changed under its lock, so reading them
+	// here would race.
+	m.memMu.Lock()
+	mem, ok := m.members[to]
+	m.memMu.Unlock()
+	if !ok {
+		return fmt.Errorf("cluster: unknown member %q", to)
+	}
+	host, portStr, err := net.SplitHostPort(mem.Addr)
+	if err != nil {
+		return fmt.Errorf("cluster: member %q has a bad address %q: %w", to, mem.Addr, err)
+	}
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil {
+		return fmt.Errorf("cluster: member %q has a bad port %q: %w", to, portStr, err)
+	}
+	node := &memberlist.Node{Name: to, Addr: net.ParseIP(host), Port: uint16(port)}
+	if err := m.ml.SendReliable(node, m.frame(payload)); err != nil {
+		return fmt.Errorf("cluster: sending to %s: %w", to, err)
+	}
+	return nil
+}
+
+// Broadcast gossips payload to all members (best effort, retransmitted
+// RetransmitMult·log(N) times; we do not receive our own broadcast).
+// Payloads that do not fit in one gossip packet (about 1.3 KB) are logged
+// and dropped: use Send for those.
+func (m *Membership) Broadcast(payload []byte) {
+	msg := m.frame(payload)
+	if len(msg) > m.maxMsg {
+		m.log.Warn("broadcast too large for a gossip packet; dropped", "bytes", len(payload), "max", m.maxMsg)
+		return
+	}
+	m.bq.QueueBroadcast(userBroadcast(msg))
+}
+
+// Leave leaves the cluster gracefully (others see MemberLeft), waiting at
+// most timeout (≤0: 2s) for the leave to be gossiped, then shuts down. It
+// first gossips that this node drains, if it has not said so yet (half the
+// timeout at most). It is idempotent and safe after Shutdown.
+func (m *Membership) Leave(timeout time.Duration) error {
+	if timeout <= 0 {
+		timeout = defaultLeaveTimeout
+	}
+	m.lifeMu.Lock()
+	defer m.lifeMu.Unlock()
+	if m.stopped {
+		return nil
+	}
+	// Say that we drain before we go, unless we already did: the others
+	// tell a leave from a death by it (memberlist reports both alike).
+	m.metaMu.Lock()
+	meta, _ := cluster.DecodeMeta(m.meta)
+	m.metaMu.Unlock()
+	if !meta.Draining {
+		meta.Draining = true
+		if b, err := meta.Encode(); err == nil {
+			m.metaMu.Lock()
+			m.meta = b
+			m.metaMu.Unlock()
+			_ = m.ml.UpdateNode(timeout / 2)
+		}
+	}
+	lerr := m.ml.Leave(timeout)
+	serr := m.ml.Shutdown()
+	m.stop()
+	if lerr != nil {
+		return fmt.Errorf("cluster: leave: %w", lerr)
+	}
+	return serr
+}
+
+// Shutdown stops gossip without leaving: the others will declare this
+// node dead (how a crash looks). Idempotent.
+func (m *Membership) Shutdown() error {
+	m.lifeMu.Lock()
+	defer m.lifeMu.Unlock()
+	if m.stopped {
+		return nil
+	}
+	err := m.ml.Shutdown()
+	m.stop()
+	return err
+}
+
+// stop ends the pump and the rejoin loop (pending events are dropped).
+func (m *Membership) stop() {
+	m.stopped = true
+	close(m.done)
+}
+
+// seedsToJoin lists the seeds that are not ourselves and not the address
+// of a member currently seen (alive or suspect).
+func (m *Membership) seedsToJoin() []string {
+	known := map[string]bool{}
+	for _, mem := range m.Members() {
+		known[mem.Addr] = true
+	}
+	self := m.Addr()
+	var out []string
+	for _, s := range m.cfg.Seeds {
+		if s == "" || s == self || known[s] {
+			continue
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// rejoinLoop re-joins seeds not seen alive, so that the two halves of a
+// healed partition merge (memberlist does not re-merge them by itself).
+func (m *Membership) rejoinLoop() {
+	t := time.NewTicker(m.cfg.RejoinInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.done:
+			return
+		case <-t.C:
+		}
+		seeds := m.seedsToJoin()
+		if len(seeds) == 0 {
+			continue
+		}
+		n, err := m.ml.Join(seeds)
+		select {
+		case <-m.done:
+			return
+		default:
+		}
+		if err != nil {
+			m.log.Debug("rejoin", "seeds", seeds, "joined", n, "err", err)
+		} else {
+			m.log.Debug("rejoin", "seeds", seeds, "joined", n)
+		}
+	}
+}
+
+// push queues an event; called from memberlist's callbacks, so it never
+// blocks (the queue is unbounded).
+func (m *Membership) push(e Event) {
+	m.qmu.Lock()
+	m.queue = append(m.queue, e)
+	m.qmu.Unlock()
+	select {
+	case m.signal <- struct{}{}:
+	default:
+	}
+}
+
+// pump delivers queued events to OnEvent, in order, until stopped.
+func (m *Membership) pump() {
+	for {
+		select {
+		case <-m.done:
+			return
+		case <-m.signal:
+		}
+		for {
+			m.qmu.Lock()
+			batch := m.queue
+			m.queue = nil
+			m.qmu.Unlock()
+			if len(batch) == 0 {
+				break
+			}
+			for _, e := range batch {
+				select {
+				case <-m.done:
+					return
+				default:
+				}
+				if m.cfg.OnEvent != nil {
+					m.cfg.OnEvent(e)
+				}
+			}
+		}
+	}
+}
+
+func (m *Membership) toMember(n *memberlist.Node) cluster.Member {
+	meta, err := cluster.DecodeMeta(n.Meta)
+	if err != nil {
+		m.log.Warn("bad node meta; using zero meta", "member", n.Name, "err", err)
+	}
+	return cluster.Member{Name: n.Name, Addr: n.Address(), State: cluster.StateAlive, Meta: meta}
+}
+
+// leftOrDead tells a graceful leave from a death by what the node said of
+// itself: a node that leaves gossips that it drains first (its meta, and
+// its release messages, say so), a node that dies says nothing. memberlist
+// itself reports both alike through NotifyLeave. A node whose draining meta
+// has not reached us yet when it leaves is taken for dead; both mean
+// "gone" to the ownership machine, so the difference is only in the logs.
+func leftOrDead(mem cluster.Member) (EventKind, cluster.State) {
+	if mem.Meta.Draining {
+		return MemberLeft, cluster.StateLeft
+	}
+	return MemberDied, cluster.StateDead
+}
+
+// frame prefixes a user message with our name (uvarint length + name).
+func (m *Membership) frame(payload []byte) []byte {
+	b := make([]byte, 0, binary.MaxVarintLen64+len(m.cfg.Name)+len(payload))
+	b = binary.AppendUvarint(b, uint64(len(m.cfg.Name)))
+	b = append(b, m.cfg.Name...)
+	return append(b, payload...)
+}
+
+func unframe(b []byte) (from string, payload []byte, ok bool) {
+	n, k := binary.Uvarint(b)
+	if k <= 0 || uint64(len(b)-k) < n {
+		return "", nil, false
+	}
+	return string(b[k : k+int(n)]), b[k+int(n):], true
+}
+
+// delegate implements memberlist.Delegate and memberlist.EventDelegate.
+// Its methods run on memberlist's goroutines, some under its node lock:
+// they only copy data and queue it.
+type delegate struct{ m *Membership }
+
+func (d *delegate) NodeMeta(limit int) []byte {
+	d.m.metaMu.Lock()
+	defer d.m.metaMu.Unlock()
+	if len(d.m.meta) > limit {
+		d.m.log.Error("node meta over memberlist's limit; not sent", "bytes", len(d.m.meta), "limit", limit)
+		return nil
+	}
+	return append([]byte(nil), d.m.meta...)
+}
+
+func (d *delegate) NotifyMsg(b []byte) {
+	from, payload, ok := unframe(b)
+	if !ok {
+		d.m.log.Warn("malformed user message dropped", "bytes", len(b))
+		return
+	}
+	d.m.push(Event{Kind: MessageReceived, Member: cluster.Member{Name: from}, Payload: bytes.Clone(payload)})
+}
+
+func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
+	return d.m.bq.GetBroadcasts(overhead, limit)
+}
+
+func (d *delegate) LocalState(join bool) []byte            { return nil }
+func (d *delegate) MergeRemoteState(buf []byte, join bool) {}
+
+func (d *delegate) NotifyJoin(n *memberlist.Node) {
+	mem := d.m.toMember(n)
+	d.m.setMember(mem, true)
+	d.m.push(Event{Kind: MemberJoined, Member: mem})
+}
+
+func (d *delegate) NotifyLeave(n *memberlist.Node) {
+	mem := d.m.toMember(n)
+	kind, st := leftOrDead(mem)
+	mem.State = st
+	d.m.setMember(mem, false)
+	d.m.push(Event{Kind: kind, Member: mem})
+}
+
+func (d *delegate) NotifyUpdate(n *memberlist.Node) {
+	mem := d.m.toMember(n)
+	d.m.setMember(mem, true)
+	d.m.push(Event{Kind: MemberUpdated, Member: mem})
+}
+
+// setMember adds or updates (live) or removes a member of the table.
+func (m *Membership) setMember(mem cluster.Member, live bool) {
+	m.memMu.Lock()
+	defer m.memMu.Unlock()
+	if live {
+		m.members[mem.Name] = mem
+	} else {
+		delete(m.members, mem.Name)
+	}
+	m.nodes.Store(int64(len(m.members)))
+}
+
+// userBroadcast is a user message in the TransmitLimitedQueue.
+type userBroadcast []byte
+
+func (b userBroadcast) Invalidates(memberlist.Broadcast) bool { return false }
+func (b userBroadcast) Message() []byte                       { return b }
+func (b userBroadcast) Finished()                             {}
+
+// logWriter routes memberlist's log lines ("[DEBUG] memberlist: ...") to
+// slog at the level their prefix names.
+type logWriter struct{ l *slog.Logger }
+
+func (w *logWriter) Write(p []byte) (int, error) {
+	line := string(bytes.TrimSpace(p))
+	level := slog.LevelInfo
+	for _, pl := range []struct {
+		prefix string
+		level  slog.Level
+	}{
+		{"[DEBUG]", slog.LevelDebug},
+		{"[INFO]", slog.LevelInfo},
+		{"[WARN]", slog.LevelWarn},
+		{"[ERR]", slog.LevelError},
+		{"[ERROR]", slog.LevelError},
+	} {
+		if len(line) >= len(pl.prefix) && line[:len(pl.prefix)] == pl.prefix {
+			level = pl.level
+			line = string(bytes.TrimSpace([]byte(line[len(pl.prefix):])))
+			break
+		}
+	}
+	ctx := context.Background()
+	if w.l.Enabled(ctx, level) {
+		w.l.Log(ctx, level, line)
+	}
+	return len(p), nil
+}

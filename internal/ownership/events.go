@@ -1,0 +1,540 @@
+package ownership
+
+import (
+	"errors"
+	"slices"
+	"time"
+
+	"github.com/kinactor/kinactor/cluster"
+	"github.com/kinactor/kinactor/internal/lease"
+	"github.com/kinactor/kinactor/internal/shardfsm"
+)
+
+// ---- syncs ----------------------------------------------------------------
+
+// leader reports whether this node discovers shards: the lowest-named
+// candidate that is healthy on Kinesis and DynamoDB (the lowest-named
+// candidate when none is), or the only node without a cluster.
+func (m *Machine) leader() bool {
+	if !m.cfg.Clustered {
+		return true
+	}
+	all := m.candidates()
+	if len(all) == 0 {
+		return false
+	}
+	first := ""
+	for _, c := range all {
+		meta := m.metaOf(c.name)
+		if slices.Contains(meta.Unhealthy, ServiceKinesis) || slices.Contains(meta.Unhealthy, ServiceDynamoDB) {
+			continue
+		}
+		first = c.name
+		break
+	}
+	if first == "" {
+		first = all[0].name
+	}
+	return first == m.cfg.Me
+}
+
+func (m *Machine) metaOf(name string) cluster.Meta {
+	if name == m.cfg.Me {
+		return m.health.effective
+	}
+	if mi := m.members[name]; mi != nil {
+		return mi.m.Meta
+	}
+	return cluster.Meta{}
+}
+
+// requestSync reads the table now, or after the read in flight.
+func (m *Machine) requestSync(now time.Time, out *effects) {
+	if m.stopping {
+		return
+	}
+	if m.syncing {
+		m.resync = true
+		return
+	}
+	m.syncing = true
+	m.lastSync, m.readFrom = now, now
+	m.syncSeq++
+	out.add(Sync{List: m.leader(), Seq: m.syncSeq})
+}
+
+func (m *Machine) syncInterval() time.Duration {
+	if m.leader() || len(m.leases) == 0 {
+		return m.cfg.SyncInterval
+	}
+	return max(m.cfg.FollowerSyncInterval, m.cfg.SyncInterval)
+}
+
+func (m *Machine) onSync(now time.Time, e SyncDone, out *effects) {
+	if !m.syncing || e.Seq != m.syncSeq {
+		return // given up on (SyncTimeout): a newer read is under way
+	}
+	if e.ReadErr != nil {
+		m.syncing = false
+		m.syncFails++
+		m.opFailed(now, ServiceDynamoDB)
+		m.nextSync = now.Add(m.cfg.SyncBackoff.Delay(m.syncFails, m.rng))
+		out.note(4, "reading the lease table failed, will retry", "err", e.ReadErr)
+		if e.Listed && e.ListErr != nil {
+			m.opFailed(now, ServiceKinesis)
+		}
+		m.resync = false
+		return
+	}
+	m.syncFails = 0
+	m.opOK(now, ServiceDynamoDB)
+	m.applyRows(now, m.readFrom, e.Leases)
+	out.note(-4, "lease table read", "rows", len(e.Leases), "listed", e.Listed, "resync", m.resync)
+	m.nextSync = now.Add(m.syncInterval())
+	if e.Listed {
+		if e.ListErr != nil {
+			m.opFailed(now, ServiceKinesis)
+			out.note(4, "listing shards failed, will retry", "err", e.ListErr)
+		} else {
+			m.opOK(now, ServiceKinesis)
+			have := make(map[string]lease.Lease, len(e.Leases))
+			for _, l := range e.Leases {
+				have[l.Key] = l
+			}
+			create := NewRows(e.Shards, have, m.cfg.InitialCheckpoint)
+			del := FinishedParents(e.Leases)
+			for _, g := range GarbageRows(e.Leases, e.Shards, m.unlisted) {
+				if !slices.ContainsFunc(del, func(l lease.Lease) bool { return l.Key == g.Key }) {
+					out.note(0, "deleting the row of a shard the stream no longer lists", "shard", g.Key, "checkpoint", g.Checkpoint.SequenceNumber)
+					del = append(del, g)
+				}
+			}
+			if len(create)+len(del) > 0 && !m.stopping {
+				m.lastSync = now
+				out.add(WriteRows{Seq: m.syncSeq, Create: create, Delete: del})
+				return // still syncing: read again once written
+			}
+		}
+	}
+	m.syncing = false
+	if m.resync {
+		m.resync = false
+		m.requestSync(now, out)
+	}
+}
+
+func (m *Machine) onRows(now time.Time, e RowsDone, out *effects) {
+	if !m.syncing || e.Seq != m.syncSeq {
+		return
+	}
+	m.syncing = false
+	if e.Err != nil {
+		m.opFailed(now, ServiceDynamoDB)
+		out.note(4, "writing lease rows failed, will retry", "err", e.Err)
+	} else {
+		m.opOK(now, ServiceDynamoDB)
+	}
+	if e.Changed {
+		if m.cfg.Clustered {
+			out.add(Broadcast{Msg: Message{Type: MsgShards}})
+		}
+		m.resync = false
+		m.requestSync(now, out)
+		return
+	}
+	if m.resync {
+		m.resync = false
+		m.requestSync(now, out)
+	}
+}
+
+// applyRows replaces the machine's copy of the table with a read of it
+// that began at from. What this node heard after from (a release or a
+// heartbeat by gossip, a write of its own) may be newer than the read: a
+// row with a lower counter than that does not override it.
+func (m *Machine) applyRows(now, from time.Time, rows []lease.Lease) {
+	seen := make(map[string]bool, len(rows))
+	for _, l := range rows {
+		seen[l.Key] = true
+		old, had := m.leases[l.Key]
+		if had && old.Counter > l.Counter && m.heardAt[l.Key].After(from) {
+			continue // the read is older than what we heard since it began
+		}
+		m.setLease(now, l, had, old)
+	}
+	for k := range m.leases {
+		if !seen[k] && !m.heardAt[k].After(from) {
+			m.dropLease(k)
+		}
+	}
+	if len(m.heardAt) > 0 {
+		for k, at := range m.heardAt {
+			if !at.After(from) {
+				delete(m.heardAt, k)
+			}
+		}
+	}
+	SettleLost(m.lost, rows, m.cfg.Me, m.joinedAt)
+}
+
+// heard records news of a row that did not come from a read of the table.
+func (m *Machine) heard(now time.Time, l lease.Lease) {
+	old, had := m.leases[l.Key]
+	m.heardAt[l.Key] = now
+	m.setLease(now, l, had, old)
+}
+
+// setLease stores a row and marks what it changes.
+func (m *Machine) setLease(now time.Time, l lease.Lease, had bool, old lease.Lease) {
+	m.leases[l.Key] = l
+	el := !IsForeignKey(l.Key) && !l.Checkpoint.IsShardEnd()
+	if el != m.eligible[l.Key] {
+		m.assignDirty = true
+		if el {
+			m.eligible[l.Key] = true
+		} else {
+			delete(m.eligible, l.Key)
+		}
+	}
+	if m.expiry.observe(l.Key, l.Owner, l.Counter, now) || !had || old.Owner != l.Owner || old.Counter != l.Counter {
+		m.dirty[l.Key] = true
+	}
+}
+
+func (m *Machine) dropLease(k string) {
+	delete(m.leases, k)
+	if m.eligible[k] {
+		delete(m.eligible, k)
+		m.assignDirty = true
+	}
+	m.expiry.forget(k)
+	m.dirty[k] = true
+}
+
+// ---- ticks ----------------------------------------------------------------
+
+func (m *Machine) onTick(now time.Time, out *effects) {
+	m.expiry.dueBy(now, func(k string) { m.dirty[k] = true })
+	for k, at := range m.retryAt {
+		if !now.Before(at) {
+			delete(m.retryAt, k)
+			m.dirty[k] = true
+		}
+	}
+	m.updateHealth(now, out)
+	m.settle(now)
+	m.probe(now, out)
+	if m.syncing && now.Sub(m.lastSync) >= m.cfg.SyncTimeout {
+		// A hung call (a blackholed route): give up on it, count it as a
+		// failure, and read again; its late answer is ignored.
+		out.note(4, "reading the lease table got no answer; giving up on it", "after", now.Sub(m.lastSync))
+		m.syncing, m.resync = false, false
+		m.opFailed(now, ServiceDynamoDB)
+		m.nextSync = now
+	}
+	if !m.syncing && !now.Before(m.nextSync) {
+		m.requestSync(now, out)
+	}
+	if now.Sub(m.lastFlush) >= m.cfg.HeartbeatInterval {
+		m.flushBeats(now, out)
+	}
+}
+
+// ---- the view and gossip ----------------------------------------------------
+
+func (m *Machine) onView(now time.Time, e ViewChanged, out *effects) {
+	if !m.cfg.Clustered {
+		return
+	}
+	next := make(map[string]*memberInfo, len(e.Members))
+	for _, mem := range e.Members {
+		if mem.Name != m.cfg.Me && mem.Meta.App != m.cfg.App {
+			continue // another application on the same seeds: not ours
+		}
+		next[mem.Name] = &memberInfo{m: mem}
+	}
+	if _, ok := next[m.cfg.Me]; !ok {
+		next[m.cfg.Me] = &memberInfo{m: cluster.Member{Name: m.cfg.Me, Meta: m.health.effective}}
+	}
+	if !sameView(m.members, next) {
+		m.assignDirty = true
+	}
+	m.members = next
+	for _, name := range e.Joined {
+		delete(m.gone, name)
+		m.joinedAt[name] = now
+		delete(m.draining, name)
+	}
+	for _, name := range e.Gone {
+		if _, back := next[name]; back {
+			continue
+		}
+		m.gone[name] = now
+		delete(m.draining, name)
+		for k, l := range m.leases {
+			if l.Owner == name {
+				m.dirty[k] = true
+			}
+		}
+		out.note(0, "member gone", "member", name)
+	}
+	if len(e.Joined)+len(e.Gone) > 0 {
+		m.requestSync(now, out)
+	}
+}
+
+func sameView(a, b map[string]*memberInfo) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, x := range a {
+		y, ok := b[k]
+		if !ok || x.m.State != y.m.State || !x.m.Meta.Equal(y.m.Meta) {
+			return false
+		}
+	}
+	return true
+}
+
+func (m *Machine) onMessage(now time.Time, e MessageReceived, out *effects) {
+	if !m.cfg.Clustered || e.From == m.cfg.Me {
+		return
+	}
+	g := e.Msg
+	if _, ok := m.members[e.From]; !ok && g.Type == MsgHeartbeat {
+		// Not a member of this application in our view (yet): its word on
+		// who holds what is doubtful. A release or a change of rows is
+		// taken from anyone: it only brings a conditional take or a read.
+		return
+	}
+	if _, ok := m.members[e.From]; ok && g.Draining && !m.draining[e.From] {
+		m.draining[e.From] = true
+		m.assignDirty = true
+	}
+	switch g.Type {
+	case MsgReleased:
+		l, ok := m.leases[g.Shard]
+		if ok && l.Counter > g.Counter {
+			return
+		}
+		if !ok && (g.Shard == "" || IsForeignKey(g.Shard)) {
+			return
+		}
+		// Unknown yet (the first read is still under way): keep what we
+		// heard; the read, older than the release, does not override it.
+		l.Key, l.Owner, l.Counter = g.Shard, "", g.Counter
+		m.heard(now, l)
+	case MsgShards:
+		m.requestSync(now, out)
+	case MsgHeartbeat:
+		for _, b := range g.Leases {
+			old, ok := m.leases[b.Shard]
+			if !ok || b.Counter < old.Counter || (b.Counter == old.Counter && old.Owner == e.From) {
+				continue
+			}
+			l := old
+			l.Owner, l.Counter = e.From, b.Counter
+			m.heard(now, l)
+		}
+	}
+}
+
+// queueBeat remembers a lease this node just wrote, for its successors.
+func (m *Machine) queueBeat(l lease.Lease) {
+	if !m.cfg.Clustered {
+		return
+	}
+	for _, to := range firstN(m.successors(l.Key, m.cfg.Me), 2) {
+		b := m.beats[to]
+		if b == nil {
+			b = map[string]int64{}
+			m.beats[to] = b
+		}
+		b[l.Key] = l.Counter
+	}
+}
+
+func firstN(s []string, n int) []string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+// flushBeats sends the queued heartbeats, one message per destination.
+func (m *Machine) flushBeats(now time.Time, out *effects) {
+	m.lastFlush = now
+	if len(m.beats) == 0 {
+		return
+	}
+	for _, to := range sortedKeys(m.beats) {
+		msg := Message{Type: MsgHeartbeat}
+		for _, k := range sortedKeys(m.beats[to]) {
+			msg.Leases = append(msg.Leases, Beat{Shard: k, Counter: m.beats[to][k]})
+		}
+		out.add(Send{To: to, Msg: msg})
+	}
+	m.beats = map[string]map[string]int64{} // the inner maps may be large: start afresh
+}
+
+// ---- takes and shard actors ---------------------------------------------------
+
+func (m *Machine) onTake(now time.Time, e TakeDone, out *effects) {
+	delete(m.taking, e.Key)
+	defer delete(m.tried, e.Key)
+	m.dirty[e.Key] = true // look at it again: with a fresh row, or after the backoff
+	if e.Err != nil {
+		if e.LostRace || errors.Is(e.Err, lease.ErrLeaseLost) {
+			m.opOK(now, ServiceDynamoDB)
+			m.raced[e.Key] = m.tried[e.Key] // not again with that row: wait for a fresher one
+			out.note(0, "lease moved before we could take it", "shard", e.Key)
+		} else {
+			m.opFailed(now, ServiceDynamoDB)
+			m.failures[e.Key]++
+			m.retryAt[e.Key] = now.Add(m.cfg.TakeBackoff.Delay(m.failures[e.Key], m.rng))
+			out.note(4, "taking lease failed, will retry", "shard", e.Key, "err", e.Err)
+		}
+		m.requestSync(now, out)
+		return
+	}
+	m.opOK(now, ServiceDynamoDB)
+	delete(m.lost, e.Key)
+	delete(m.retryAt, e.Key)
+	m.heard(now, e.Lease)
+	m.run[e.Key] = &running{}
+	out.add(Spawn{Lease: e.Lease})
+	m.queueBeat(e.Lease)
+	if m.stopping {
+		m.run[e.Key].releasing = true
+		out.add(Handoff{Key: e.Key}) // taken while stopping: give it back the normal way
+	}
+}
+
+func (m *Machine) onShardWrote(now time.Time, e ShardWrote, out *effects) {
+	m.opOK(now, ServiceDynamoDB)
+	m.heard(now, e.Lease)
+	m.queueBeat(e.Lease)
+}
+
+func (m *Machine) onShardHealth(now time.Time, e ShardHealth, out *effects) {
+	if m.run[e.Key] == nil {
+		return
+	}
+	if !e.Stalled {
+		delete(m.stalled, e.Key)
+		return
+	}
+	cause := e.Cause
+	if cause == "" {
+		cause = ServiceProcessor
+	}
+	m.stalled[e.Key] = cause
+}
+
+// unrun forgets a shard that no longer runs here.
+func (m *Machine) unrun(key string) {
+	delete(m.run, key)
+	delete(m.stalled, key)
+}
+
+func (m *Machine) onFinished(now time.Time, e ShardFinished, out *effects) {
+	m.unrun(e.Key)
+	m.dirty[e.Key] = true
+	l, known := m.leases[e.Key]
+	released := func() {
+		if !known {
+			return
+		}
+		nl := l
+		nl.Owner, nl.Counter = "", e.Counter
+		m.heard(now, nl)
+	}
+	switch e.Outcome {
+	case shardfsm.Released:
+		delete(m.failures, e.Key)
+		released()
+		if to := m.assign[e.Key]; m.cfg.Clustered && to != "" && to != m.cfg.Me {
+			// Tell the new owner at once, so it need not wait for a read.
+			out.add(Send{To: to, Msg: Message{Type: MsgReleased, Shard: e.Key, Counter: e.Counter, Draining: m.stopping}})
+		}
+	case shardfsm.ShardEnd:
+		delete(m.failures, e.Key)
+		if known {
+			nl := l
+			nl.Owner, nl.Counter = "", e.Counter
+			nl.Checkpoint = lease.Checkpoint{SequenceNumber: lease.CheckpointShardEnd}
+			m.heard(now, nl)
+		}
+		// Children become eligible now; the discovering node creates their
+		// rows, and everyone reads the table.
+		if m.cfg.Clustered {
+			out.add(Broadcast{Msg: Message{Type: MsgShards}})
+		}
+		m.requestSync(now, out)
+	case shardfsm.LostLease:
+		m.lost[e.Key] = lostLease{At: now} // who took it shows at the next read
+		m.dropLease(e.Key)
+		m.requestSync(now, out)
+	case shardfsm.Fenced:
+		// Lease writes failed until the lease could have expired: the lease
+		// may still be ours (the service comes back) or already another's.
+		m.markBad(now, ServiceDynamoDB)
+		m.requestSync(now, out)
+	case shardfsm.Unreadable:
+		released()
+		m.refused[e.Key] = now.Add(m.cfg.RefusalTTL)
+		delete(m.refusedFor, e.Key)
+		out.note(8, "shard cannot be read here; refusing it", "shard", e.Key, "cause", e.Cause)
+	case shardfsm.Failed:
+		released()
+		m.refused[e.Key] = time.Time{} // for good: the failure policy said stop
+		delete(m.refusedFor, e.Key)
+	}
+}
+
+func (m *Machine) onCrashed(now time.Time, e ShardCrashed, out *effects) {
+	if _, ok := m.run[e.Key]; !ok {
+		return
+	}
+	m.unrun(e.Key)
+	n := m.failures[e.Key]
+	m.failures[e.Key] = n + 1
+	if n > 0 {
+		m.retryAt[e.Key] = now.Add(m.cfg.CrashBackoff.Delay(n, m.rng))
+	}
+	m.dirty[e.Key] = true
+	out.note(4, "shard actor crashed; taking its lease again", "shard", e.Key, "crashes", n+1)
+}
+
+// ---- stopping ----------------------------------------------------------------
+
+func (m *Machine) onStopAll(now time.Time, out *effects) {
+	if m.stopping {
+		return
+	}
+	m.stopping = true
+	m.assignDirty = true
+	for _, k := range sortedKeys(m.run) {
+		r := m.run[k]
+		if !r.releasing {
+			r.releasing = true
+			out.add(Handoff{Key: k})
+		}
+	}
+	m.publish(now, out)
+}
+
+func (m *Machine) maybeStopDone(out *effects) {
+	if m.stopping && !m.stopDone && len(m.run) == 0 && len(m.taking) == 0 {
+		m.stopDone = true
+		out.add(StopDone{})
+	}
+}
+
+func (m *Machine) finishStop(out *effects) {
+	if m.stopDone {
+		return
+	}
+	m.stopDone = true
+	out.add(StopDone{Left: sortedKeys(m.run)})
+}

@@ -1,0 +1,580 @@
+// Package ownership owns every rule of who takes which shard on a node, as
+// a pure state machine in the style of package shardfsm: Machine.Step takes
+// the current time and one event (a read of the lease table, a change of
+// the gossip view, a gossip message, a result of one of its own effects, a
+// report of a shard actor, a tick) and returns the effects to carry out
+// (read the table, create or delete rows, take a lease, spawn or hand off a
+// shard actor, gossip, publish this node's meta, probe a service). It does
+// no I/O, starts no goroutines and reads no clock; the coordinator actor
+// (package actors) is the thin shell that executes the effects and turns
+// their results back into events.
+//
+// The rules, in one place:
+//
+//   - Eligibility is a function of the lease rows alone, so that every node
+//     computes the same eligible set from the same table: a row is eligible
+//     unless it is at SHARD_END or its key is not a shard id of this stream
+//     (a Java KCL multi-stream key "account:stream:epoch:shardId" is foreign
+//     and left alone). The shard listing never filters eligibility; the
+//     discovering node instead deletes rows of shards that two listings in a
+//     row no longer show (past retention), the way the Java KCL collects
+//     garbage leases, so their children stop waiting for them.
+//   - Assignment: eligible shards over the live, non-draining members of the
+//     same application, by cluster.Assign (weighted rendezvous, bounded
+//     load). Members that say in gossip that they are unhealthy are left
+//     out, unless every member is (a service-wide outage must not move
+//     anything); a shard a member refuses goes to the best-scoring member
+//     that does not, if there is one.
+//   - Takes: a shard assigned to this node is taken at once when its lease
+//     is free, released, still ours, or held by a member gossip saw leave or
+//     die. A lease whose counter stood still for LeaseExpiry may be taken by
+//     any node, whoever it is assigned to: the takers of a shard are its
+//     assignee (when that is not the holder) and then the other candidates
+//     in rendezvous order without the holder; the k-th taker (from 0) takes
+//     a held lease after (k+1)·LeaseExpiry and a free one after k·LeaseExpiry
+//     (the assignee at once). Observations of the counter come from reads
+//     of the table and from the holders' heartbeats (gossip), each timed by
+//     this node's monotonic clock when it arrived; a take is conditional on
+//     the counter observed, so a late observation costs a failed take, never
+//     a stolen lease.
+//   - Lost leases: a lease this node lost to a fenced write is not taken
+//     back by judging its taker dead (both halves of a partition would take
+//     it back and forth), only by expiry, until the lease has moved on or
+//     the taker has rejoined the view (SettleLost).
+//   - Handoffs: a running shard assigned elsewhere is handed off gracefully.
+//     This node's own health marks are used for planning only once they have
+//     been published for HealthSettle, so that in a service-wide outage every
+//     node has marked itself before anyone hands anything off.
+//   - Health: a shard actor that stalls reports it (with the service it
+//     stalled on); when every shard of the node is stalled on one service, or
+//     the node's own calls to a service have failed for StallTimeout, or a
+//     shard fenced itself because its lease writes failed, the node is
+//     unhealthy on that service; otherwise a stalled shard is refused. Both
+//     are published in the node's gossip meta. Unhealthy services are probed
+//     until they answer; refusals last RefusalTTL (a shard stopped by the
+//     failure policy, for the node's life).
+//   - Rows: the discovering node (the lowest-named healthy candidate) lists
+//     the shards, creates missing rows (NewRows), deletes finished parents
+//     (FinishedParents) and garbage (unlisted) rows.
+//
+// Cost: the assignment is cached and recomputed only when the eligible set
+// or the candidates change; any other event re-evaluates only the shards it
+// concerns, so a release, a heartbeat or a take costs O(members), not
+// O(shards). Expiry deadlines live in a heap.
+//
+// This package must not import the actors package, the root package or any
+// AWS client.
+package ownership
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/kinactor/kinactor/cluster"
+	"github.com/kinactor/kinactor/internal/backoff"
+	"github.com/kinactor/kinactor/internal/lease"
+	"github.com/kinactor/kinactor/internal/shardfsm"
+)
+
+// Services a node can be unhealthy on, as gossiped in cluster.Meta.
+const (
+	ServiceKinesis   = "kinesis"
+	ServiceDynamoDB  = "dynamodb"
+	ServiceProcessor = "processor"
+)
+
+// Reasons for taking a lease (the lease_takes_total label).
+const (
+	TakeFree      = "free"       // never owned
+	TakeReleased  = "released"   // released by its last owner
+	TakeDeadOwner = "dead_owner" // its owner left or died in the gossip view
+	TakeExpired   = "expired"    // its counter stood still long enough
+	TakeOwn       = "own"        // still ours in the table, but no actor runs it here
+)
+
+// Config configures a Machine. Zero durations take the defaults noted.
+type Config struct {
+	Me string // this node's worker id (leaseOwner, gossip name)
+	// Clustered: the node is one of a gossip cluster. False: it takes every
+	// eligible shard and never gossips.
+	Clustered bool
+	// App identifies the application (lease table and stream) in gossip
+	// meta; members with another App are ignored altogether.
+	App string
+	// Meta is this node's own meta (weight, version, HTTP address); the
+	// machine adds App, Draining and the health fields.
+	Meta cluster.Meta
+
+	LeaseExpiry  time.Duration // default 90s
+	StallTimeout time.Duration // default 30s
+	// HealthSettle: how long this node's own health marks must have been
+	// published before it plans with them (default 2s).
+	HealthSettle time.Duration
+	// RefusalTTL: how long a stalled or unreadable shard stays refused, and
+	// a processor-unhealthy mark stands (default 2 × StallTimeout).
+	RefusalTTL time.Duration
+	// ProbeInterval: how often an unhealthy service is probed (default 2s).
+	ProbeInterval time.Duration
+	// SyncInterval (discovering node, default 10s) and FollowerSyncInterval
+	// (the others, default 60s): reads of the table when nothing happens.
+	SyncInterval         time.Duration
+	FollowerSyncInterval time.Duration
+	// SyncTimeout: a read of the table (with its row writes) not answered
+	// by then is given up on and another one started, so that one hung
+	// call cannot stop the discovering node from creating rows (default
+	// max(2 × SyncInterval, 10s)).
+	SyncTimeout time.Duration
+	// HeartbeatInterval: how often heartbeats are flushed (default 250ms).
+	HeartbeatInterval time.Duration
+	// InitialCheckpoint of new rows of shards without parents.
+	InitialCheckpoint string
+	// TakeBackoff after a take that failed with an error (not a lost
+	// race), SyncBackoff after a failed read, CrashBackoff before taking
+	// again a shard whose actor crashed (the first retake is at once).
+	TakeBackoff  backoff.Policy
+	SyncBackoff  backoff.Policy
+	CrashBackoff backoff.Policy
+	Rand         *rand.Rand // jitter; nil: global
+}
+
+func (c Config) withDefaults() Config {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.LeaseExpiry, 90*time.Second)
+	def(&c.StallTimeout, 30*time.Second)
+	def(&c.HealthSettle, 2*time.Second)
+	def(&c.RefusalTTL, 2*c.StallTimeout)
+	def(&c.ProbeInterval, 2*time.Second)
+	def(&c.SyncInterval, 10*time.Second)
+	def(&c.FollowerSyncInterval, 60*time.Second)
+	def(&c.SyncTimeout, max(2*c.SyncInterval, 10*time.Second))
+	def(&c.HeartbeatInterval, 250*time.Millisecond)
+	if c.InitialCheckpoint == "" {
+		c.InitialCheckpoint = lease.CheckpointTrimHorizon
+	}
+	pol := func(p *backoff.Policy, base, cap time.Duration) {
+		if p.Base <= 0 || p.Cap < p.Base {
+			*p = backoff.Policy{Base: base, Cap: cap}
+		}
+	}
+	pol(&c.TakeBackoff, 250*time.Millisecond, 10*time.Second)
+	pol(&c.SyncBackoff, 250*time.Millisecond, c.SyncInterval)
+	pol(&c.CrashBackoff, 100*time.Millisecond, 30*time.Second)
+	return c
+}
+
+// ---- Events -------------------------------------------------------------
+
+// Event is an input to Step.
+type Event interface{ isEvent() }
+
+type (
+	// Started begins the machine's life: read the table.
+	Started struct{}
+	// Tick is sent by the shell at a steady rate (every 250ms or so): it
+	// drives expiry, settle and refusal deadlines, syncs, probes and the
+	// heartbeat flush. Any rate works; deadlines are met at the next tick.
+	Tick struct{}
+	// ViewChanged carries the gossip view after a change, and which
+	// members joined or went (left or died) in it, if known.
+	ViewChanged struct {
+		Members []cluster.Member
+		Joined  []string
+		Gone    []string
+	}
+	// MessageReceived is a coordinator gossip message from From.
+	MessageReceived struct {
+		From string
+		Msg  Message
+	}
+	// SyncDone answers Sync: the rows read (when ReadErr is nil) and, on
+	// the discovering node, the shard listing (when Listed and ListErr is
+	// nil).
+	SyncDone struct {
+		Seq     uint64 // the Sync's
+		Leases  []lease.Lease
+		ReadErr error
+		Listed  bool
+		Shards  []Shard
+		ListErr error
+	}
+	// RowsDone answers WriteRows; Err is the first error (the rest were
+	// not attempted); Changed: something was created or deleted.
+	RowsDone struct {
+		Seq     uint64 // the WriteRows'
+		Changed bool
+		Err     error
+	}
+	// TakeDone answers Take: the row as written, or Err (wrapping
+	// lease.ErrLeaseLost when the lease moved first).
+	TakeDone struct {
+		Key    string
+		Reason string
+		Lease  lease.Lease
+		Err    error
+		// LostRace: Err is a lost race (lease.ErrLeaseLost), not a failure.
+		LostRace bool
+	}
+	// ShardWrote: a shard actor's lease write succeeded; Lease is the row
+	// as written (its new counter).
+	ShardWrote struct{ Lease lease.Lease }
+	// ShardHealth: a shard actor's stall state changed. Cause is one of
+	// the Service names while Stalled.
+	ShardHealth struct {
+		Key     string
+		Stalled bool
+		Cause   string
+	}
+	// ShardFinished: a shard actor reached the end of its life.
+	ShardFinished struct {
+		Key     string
+		Outcome shardfsm.Outcome
+		Counter int64  // the lease counter after a release
+		Cause   string // the service behind a Fenced or Unreadable outcome
+	}
+	// ShardCrashed: a shard actor stopped without finishing (a panic, or
+	// it could not be spawned). Its lease is still ours in the table.
+	ShardCrashed struct{ Key string }
+	// ProbeDone answers Probe.
+	ProbeDone struct {
+		Service string
+		Err     error
+	}
+	// StopAll asks for a graceful stop of every shard; StopDone follows
+	// when none runs any more.
+	StopAll struct{}
+	// StopDeadline: the stop ran out of time; StopDone follows at once,
+	// listing the shards still running (their leases are left to expire).
+	StopDeadline struct{}
+)
+
+func (Started) isEvent()         {}
+func (Tick) isEvent()            {}
+func (ViewChanged) isEvent()     {}
+func (MessageReceived) isEvent() {}
+func (SyncDone) isEvent()        {}
+func (RowsDone) isEvent()        {}
+func (TakeDone) isEvent()        {}
+func (ShardWrote) isEvent()      {}
+func (ShardHealth) isEvent()     {}
+func (ShardFinished) isEvent()   {}
+func (ShardCrashed) isEvent()    {}
+func (ProbeDone) isEvent()       {}
+func (StopAll) isEvent()         {}
+func (StopDeadline) isEvent()    {}
+
+// Shard is one shard of the stream listing, as far as rows need it.
+type Shard struct {
+	ID              string
+	Parents         []string // parent and adjacent parent, if any
+	Closed          bool     // has an ending sequence number
+	StartingHashKey string
+	EndingHashKey   string
+}
+
+// Message is what coordinators tell each other by gossip.
+type Message struct {
+	// Type is "released" (Shard was released at Counter), "shards" (rows
+	// were created or deleted: read the table) or "hb" (heartbeats:
+	// Leases were written at these counters).
+	Type    string `json:"t"`
+	Shard   string `json:"s,omitempty"`
+	Counter int64  `json:"c,omitempty"`
+	At      int64  `json:"at,omitempty"` // sender's clock, Unix ms (metrics only)
+	// Draining: the sender is leaving; plan without it at once.
+	Draining bool   `json:"d,omitempty"`
+	Leases   []Beat `json:"l,omitempty"`
+}
+
+// Beat is one lease in a heartbeat: its holder wrote it at Counter.
+type Beat struct {
+	Shard   string `json:"s"`
+	Counter int64  `json:"c"`
+}
+
+// Message types.
+const (
+	MsgReleased  = "released"
+	MsgShards    = "shards"
+	MsgHeartbeat = "hb"
+)
+
+// ---- Effects ------------------------------------------------------------
+
+// Effect is an output of Step for the shell to carry out, in order.
+type Effect interface{ isEffect() }
+
+type (
+	// Sync reads every row; with List, also lists the stream's shards.
+	// Answer with SyncDone carrying Seq.
+	Sync struct {
+		List bool
+		Seq  uint64
+	}
+	// WriteRows creates rows (attribute_not_exists; an existing row is not
+	// an error) and deletes rows (conditional on the counter read; a lost
+	// race or a missing row is not an error). Answer with RowsDone.
+	WriteRows struct {
+		Seq    uint64 // answer with RowsDone carrying it
+		Create []lease.Lease
+		Delete []lease.Lease
+	}
+	// Take takes a lease conditional on the owner and counter in Lease.
+	// Answer with TakeDone.
+	Take struct {
+		Lease  lease.Lease
+		Reason string
+		// UnownedFor: how long the shard had no live owner, when known
+		// (metrics).
+		UnownedFor time.Duration
+	}
+	// Spawn starts a shard actor for a lease this node now holds.
+	Spawn struct{ Lease lease.Lease }
+	// Handoff asks a running shard actor to stop gracefully (checkpoint,
+	// release). To is the new assignee ("" when the node is stopping).
+	Handoff struct{ Key, To string }
+	// Send sends a message to one member (reliable; fall back to a
+	// broadcast if that fails). Broadcast gossips it to all.
+	Send struct {
+		To  string
+		Msg Message
+	}
+	Broadcast struct{ Msg Message }
+	// PublishMeta gossips this node's meta.
+	PublishMeta struct{ Meta cluster.Meta }
+	// Probe checks whether a service answers; answer with ProbeDone.
+	Probe struct{ Service string }
+	// StopDone: the graceful stop is over; Left lists the shards that were
+	// still running (leases left to expire).
+	StopDone struct{ Left []string }
+	// Note is a decision worth a log line (the shell logs it at Level).
+	Note struct {
+		Level int // -4 debug, 0 info, 4 warn, 8 error (slog levels)
+		Msg   string
+		Args  []any
+	}
+)
+
+func (Sync) isEffect()        {}
+func (WriteRows) isEffect()   {}
+func (Take) isEffect()        {}
+func (Spawn) isEffect()       {}
+func (Handoff) isEffect()     {}
+func (Send) isEffect()        {}
+func (Broadcast) isEffect()   {}
+func (PublishMeta) isEffect() {}
+func (Probe) isEffect()       {}
+func (StopDone) isEffect()    {}
+func (Note) isEffect()        {}
+
+type effects []Effect
+
+func (o *effects) add(e ...Effect) { *o = append(*o, e...) }
+
+func (o *effects) note(level int, msg string, args ...any) {
+	*o = append(*o, Note{Level: level, Msg: msg, Args: args})
+}
+
+// ---- State --------------------------------------------------------------
+
+// running is a shard with an actor on this node.
+type running struct {
+	releasing bool // handed off (or stopping)
+}
+
+// memberInfo is what the machine keeps of a member of the view.
+type memberInfo struct {
+	m       cluster.Member
+	unheal  map[string]bool
+	refuses map[string]bool
+}
+
+// Machine is one node's ownership state. Create it with New; drive it with
+// Step. It is not safe for concurrent use: the coordinator actor owns it.
+type Machine struct {
+	cfg Config
+
+	// the table, as last read and updated by our own writes and gossip
+	leases   map[string]lease.Lease
+	heardAt  map[string]time.Time // rows we heard of outside a read (gossip, our own writes), and when
+	eligible map[string]bool
+	expiry   *expiryTracker
+
+	// the view
+	members  map[string]*memberInfo // same-app members in the view, ourselves included
+	gone     map[string]time.Time   // members gossip saw leave or die (until they rejoin)
+	joinedAt map[string]time.Time
+	draining map[string]bool // members that said they are leaving
+
+	// this node
+	run      map[string]*running
+	stalled  map[string]string // running shards that stalled → the service
+	taking   map[string]bool
+	retryAt  map[string]time.Time // no take before (after a failed take or a crash)
+	raced    map[string]int64     // a take lost its race at this counter: wait for a fresher row
+	tried    map[string]int64     // the counter a take in flight is conditional on
+	failures map[string]int       // consecutive failed takes or crashes per shard
+	lost     map[string]lostLease
+	refused  map[string]time.Time // until; zero time: for good
+	// refusedFor: the service a stall refusal was for ("" for the failure
+	// policy or an unreadable shard); it ends when the node becomes
+	// unhealthy on that service (then the whole node moves, or nothing).
+	refusedFor map[string]string
+	health     health
+	stopping   bool
+	stopDone   bool
+
+	// assignment cache
+	cands       []candidate // the healthy candidates it was computed over
+	assign      map[string]string
+	assignDirty bool
+	assignments int // how many times it was computed
+	dirty       map[string]bool
+
+	// syncs
+	syncing     bool
+	syncSeq     uint64    // of the read (or row writes) in flight
+	readFrom    time.Time // when the read in flight was asked for
+	resync      bool
+	lastSync    time.Time
+	nextSync    time.Time
+	syncFails   int
+	unlisted    map[string]int // discovering node: listings in a row that missed a row's shard
+	rowsPending bool
+
+	// heartbeats to flush, per destination
+	beats     map[string]map[string]int64
+	lastFlush time.Time
+	rng       *rand.Rand
+}
+
+// lostLease is a lease this node lost to a fenced write: when, and to whom
+// ("" until a read of the table shows it).
+type lostLease struct {
+	To string
+	At time.Time
+}
+
+// New returns a machine for cfg.
+func New(cfg Config) *Machine {
+	cfg = cfg.withDefaults()
+	m := &Machine{
+		cfg:        cfg,
+		leases:     map[string]lease.Lease{},
+		heardAt:    map[string]time.Time{},
+		eligible:   map[string]bool{},
+		expiry:     newExpiryTracker(),
+		members:    map[string]*memberInfo{},
+		gone:       map[string]time.Time{},
+		joinedAt:   map[string]time.Time{},
+		draining:   map[string]bool{},
+		run:        map[string]*running{},
+		stalled:    map[string]string{},
+		taking:     map[string]bool{},
+		retryAt:    map[string]time.Time{},
+		raced:      map[string]int64{},
+		tried:      map[string]int64{},
+		failures:   map[string]int{},
+		lost:       map[string]lostLease{},
+		refused:    map[string]time.Time{},
+		refusedFor: map[string]string{},
+		dirty:      map[string]bool{},
+		unlisted:   map[string]int{},
+		beats:      map[string]map[string]int64{},
+		rng:        cfg.Rand,
+	}
+	m.health.init()
+	if !cfg.Clustered {
+		m.members[cfg.Me] = &memberInfo{m: cluster.Member{Name: cfg.Me, Meta: m.ownMeta()}}
+	}
+	return m
+}
+
+// Step applies one event at time now (a time.Now() reading) and returns the
+// effects to carry out.
+func (m *Machine) Step(now time.Time, ev Event) []Effect {
+	var out effects
+	if m.stopDone {
+		return nil
+	}
+	switch e := ev.(type) {
+	case Started:
+		m.requestSync(now, &out)
+	case Tick:
+		m.onTick(now, &out)
+	case ViewChanged:
+		m.onView(now, e, &out)
+	case MessageReceived:
+		m.onMessage(now, e, &out)
+	case SyncDone:
+		m.onSync(now, e, &out)
+	case RowsDone:
+		m.onRows(now, e, &out)
+	case TakeDone:
+		m.onTake(now, e, &out)
+	case ShardWrote:
+		m.onShardWrote(now, e, &out)
+	case ShardHealth:
+		m.onShardHealth(now, e, &out)
+	case ShardFinished:
+		m.onFinished(now, e, &out)
+	case ShardCrashed:
+		m.onCrashed(now, e, &out)
+	case ProbeDone:
+		m.onProbe(now, e, &out)
+	case StopAll:
+		m.onStopAll(now, &out)
+	case StopDeadline:
+		m.finishStop(&out)
+		return out
+	}
+	m.updateHealth(now, &out)
+	before := m.assignments
+	m.plan(now, &out)
+	if m.assignments != before {
+		mine := 0
+		for _, o := range m.assign {
+			if o == m.cfg.Me {
+				mine++
+			}
+		}
+		out.note(-4, "assignment", "candidates", len(m.cands), "shards", len(m.assign), "mine", mine, "running", len(m.run))
+	}
+	m.maybeStopDone(&out)
+	return out
+}
+
+// ---- Queries (for status and tests) ---------------------------------------
+
+// Running lists the shards with an actor on this node.
+func (m *Machine) Running() []string { return sortedKeys(m.run) }
+
+// Assignment returns the owner the current assignment gives key ("" when
+// the shard is not eligible).
+func (m *Machine) Assignment(key string) string {
+	m.ensureAssignment()
+	return m.assign[key]
+}
+
+// Unhealthy lists the services this node has published as unusable.
+func (m *Machine) Unhealthy() []string { return m.health.published.Unhealthy }
+
+// Refused lists the shards this node has published as refused.
+func (m *Machine) Refused() []string { return m.health.published.Refuse }
+
+// Lease returns the machine's copy of a row.
+func (m *Machine) Lease(key string) (lease.Lease, bool) {
+	l, ok := m.leases[key]
+	return l, ok
+}
+
+// Stopping reports whether StopAll was received.
+func (m *Machine) Stopping() bool { return m.stopping }
+
+func (m *Machine) String() string {
+	return fmt.Sprintf("ownership{me=%s leases=%d running=%d members=%d}", m.cfg.Me, len(m.leases), len(m.run), len(m.members))
+}

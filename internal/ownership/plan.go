@@ -1,0 +1,326 @@
+package ownership
+
+import (
+	"cmp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/kinactor/kinactor/cluster"
+)
+
+// IsForeignKey reports whether a lease key is not a shard id of this
+// stream: a Java KCL multi-stream key ("account:stream:epoch:shardId"). Such
+// rows are never eligible and never deleted.
+func IsForeignKey(key string) bool { return strings.Contains(key, ":") || key == "" }
+
+// candidate is a member that may own shards, with what it gossips.
+type candidate struct {
+	name    string
+	weight  int
+	unheal  bool
+	refuses map[string]bool
+}
+
+// candidates returns the members that may own shards: alive, of this
+// application, not draining; with their health marks (this node's own as
+// effective after HealthSettle).
+func (m *Machine) candidates() []candidate {
+	if !m.cfg.Clustered {
+		return []candidate{{name: m.cfg.Me, weight: 1}}
+	}
+	out := make([]candidate, 0, len(m.members))
+	for name, mi := range m.members {
+		meta := mi.m.Meta
+		if name == m.cfg.Me {
+			if m.stopping {
+				continue
+			}
+			meta = m.health.effective
+		}
+		if meta.Draining || m.draining[name] || mi.m.State == cluster.StateDead || mi.m.State == cluster.StateLeft {
+			continue
+		}
+		c := candidate{name: name, weight: meta.Weight, unheal: len(meta.Unhealthy) > 0}
+		if len(meta.Refuse) > 0 {
+			c.refuses = make(map[string]bool, len(meta.Refuse))
+			for _, k := range meta.Refuse {
+				c.refuses[k] = true
+			}
+		}
+		out = append(out, c)
+	}
+	slices.SortFunc(out, func(a, b candidate) int { return cmp.Compare(a.name, b.name) })
+	return out
+}
+
+// healthy filters out unhealthy candidates, unless all of them are (an
+// outage everywhere moves nothing).
+func healthy(cs []candidate) []candidate {
+	var out []candidate
+	for _, c := range cs {
+		if !c.unheal {
+			out = append(out, c)
+		}
+	}
+	if len(out) == 0 {
+		return cs
+	}
+	return out
+}
+
+// ensureAssignment recomputes the assignment when its inputs changed and
+// then marks every shard for evaluation.
+func (m *Machine) ensureAssignment() {
+	if !m.assignDirty && m.assign != nil {
+		return
+	}
+	m.assignDirty = false
+	m.cands = healthy(m.candidates())
+	cs := m.cands
+	keys := make([]string, 0, len(m.eligible))
+	for k := range m.eligible {
+		keys = append(keys, k)
+	}
+	cands := make([]Candidate, len(cs))
+	for i, c := range cs {
+		cands[i] = Candidate{Name: c.name, Weight: c.weight}
+	}
+	a := Assign(keys, cands)
+	if a == nil {
+		a = map[string]string{}
+	}
+	// Refused shards go to the best-scoring candidate that does not refuse
+	// them; if every candidate does, the refusals are ignored.
+	refusing := false
+	for _, c := range cs {
+		if len(c.refuses) > 0 {
+			refusing = true
+			break
+		}
+	}
+	if refusing {
+		byName := make(map[string]candidate, len(cs))
+		for _, c := range cs {
+			byName[c.name] = c
+		}
+		for _, k := range keys {
+			if !byName[a[k]].refuses[k] {
+				continue
+			}
+			best, bestScore := "", 0.0
+			for _, c := range cs {
+				if c.refuses[k] {
+					continue
+				}
+				if s := Score(k, c.name, c.weight); best == "" || s > bestScore {
+					best, bestScore = c.name, s
+				}
+			}
+			if best != "" {
+				a[k] = best
+			}
+		}
+	}
+	m.assign = a
+	m.assignments++
+	for k := range m.eligible {
+		m.dirty[k] = true
+	}
+	for k := range m.run {
+		m.dirty[k] = true
+	}
+}
+
+// rendezvous orders the candidates for key by score, best first, leaving
+// out the names in skip.
+func rendezvous(key string, cs []candidate, skip ...string) []string {
+	type scored struct {
+		name  string
+		score float64
+	}
+	list := make([]scored, 0, len(cs))
+	for _, c := range cs {
+		if slices.Contains(skip, c.name) || c.refuses[key] {
+			continue
+		}
+		list = append(list, scored{c.name, Score(key, c.name, c.weight)})
+	}
+	slices.SortFunc(list, func(a, b scored) int {
+		if a.score != b.score {
+			return cmp.Compare(b.score, a.score)
+		}
+		return cmp.Compare(a.name, b.name)
+	})
+	out := make([]string, len(list))
+	for i, s := range list {
+		out[i] = s.name
+	}
+	return out
+}
+
+// successors returns the nodes that would take key from holder if it
+// stopped renewing it: the healthy candidates in rendezvous order without
+// the holder. The first of them takes a lease of a live holder after
+// LeaseExpiry, the next after 2·LeaseExpiry, and so on; they are the ones
+// holder sends its heartbeats to.
+func (m *Machine) successors(key, holder string) []string {
+	m.ensureAssignment()
+	return rendezvous(key, m.cands, holder)
+}
+
+// plan evaluates the shards whose inputs changed.
+func (m *Machine) plan(now time.Time, out *effects) {
+	if len(m.leases) == 0 && len(m.run) == 0 {
+		return
+	}
+	m.ensureAssignment()
+	if len(m.dirty) == 0 {
+		return
+	}
+	keys := make([]string, 0, len(m.dirty))
+	for k := range m.dirty {
+		keys = append(keys, k)
+	}
+	if len(keys) > 64 {
+		// A map keeps its size once grown, and ranging over it costs that
+		// size even when empty: start afresh after a full evaluation.
+		m.dirty = make(map[string]bool)
+	} else {
+		clear(m.dirty)
+	}
+	slices.Sort(keys) // effects in shard order: deterministic
+	for _, k := range keys {
+		m.evaluate(now, k, out)
+	}
+}
+
+// evaluate decides what to do about one shard: hand off a running one
+// assigned elsewhere, or take a lease this node may take now (or note when
+// it may).
+func (m *Machine) evaluate(now time.Time, key string, out *effects) {
+	l, known := m.leases[key]
+	eligible := known && m.eligible[key]
+	assignee := m.assign[key]
+	if r := m.run[key]; r != nil {
+		if eligible && assignee != "" && assignee != m.cfg.Me && !r.releasing && !m.stopping {
+			r.releasing = true
+			out.add(Handoff{Key: key, To: assignee})
+		}
+		return
+	}
+	if !eligible || m.taking[key] || m.stopping {
+		return
+	}
+	if _, refused := m.refused[key]; refused && !(assignee == m.cfg.Me && slices.Contains(m.health.effective.Refuse, key)) {
+		// Refused here: not taken, unless the refusal is in force and the
+		// shard is still ours (every candidate refuses it: someone must try).
+		return
+	}
+	if at, ok := m.retryAt[key]; ok && now.Before(at) {
+		return // the tick looks again at retryAt
+	}
+	if c, ok := m.raced[key]; ok {
+		if c == l.Counter {
+			return // our copy is what lost the race: a read or gossip brings a fresher one
+		}
+		delete(m.raced, key)
+	}
+	holder := l.Owner
+	take := func(reason string, unowned time.Duration) {
+		m.taking[key] = true
+		m.tried[key] = l.Counter
+		out.add(Take{Lease: l, Reason: reason, UnownedFor: unowned})
+		out.note(-4, "taking lease", "shard", key, "reason", reason, "owner", l.Owner, "counter", l.Counter)
+	}
+	// behind: position of this node among the takers of last resort, and
+	// how long the lease has stood still; ok false when this node is not
+	// among them or the lease is not observed.
+	behind := func(list []string) (int, time.Duration, bool) {
+		pos := slices.Index(list, m.cfg.Me)
+		if pos < 0 {
+			return 0, 0, false
+		}
+		still, ok := m.expiry.still(key, holder, l.Counter, now)
+		return pos, still, ok
+	}
+	// wait asks to be woken when a standstill of need is reached.
+	wait := func(need, still time.Duration) {
+		m.expiry.wake(key, now.Add(need-still))
+	}
+	switch {
+	case holder == m.cfg.Me:
+		take(TakeOwn, 0)
+	case holder == "" || m.isGone(holder):
+		reason := TakeReleased
+		if holder == "" && l.Counter == 0 {
+			reason = TakeFree
+		} else if holder != "" {
+			reason = TakeDeadOwner
+		}
+		lost := holder != "" && m.lostTo(key, holder)
+		if assignee == m.cfg.Me && !lost {
+			var unowned time.Duration
+			if holder != "" {
+				unowned = now.Sub(m.gone[holder])
+			}
+			take(reason, unowned)
+			return
+		}
+		// The assignee should take it at once; if it does not (it cannot
+		// write, or it refuses), the others follow one LeaseExpiry apart.
+		// A lease lost to a fenced write comes back only by expiry.
+		list := append([]string{assignee}, rendezvous(key, m.cands, assignee, holder)...)
+		pos, still, ok := behind(list)
+		if !ok || (pos == 0 && !lost) {
+			return
+		}
+		need := time.Duration(max(pos, 1)) * m.cfg.LeaseExpiry
+		if still >= need {
+			take(reason, still)
+			return
+		}
+		wait(need, still)
+	default:
+		// Held by a live member (or one gossip never saw): taken only once
+		// its counter stood still for LeaseExpiry, by its successors in turn.
+		takers := []string{m.cfg.Me} // a single node takes whatever expires
+		if m.cfg.Clustered {
+			takers = m.successors(key, holder)
+		}
+		pos, still, ok := behind(takers)
+		if !ok {
+			return
+		}
+		need := time.Duration(pos+1) * m.cfg.LeaseExpiry
+		if still >= need {
+			take(TakeExpired, still)
+			return
+		}
+		wait(need, still)
+	}
+}
+
+// isGone: gossip saw the member leave or die and it is not back.
+func (m *Machine) isGone(name string) bool {
+	if _, ok := m.gone[name]; !ok {
+		return false
+	}
+	_, inView := m.members[name]
+	return !inView
+}
+
+// lostTo: this node lost key to a fenced write and owner took it.
+func (m *Machine) lostTo(key, owner string) bool {
+	ll, ok := m.lost[key]
+	return ok && (ll.To == "" || ll.To == owner)
+}
+
+func sortedKeys[V any](mp map[string]V) []string {
+	out := make([]string, 0, len(mp))
+	for k := range mp {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}

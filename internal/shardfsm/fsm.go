@@ -1,0 +1,1475 @@
+// Package shardfsm owns the life of one shard as a pure state machine:
+// Machine.Step takes an event and the current time and returns the effects
+// to carry out. It does no I/O, starts no goroutines and reads no clock; the
+// shard actor (package actors) is the thin shell that executes effects and
+// turns their results and timers back into events.
+//
+// States follow the archived Go KCL's shard consumer:
+//
+//	WaitingOnParentShards → Initializing → Processing → ShutdownRequested
+//	    → ShuttingDown → ShutdownComplete
+//
+// with lease loss and self-fencing leading straight to ShutdownComplete from
+// anywhere.
+//
+// Self-fencing: a lease is only as good as its last successful write. The
+// machine remembers when the last write that succeeded was sent (a take or
+// any lease write: the row may have changed at any moment after that) and
+// delivers nothing once LeaseExpiry minus a safety margin has passed since
+// then: another node may judge the lease expired at LeaseExpiry after it
+// read that write, which is never earlier. The check runs before every
+// delivery with the time the event is handled, so a process that was paused
+// (SIGSTOP, a long GC, a frozen VM) and wakes with the monotonic clock far
+// ahead delivers nothing more; at most the batch it had in flight is
+// processed. A timer finishes the machine at that moment (outcome Fenced)
+// even when nothing else happens.
+//
+// Progress: the machine knows when the shard last moved (a successful fetch
+// or iterator, a successful answer of the processor, a successful parent
+// check). No
+// progress for StallTimeout, or lease writes failing for StallTimeout, is a
+// stall, reported with the service it stalled on (Stalled effects); a batch
+// the processor holds for less than ProcessTimeout is not one. The machine
+// does not give the shard up by itself: the coordinator decides where it goes.
+//
+// Invariants the machine keeps:
+//   - at most one GetRecords call in flight and at most one batch buffered
+//     (prefetched) while the processor works on the one delivered;
+//   - at most one lease-table write in flight (every write is fenced on the
+//     lease counter, so two at once would fence each other out);
+//   - the processor has at most one batch at a time, and a failed batch is
+//     delivered again, never skipped, unless the failure policy says so;
+//   - a checkpoint never moves backwards and never passes the last record
+//     delivered to the processor;
+//   - after a lease loss nothing is written to the lease table again;
+//   - nothing is delivered LeaseExpiry − margin after the last successful
+//     lease write was sent.
+//
+// This package must not import actors, the root package, or any AWS client.
+package shardfsm
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/kinactor/kinactor/internal/backoff"
+	"github.com/kinactor/kinactor/internal/lease"
+	"github.com/kinactor/kinactor/internal/stream"
+	"github.com/kinactor/kinactor/messages"
+)
+
+// State is the machine's state.
+type State int
+
+// The states, in the order a shard normally goes through them.
+const (
+	WaitingOnParentShards State = iota + 1
+	Initializing
+	Processing
+	ShutdownRequested
+	ShuttingDown
+	ShutdownComplete
+)
+
+var stateNames = map[State]string{
+	WaitingOnParentShards: "WaitingOnParentShards",
+	Initializing:          "Initializing",
+	Processing:            "Processing",
+	ShutdownRequested:     "ShutdownRequested",
+	ShuttingDown:          "ShuttingDown",
+	ShutdownComplete:      "ShutdownComplete",
+}
+
+func (s State) String() string {
+	if n, ok := stateNames[s]; ok {
+		return n
+	}
+	return fmt.Sprintf("State(%d)", int(s))
+}
+
+// AllStates lists every state, for tables and metrics.
+var AllStates = []State{WaitingOnParentShards, Initializing, Processing, ShutdownRequested, ShuttingDown, ShutdownComplete}
+
+// FailurePolicy decides what happens to a batch the processor keeps failing.
+type FailurePolicy int
+
+const (
+	// RetryForever delivers the batch again with capped backoff, forever.
+	RetryForever FailurePolicy = iota
+	// DeadLetter hands the batch to the dead-letter handler after
+	// MaxProcessorAttempts failures, checkpoints past it and moves on.
+	DeadLetter
+	// StopShard stops processing the shard after MaxProcessorAttempts
+	// failures: nothing is checkpointed and the lease is released.
+	StopShard
+)
+
+// ErrProcessTimeout is the failure of a delivery the processor did not
+// answer within ProcessTimeout.
+var ErrProcessTimeout = errors.New("processor did not answer within ProcessTimeout")
+
+func (p FailurePolicy) String() string {
+	switch p {
+	case RetryForever:
+		return "retry"
+	case DeadLetter:
+		return "dead-letter"
+	case StopShard:
+		return "stop-shard"
+	}
+	return fmt.Sprintf("FailurePolicy(%d)", int(p))
+}
+
+// Config holds the machine's knobs. The root package documents defaults.
+type Config struct {
+	MaxRecords           int32           // GetRecords Limit, 1..10000
+	MinFetchInterval     time.Duration   // at least this between GetRecords starts (Kinesis allows 5/s per shard)
+	IdleTimeBetweenReads time.Duration   // wait after an empty batch
+	ParentPollInterval   time.Duration   // how often to look at parents' rows
+	RenewInterval        time.Duration   // renew the lease when nothing was written for this long
+	CheckpointInterval   time.Duration   // write accepted checkpoints at most this often (0: at once); stops and shard ends flush at once
+	ShutdownTimeout      time.Duration   // how long to wait for the processor's ShutdownAck
+	ThrottleBackoff      backoff.Policy  // after throttling
+	ErrorBackoff         backoff.Policy  // after other Kinesis or lease-table errors
+	ProcessorBackoff     backoff.Policy  // before delivering a failed batch again
+	MaxProcessorAttempts int             // attempts before FailurePolicy applies (RetryForever ignores it)
+	FailurePolicy        FailurePolicy   // see FailurePolicy
+	InitialPosition      stream.Position // where a shard without a checkpoint starts
+	Rand                 *rand.Rand      // jitter source; nil = global
+	// LeaseExpiry: nothing is delivered, and the machine finishes
+	// (Fenced), once LeaseExpiry − FenceMargin has passed since the last
+	// successful lease write was sent. 0: no self-fencing.
+	LeaseExpiry time.Duration
+	// FenceMargin is the safety margin; 0: LeaseExpiry/10 (at least 100ms).
+	FenceMargin time.Duration
+	// StallTimeout: no progress for this long is a stall (0: never).
+	StallTimeout time.Duration
+	// ProcessTimeout: a delivery not answered for this long fails, and the
+	// processor is replaced (0: never).
+	ProcessTimeout time.Duration
+}
+
+func (c Config) fenceAfter() time.Duration {
+	if c.LeaseExpiry <= 0 {
+		return 0
+	}
+	margin := c.FenceMargin
+	if margin <= 0 {
+		margin = max(c.LeaseExpiry/10, 100*time.Millisecond)
+	}
+	return max(c.LeaseExpiry-margin, c.LeaseExpiry/2)
+}
+
+// Outcome says why a machine reached ShutdownComplete.
+type Outcome int
+
+// Outcomes.
+const (
+	Released  Outcome = iota + 1 // graceful stop: lease released
+	ShardEnd                     // shard read to its end, SHARD_END checkpointed, lease released
+	LostLease                    // a fenced write failed: another node owns it
+	Failed                       // processor failures and FailurePolicy StopShard
+	// Fenced: no lease write succeeded for LeaseExpiry − margin; the lease
+	// may already be another's. Nothing was released.
+	Fenced
+	// Unreadable: Kinesis says the shard cannot be read (not found, or an
+	// invalid argument such as a checkpoint of another shard); released.
+	Unreadable
+)
+
+func (o Outcome) String() string {
+	switch o {
+	case Released:
+		return "released"
+	case ShardEnd:
+		return "shard-end"
+	case LostLease:
+		return "lease-lost"
+	case Failed:
+		return "failed"
+	case Fenced:
+		return "fenced"
+	case Unreadable:
+		return "unreadable"
+	}
+	return fmt.Sprintf("Outcome(%d)", int(o))
+}
+
+// TimerKind names the machine's timers.
+type TimerKind int
+
+// Timers.
+const (
+	TimerParentPoll TimerKind = iota + 1
+	TimerIterator
+	TimerFetch
+	TimerRedeliver
+	TimerRenew
+	TimerShutdown
+	TimerStoreRetry
+	TimerCheckpoint
+	TimerStall
+	TimerProcess
+	TimerDeadLetter
+	timerKinds // count
+)
+
+func (k TimerKind) String() string {
+	return [...]string{"", "parent-poll", "iterator", "fetch", "redeliver", "renew", "shutdown", "store-retry", "checkpoint", "stall", "process", "dead-letter"}[k]
+}
+
+// ---- Events ---------------------------------------------------------------
+
+// Event is an input to Step.
+type Event interface{ isEvent() }
+
+type (
+	// Start begins the machine's life (the actor has started and holds the
+	// lease). LeaseWrittenAt is when the write that gave us the lease (the
+	// take) was sent; zero: now.
+	Start struct{ LeaseWrittenAt time.Time }
+	// ParentsChecked reports whether every parent row is at SHARD_END (a
+	// missing row counts as done: the parent expired from the stream).
+	ParentsChecked struct {
+		Done bool
+		Err  error
+	}
+	// TimerFired is a timer set by a StartTimer effect.
+	TimerFired struct {
+		Kind  TimerKind
+		Token uint64
+	}
+	// IteratorReady answers GetIterator.
+	IteratorReady struct{ Iterator string }
+	// IteratorFailed answers GetIterator with an error (classified by package stream).
+	IteratorFailed struct{ Err error }
+	// FetchSucceeded answers Fetch.
+	FetchSucceeded struct{ Batch stream.Batch }
+	// FetchFailed answers Fetch with an error (classified by package stream).
+	FetchFailed struct{ Err error }
+	// ProcessorReplied is the processor's Processed reply.
+	ProcessorReplied struct{ Reply messages.Processed }
+	// ProcessorCrashed: the processor panicked and its supervisor restarted it.
+	ProcessorCrashed struct{ Reason string }
+	// ShutdownAcked is the processor's reply to ShutdownRequested.
+	ShutdownAcked struct{ Ack messages.ShutdownAck }
+	// ChildrenFound answers ListChildren.
+	ChildrenFound struct {
+		IDs []string
+		Err error
+	}
+	// StoreDone answers a lease-table write (WriteCheckpoint, Renew, Release).
+	// Err is nil, wraps lease.ErrLeaseLost, or is another error.
+	StoreDone struct {
+		Op  StoreOp
+		Err error
+	}
+	// StopRequested asks for a graceful stop.
+	StopRequested struct{}
+	// DeadLettered answers DeadLetterBatch.
+	DeadLettered struct {
+		BatchID uint64
+		Err     error
+	}
+)
+
+func (Start) isEvent()            {}
+func (ParentsChecked) isEvent()   {}
+func (TimerFired) isEvent()       {}
+func (IteratorReady) isEvent()    {}
+func (IteratorFailed) isEvent()   {}
+func (FetchSucceeded) isEvent()   {}
+func (FetchFailed) isEvent()      {}
+func (ProcessorReplied) isEvent() {}
+func (ProcessorCrashed) isEvent() {}
+func (ShutdownAcked) isEvent()    {}
+func (ChildrenFound) isEvent()    {}
+func (StoreDone) isEvent()        {}
+func (StopRequested) isEvent()    {}
+func (DeadLettered) isEvent()     {}
+
+// ---- Effects --------------------------------------------------------------
+
+// Effect is an output of Step for the shell to carry out, in order.
+type Effect interface{ isEffect() }
+
+// StoreOp names a lease-table write.
+type StoreOp int
+
+// Lease-table writes.
+const (
+	OpCheckpoint StoreOp = iota + 1
+	OpRenew
+	OpRelease
+)
+
+func (o StoreOp) String() string {
+	return [...]string{"", "checkpoint", "renew", "release"}[o]
+}
+
+type (
+	// CheckParents reads the parents' rows; answer with ParentsChecked.
+	CheckParents struct{ ShardIDs []string }
+	// GetIterator gets a shard iterator; answer with IteratorReady/IteratorFailed.
+	GetIterator struct{ Position stream.Position }
+	// Fetch calls GetRecords; answer with FetchSucceeded/FetchFailed.
+	Fetch struct {
+		Iterator string
+		Limit    int32
+	}
+	// Deliver sends a batch to the processor (messages.Records); the reply
+	// comes back as ProcessorReplied.
+	Deliver struct{ Batch messages.Records }
+	// Notify sends an informational or request message to the processor:
+	// messages.Initialized, ShutdownRequested, ShardEnded, LeaseLost,
+	// CheckpointRefused. ShutdownRequested is answered with ShutdownAcked.
+	Notify struct{ Msg any }
+	// WriteCheckpoint writes a checkpoint (with children at SHARD_END);
+	// answer with StoreDone{OpCheckpoint}.
+	WriteCheckpoint struct {
+		Checkpoint lease.Checkpoint
+		Children   []string
+	}
+	// Renew renews the lease; answer with StoreDone{OpRenew}.
+	Renew struct{}
+	// Release releases the lease; answer with StoreDone{OpRelease}.
+	Release struct{}
+	// ListChildren finds the children of this (ended) shard by ListShards;
+	// answer with ChildrenFound.
+	ListChildren struct{}
+	// StartTimer asks for TimerFired{Kind, Token} after the delay. A newer
+	// timer of the same kind supersedes older ones (their tokens go stale).
+	StartTimer struct {
+		Kind  TimerKind
+		After time.Duration
+		Token uint64
+	}
+	// DeadLetterBatch hands a batch that exhausted its attempts to the
+	// dead-letter handler, off the actor; answer with DeadLettered. The
+	// checkpoint moves past the batch only once the handler succeeded.
+	DeadLetterBatch struct {
+		Batch   messages.Records
+		Err     error
+		Attempt int // 1 for the first call, more after a failed one
+	}
+	// ReplaceProcessor: the processor did not answer in time. Stop it
+	// (cancel what it runs) and start a fresh one under a new name; the
+	// batch is delivered again to the new one.
+	ReplaceProcessor struct{ BatchID uint64 }
+	// Stalled reports a change of the shard's stall state: Cause is the
+	// service it stalled on ("kinesis", "dynamodb", "processor"), "" when
+	// it moves again.
+	Stalled struct{ Cause string }
+	// CheckpointRefusedEffect reports a refused checkpoint request (for
+	// metrics and logs); a Notify with messages.CheckpointRefused precedes it.
+	CheckpointRefusedEffect struct{ Err error }
+	// ProcessorFailure reports one failed delivery (for metrics and logs).
+	ProcessorFailure struct {
+		BatchID uint64
+		Attempt int
+		Err     error
+		Crashed bool
+	}
+	// Finished: the machine reached ShutdownComplete; the shell tells the
+	// coordinator and stops the actor.
+	Finished struct {
+		Outcome  Outcome
+		Children []string // at ShardEnd
+		Err      error    // for LostLease and Failed
+	}
+)
+
+func (CheckParents) isEffect()            {}
+func (GetIterator) isEffect()             {}
+func (Fetch) isEffect()                   {}
+func (Deliver) isEffect()                 {}
+func (Notify) isEffect()                  {}
+func (WriteCheckpoint) isEffect()         {}
+func (Renew) isEffect()                   {}
+func (Release) isEffect()                 {}
+func (ListChildren) isEffect()            {}
+func (StartTimer) isEffect()              {}
+func (DeadLetterBatch) isEffect()         {}
+func (ReplaceProcessor) isEffect()        {}
+func (Stalled) isEffect()                 {}
+func (CheckpointRefusedEffect) isEffect() {}
+func (ProcessorFailure) isEffect()        {}
+func (Finished) isEffect()                {}
+
+// Errors describing refused checkpoints.
+var (
+	ErrCheckpointBackwards = errors.New("checkpoint goes backwards")
+	ErrCheckpointAhead     = errors.New("checkpoint is beyond the last record delivered")
+	ErrCheckpointInvalid   = errors.New("checkpoint request is malformed")
+)
+
+// ---- The machine ----------------------------------------------------------
+
+// delivery is the batch the processor holds.
+type delivery struct {
+	batch    messages.Records
+	failures int       // failed attempts so far
+	crashed  bool      // last failure was a panic or a replacement (re-send Initialized)
+	replaced bool      // the processor was replaced: the next delivery gets a new id
+	waiting  bool      // failed, waiting for the redeliver timer
+	sentAt   time.Time // when the current attempt was delivered
+
+	deadLettering bool  // with the dead-letter handler
+	dlFailures    int   // failed dead-letter calls
+	cause         error // the processor's last failure
+}
+
+// Machine is the state of one shard. Create it with New; drive it with Step.
+// It is not safe for concurrent use: the shard actor owns it.
+type Machine struct {
+	cfg     *Config // shared by every machine of a node
+	shardID string
+	parents []string
+
+	state   State
+	outcome Outcome
+	err     error
+
+	// positions
+	written  lease.Checkpoint // last checkpoint confirmed in the table
+	target   lease.Checkpoint // highest checkpoint accepted (written or queued)
+	received lease.Checkpoint // last record received from Kinesis (delivered or buffered)
+	maxSent  lease.Checkpoint // last record delivered to the processor
+	acked    lease.Checkpoint // last record of the last batch the processor acknowledged
+
+	// fetching
+	iterator       string
+	fetching       bool
+	fetchFailures  int
+	iterFailures   int
+	lastFetchStart time.Time
+	buffered       *stream.Batch
+	shardEnded     bool
+	children       []string
+	childrenKnown  bool
+	nextBatchID    uint64
+
+	// processor
+	inFlight      *delivery
+	awaitShutdown bool // ShutdownRequested sent, ack not yet received
+
+	// lease-table writes: one at a time
+	storeBusy      bool
+	storeFailures  int
+	pendingCP      *WriteCheckpoint // accepted, not yet sent
+	writingCP      *WriteCheckpoint // sent, not yet answered
+	writing        StoreOp          // the write in flight, when storeBusy
+	pendingRenew   bool
+	pendingRelease bool
+	forceCP        bool // write the pending checkpoint now (it doubles as the renewal)
+	cpTimer        bool // a TimerCheckpoint is outstanding
+	lastWrite      time.Time
+	lastCPWrite    time.Time
+	writeSentAt    time.Time // when the write in flight was sent
+	heldFrom       time.Time // when the last successful write was sent
+	storeFailSince time.Time // first of the lease-write failures in a row
+
+	// progress
+	lastProgress time.Time // any: fetch, iterator, processor success, parent check
+	lastFetch    time.Time // a successful fetch or iterator
+	busySince    time.Time // the processor was given the work it holds (a batch, a shutdown request)
+	stalled      string    // the service the shard stalled on, "" when not
+
+	tokens [timerKinds]uint64
+}
+
+// New returns a machine for a shard whose lease is held, with the checkpoint
+// and parents read from its lease row.
+func New(cfg Config, shardID string, parents []string, cp lease.Checkpoint) *Machine {
+	return NewShared(&cfg, shardID, parents, cp)
+}
+
+// NewShared is New with a configuration shared by many machines (the shard
+// actors of a node); it must not change while they run.
+func NewShared(cfg *Config, shardID string, parents []string, cp lease.Checkpoint) *Machine {
+	return &Machine{cfg: cfg, shardID: shardID, parents: append([]string(nil), parents...), written: cp, target: cp, received: cp}
+}
+
+// State returns the current state.
+func (m *Machine) State() State { return m.state }
+
+// ShardID returns the shard's id.
+func (m *Machine) ShardID() string { return m.shardID }
+
+// Checkpoint returns the last checkpoint confirmed in the lease table.
+func (m *Machine) Checkpoint() lease.Checkpoint { return m.written }
+
+// Outcome returns why the machine finished (zero before ShutdownComplete).
+func (m *Machine) Outcome() Outcome { return m.outcome }
+
+// LastProgress returns when the shard last made progress.
+func (m *Machine) LastProgress() time.Time { return m.lastProgress }
+
+// StalledOn returns the service the shard is stalled on, "" when it is not.
+func (m *Machine) StalledOn() string { return m.stalled }
+
+// FencedAt returns when the machine stops delivering unless a lease write
+// succeeds before (zero without self-fencing).
+func (m *Machine) FencedAt() time.Time {
+	if d := m.cfg.fenceAfter(); d > 0 && !m.heldFrom.IsZero() {
+		return m.heldFrom.Add(d)
+	}
+	return time.Time{}
+}
+
+// Step applies one event at time now and returns the effects to carry out.
+func (m *Machine) Step(now time.Time, ev Event) []Effect {
+	var out effects
+	if m.state == ShutdownComplete {
+		return nil // a finished machine ignores everything, late replies included
+	}
+	if _, storeAnswer := ev.(StoreDone); m.state != 0 && !storeAnswer && m.fenced(now, &out) {
+		// The lease may have expired (a pause, or writes failing): act on
+		// nothing any more. A write's answer is looked at first: its
+		// success moves the fence.
+		return out
+	}
+	switch e := ev.(type) {
+	case Start:
+		if m.state == 0 {
+			m.state = WaitingOnParentShards
+			m.heldFrom = e.LeaseWrittenAt
+			if m.heldFrom.IsZero() || m.heldFrom.After(now) {
+				m.heldFrom = now
+			}
+			m.lastProgress, m.lastFetch = now, now
+			m.armLeaseTimers(now, &out)
+			m.armStallTimer(now, &out)
+			m.waitParents(now, &out)
+		}
+	case ParentsChecked:
+		m.onParentsChecked(now, e, &out)
+	case TimerFired:
+		if e.Kind <= 0 || e.Kind >= timerKinds || e.Token != m.tokens[e.Kind] {
+			return nil // stale or unknown timer
+		}
+		m.onTimer(now, e.Kind, &out)
+	case IteratorReady:
+		m.onIterator(now, e, &out)
+	case IteratorFailed:
+		m.onIteratorFailed(now, e, &out)
+	case FetchSucceeded:
+		m.onFetched(now, e.Batch, &out)
+	case FetchFailed:
+		m.onFetchFailed(now, e.Err, &out)
+	case ProcessorReplied:
+		m.onReply(now, e.Reply, &out)
+	case ProcessorCrashed:
+		m.onProcessorFailure(now, fmt.Errorf("processor panicked: %s", e.Reason), true, &out)
+	case ShutdownAcked:
+		m.onShutdownAck(now, e.Ack, &out)
+	case ChildrenFound:
+		m.onChildren(now, e, &out)
+	case StoreDone:
+		m.onStoreDone(now, e, &out)
+	case StopRequested:
+		m.onStop(now, &out)
+	case DeadLettered:
+		m.onDeadLettered(now, e, &out)
+	}
+	return out
+}
+
+type effects []Effect
+
+func (o *effects) add(e ...Effect) { *o = append(*o, e...) }
+
+func (m *Machine) timer(out *effects, k TimerKind, after time.Duration) {
+	m.tokens[k]++
+	out.add(StartTimer{Kind: k, After: after, Token: m.tokens[k]})
+}
+
+// cancelTimer makes any outstanding timer of kind k stale.
+func (m *Machine) cancelTimer(k TimerKind) { m.tokens[k]++ }
+
+// armLeaseTimers sets the lease timer (one timer, to keep idle shards
+// small): for RenewInterval after the last successful write was sent, or,
+// while a write is in flight, for when the lease could expire without
+// another (the self-fence, should no answer ever come).
+func (m *Machine) armLeaseTimers(now time.Time, out *effects) {
+	at := m.FencedAt()
+	if m.cfg.RenewInterval > 0 && !m.storeBusy {
+		if due := m.heldFrom.Add(m.cfg.RenewInterval); at.IsZero() || due.Before(at) {
+			at = due
+		}
+	}
+	if !at.IsZero() {
+		m.timer(out, TimerRenew, max(at.Sub(now), 0))
+	}
+}
+
+// fenced reports whether the lease may have expired by now (no successful
+// write for LeaseExpiry − margin); then the machine finishes at once.
+func (m *Machine) fenced(now time.Time, out *effects) bool {
+	at := m.FencedAt()
+	if at.IsZero() || now.Before(at) {
+		return false
+	}
+	if m.state == Processing || m.state == ShutdownRequested {
+		out.add(Notify{Msg: messages.LeaseLost{ShardID: m.shardID}})
+	}
+	m.finish(Fenced, fmt.Errorf("shard %s: no lease write succeeded since %s (for %s): the lease may have expired", m.shardID, m.heldFrom.Format(time.RFC3339Nano), now.Sub(m.heldFrom).Round(time.Millisecond)), out)
+	return true
+}
+
+// ---- Progress ----------------------------------------------------------------
+
+// progressed records that the shard moved at now.
+func (m *Machine) progressed(now time.Time, out *effects) {
+	m.lastProgress = now
+	if m.stalled != "" && m.stallCause(now) == "" {
+		m.stalled = ""
+		out.add(Stalled{})
+	}
+}
+
+// stallCause says on what the shard is stalled at now, or "".
+func (m *Machine) stallCause(now time.Time) string {
+	st := m.cfg.StallTimeout
+	if st <= 0 {
+		return ""
+	}
+	if !m.storeFailSince.IsZero() && now.Sub(m.storeFailSince) >= st {
+		return "dynamodb"
+	}
+	switch {
+	case m.inFlight != nil || m.awaitShutdown:
+		// The processor holds work: it is stalled when it has held it for
+		// StallTimeout, past the grace of a first delivery (a failing
+		// processor answers, but makes no progress).
+		if m.inGrace(now) || now.Sub(m.busySince) < st {
+			return ""
+		}
+		return "processor"
+	case now.Sub(m.lastProgress) < st:
+		return ""
+	case m.state == WaitingOnParentShards, m.state == ShuttingDown:
+		return "dynamodb" // parent rows cannot be read, the release cannot be written
+	case now.Sub(m.lastFetch) >= st:
+		return "kinesis"
+	}
+	return ""
+}
+
+// inGrace: the processor holds the first delivery of a batch for less than
+// ProcessTimeout; it is presumed at work on it. After a failed delivery it
+// is not.
+func (m *Machine) inGrace(now time.Time) bool {
+	d := m.inFlight
+	return d != nil && !d.waiting && !d.replaced && !d.deadLettering && d.failures == 0 &&
+		(m.cfg.ProcessTimeout <= 0 || now.Sub(d.sentAt) < m.cfg.ProcessTimeout)
+}
+
+// armStallTimer sets the stall check for the earliest moment the shard can
+// become stalled (or, when it is, a while later).
+func (m *Machine) armStallTimer(now time.Time, out *effects) {
+	st := m.cfg.StallTimeout
+	if st <= 0 {
+		return
+	}
+	next := m.lastProgress.Add(st)
+	if m.inFlight != nil || m.awaitShutdown {
+		next = m.busySince.Add(st)
+	}
+	if m.inGrace(now) && m.cfg.ProcessTimeout > 0 {
+		if pt := m.inFlight.sentAt.Add(m.cfg.ProcessTimeout); pt.After(next) {
+			next = pt
+		}
+	}
+	if !m.storeFailSince.IsZero() {
+		if sf := m.storeFailSince.Add(st); sf.Before(next) {
+			next = sf
+		}
+	}
+	if !next.After(now) {
+		next = now.Add(max(st/5, 100*time.Millisecond))
+	}
+	m.timer(out, TimerStall, next.Sub(now))
+}
+
+func (m *Machine) onStallTimer(now time.Time, out *effects) {
+	if c := m.stallCause(now); c != m.stalled {
+		m.stalled = c
+		out.add(Stalled{Cause: c})
+	}
+	m.armStallTimer(now, out)
+}
+
+// ---- WaitingOnParentShards -------------------------------------------------
+
+func (m *Machine) waitParents(now time.Time, out *effects) {
+	if len(m.parents) == 0 {
+		m.initialize(now, out)
+		return
+	}
+	out.add(CheckParents{ShardIDs: append([]string(nil), m.parents...)})
+}
+
+func (m *Machine) onParentsChecked(now time.Time, e ParentsChecked, out *effects) {
+	if m.state != WaitingOnParentShards {
+		return
+	}
+	if e.Err == nil {
+		m.progressed(now, out)
+	}
+	if e.Done && e.Err == nil {
+		m.initialize(now, out)
+		return
+	}
+	m.timer(out, TimerParentPoll, m.cfg.ParentPollInterval)
+}
+
+// ---- Initializing ----------------------------------------------------------
+
+func (m *Machine) initialize(now time.Time, out *effects) {
+	m.state = Initializing
+	if m.written.IsShardEnd() {
+		// Finished on an earlier owner: nothing to read, let the lease go.
+		m.shardEnded, m.childrenKnown = true, true
+		m.beginShuttingDown(now, ShardEnd, out)
+		return
+	}
+	out.add(GetIterator{Position: m.resumePosition()})
+}
+
+// resumePosition is where reading resumes: after the last record received
+// (so an expired iterator loses nothing and repeats nothing), else after the
+// checkpoint, else at the initial position.
+func (m *Machine) resumePosition() stream.Position {
+	switch cp := m.received; {
+	case !cp.IsSentinel():
+		// At the record itself, never after it: a checkpoint inside a KPL
+		// aggregate (any sub-sequence number, 0 included) must resume at
+		// the next user record of that aggregate. What is at or before cp
+		// is dropped when the batch arrives (as the Java KCL does).
+		return stream.Position{Type: stream.AtSequenceNumber, SequenceNumber: cp.SequenceNumber}
+	case cp.SequenceNumber == lease.CheckpointTrimHorizon:
+		return stream.Position{Type: stream.TrimHorizon}
+	case cp.SequenceNumber == lease.CheckpointLatest:
+		return stream.Position{Type: stream.Latest}
+	case cp.SequenceNumber == lease.CheckpointAtTimestamp && m.cfg.InitialPosition.Type == stream.AtTimestamp:
+		return m.cfg.InitialPosition
+	}
+	if m.cfg.InitialPosition.Type == "" {
+		return stream.Position{Type: stream.Latest}
+	}
+	return m.cfg.InitialPosition
+}
+
+func (m *Machine) startingCheckpoint() string {
+	if m.written.SequenceNumber != "" {
+		return m.written.SequenceNumber
+	}
+	return string(m.resumePosition().Type)
+}
+
+func (m *Machine) onIterator(now time.Time, e IteratorReady, out *effects) {
+	switch m.state {
+	case Initializing:
+		m.iterator = e.Iterator
+		m.iterFailures = 0
+		m.lastFetch = now
+		m.progressed(now, out)
+		m.state = Processing
+		out.add(Notify{Msg: messages.Initialized{ShardID: m.shardID, StartingCheckpoint: m.startingCheckpoint(), SubSequenceNumber: m.written.SubSequenceNumber}})
+		m.scheduleFetch(now, out)
+	case Processing: // fresh iterator after ExpiredIterator
+		m.iterator = e.Iterator
+		m.iterFailures = 0
+		m.lastFetch = now
+		m.progressed(now, out)
+		m.scheduleFetch(now, out)
+	}
+}
+
+func (m *Machine) onIteratorFailed(now time.Time, e IteratorFailed, out *effects) {
+	if m.state != Initializing && m.state != Processing {
+		return
+	}
+	if terminal(e.Err) {
+		m.unreadable(now, e.Err, out)
+		return
+	}
+	m.iterFailures++
+	p := m.cfg.ErrorBackoff
+	if errors.Is(e.Err, stream.ErrThrottled) {
+		p = m.cfg.ThrottleBackoff
+	}
+	m.timer(out, TimerIterator, p.Delay(m.iterFailures, m.cfg.Rand))
+}
+
+// ---- Processing: fetching ---------------------------------------------------
+
+// scheduleFetch starts a GetRecords call now, or sets a timer for the
+// earliest moment the per-shard rate limit allows. It does nothing while a
+// fetch is running, a batch is buffered, the shard has ended or the machine
+// is no longer processing.
+func (m *Machine) scheduleFetch(now time.Time, out *effects) {
+	if m.state != Processing || m.fetching || m.buffered != nil || m.shardEnded || m.iterator == "" {
+		return
+	}
+	if next := m.lastFetchStart.Add(m.cfg.MinFetchInterval); !m.lastFetchStart.IsZero() && now.Before(next) {
+		m.timer(out, TimerFetch, next.Sub(now))
+		return
+	}
+	m.fetchNow(now, out)
+}
+
+func (m *Machine) fetchNow(now time.Time, out *effects) {
+	m.cancelTimer(TimerFetch)
+	m.fetching = true
+	m.lastFetchStart = now
+	out.add(Fetch{Iterator: m.iterator, Limit: m.cfg.MaxRecords})
+}
+
+func (m *Machine) onFetched(now time.Time, b stream.Batch, out *effects) {
+	if !m.fetching {
+		return
+	}
+	m.fetching = false
+	if m.state != Processing {
+		return // stopping: a batch read now is simply not delivered
+	}
+	m.fetchFailures = 0
+	m.lastFetch = now
+	m.progressed(now, out)
+	m.iterator = b.NextIterator
+	if b.ShardEnd() {
+		m.shardEnded = true
+		if len(b.ChildShards) > 0 {
+			m.childrenKnown = true
+			m.children = m.children[:0]
+			for _, c := range b.ChildShards {
+				m.children = append(m.children, c.ID)
+			}
+		}
+	}
+	read := len(b.Records)
+	b.Records = m.dropSeen(b.Records)
+	if n := len(b.Records); n > 0 {
+		last := b.Records[n-1]
+		m.received = lease.Checkpoint{SequenceNumber: last.SequenceNumber, SubSequenceNumber: last.SubSequenceNumber}
+		if m.inFlight == nil {
+			if !m.deliver(now, b, out) {
+				return
+			}
+		} else {
+			m.buffered = &b
+		}
+	}
+	if m.shardEnded {
+		m.maybeEndShard(now, out)
+		return
+	}
+	if len(b.Records) == 0 && read == 0 {
+		// Nothing new: wait before asking again, unless far behind (a gap
+		// of empty batches while catching up must not slow us down). A
+		// batch of nothing but what was seen (the checkpointed record read
+		// again on resuming AT it) is not "nothing new": ask again at once.
+		idle := m.cfg.IdleTimeBetweenReads
+		if b.MillisBehindLatest > 0 && idle > m.cfg.MinFetchInterval {
+			idle = m.cfg.MinFetchInterval
+		}
+		m.timer(out, TimerFetch, idle)
+		return
+	}
+	m.scheduleFetch(now, out)
+}
+
+// dropSeen removes records at or before the last one received (or the
+// checkpoint, before anything was received): the user records of a KPL
+// aggregate read again to resume inside it, and anything a server repeats.
+// A record is never delivered twice by one machine.
+func (m *Machine) dropSeen(recs []stream.Record) []stream.Record {
+	if m.received.IsSentinel() || len(recs) == 0 {
+		return recs
+	}
+	first := recs[0]
+	if CompareCheckpoints(lease.Checkpoint{SequenceNumber: first.SequenceNumber, SubSequenceNumber: first.SubSequenceNumber}, m.received) > 0 {
+		return recs // the usual case: nothing to drop
+	}
+	kept := recs[:0:0]
+	for _, r := range recs {
+		if CompareCheckpoints(lease.Checkpoint{SequenceNumber: r.SequenceNumber, SubSequenceNumber: r.SubSequenceNumber}, m.received) > 0 {
+			kept = append(kept, r)
+		}
+	}
+	return kept
+}
+
+func (m *Machine) onFetchFailed(now time.Time, err error, out *effects) {
+	if !m.fetching {
+		return
+	}
+	m.fetching = false
+	if m.state != Processing {
+		return
+	}
+	if terminal(err) {
+		m.unreadable(now, err, out)
+		return
+	}
+	m.fetchFailures++
+	switch {
+	case errors.Is(err, stream.ErrExpiredIterator):
+		m.iterator = ""
+		out.add(GetIterator{Position: m.resumePosition()})
+	case errors.Is(err, stream.ErrThrottled):
+		m.timer(out, TimerFetch, m.cfg.ThrottleBackoff.Delay(m.fetchFailures, m.cfg.Rand))
+	default:
+		m.timer(out, TimerFetch, m.cfg.ErrorBackoff.Delay(m.fetchFailures, m.cfg.Rand))
+	}
+}
+
+// ---- Processing: the processor ---------------------------------------------
+
+// deliver hands a batch to the processor, unless the lease may have
+// expired (then the machine finishes and deliver returns false).
+func (m *Machine) deliver(now time.Time, b stream.Batch, out *effects) bool {
+	if m.fenced(now, out) {
+		return false
+	}
+	m.nextBatchID++
+	recs := make([]messages.Record, len(b.Records))
+	for i, r := range b.Records {
+		recs[i] = messages.Record(r)
+	}
+	d := &delivery{batch: messages.Records{ShardID: m.shardID, BatchID: m.nextBatchID, Records: recs, MillisBehindLatest: b.MillisBehindLatest, Attempt: 1}}
+	m.inFlight = d
+	m.busySince = now
+	last := recs[len(recs)-1]
+	m.maxSent = lease.Checkpoint{SequenceNumber: last.SequenceNumber, SubSequenceNumber: last.SubSequenceNumber}
+	m.send(now, d, out)
+	return true
+}
+
+// send delivers the in-flight batch (again) with its deadline.
+func (m *Machine) send(now time.Time, d *delivery, out *effects) {
+	d.sentAt = now
+	if pt := m.cfg.ProcessTimeout; pt > 0 {
+		d.batch.Deadline = now.Add(pt)
+		m.timer(out, TimerProcess, pt)
+	}
+	out.add(Deliver{Batch: d.batch})
+}
+
+func (m *Machine) onReply(now time.Time, r messages.Processed, out *effects) {
+	d := m.inFlight
+	if d == nil || d.waiting || d.replaced || d.deadLettering || r.BatchID != d.batch.BatchID {
+		// A late reply to a batch already given up on (failed, with the
+		// dead-letter handler, or its processor replaced), or a duplicate.
+		return
+	}
+	if m.state != Processing && m.state != ShutdownRequested {
+		return
+	}
+	m.cancelTimer(TimerProcess)
+	if r.Err != nil {
+		// An answer, but no progress: a processor that fails every batch
+		// (a poison batch under retry, a sink that refuses) is stalled.
+		m.onProcessorFailure(now, r.Err, false, out)
+		return
+	}
+	m.progressed(now, out)
+	m.acceptCheckpoint(now, r.Checkpoint, &d.batch, out)
+	m.batchDone(now, out)
+}
+
+// batchDone moves on after the in-flight batch is finished with.
+func (m *Machine) batchDone(now time.Time, out *effects) {
+	if last, ok := m.inFlight.batch.Last(); ok {
+		m.acked = lease.Checkpoint{SequenceNumber: last.SequenceNumber, SubSequenceNumber: last.SubSequenceNumber}
+	}
+	m.inFlight = nil
+	if m.state == ShutdownRequested {
+		m.askShutdown(now, out)
+		return
+	}
+	if m.buffered != nil {
+		b := *m.buffered
+		m.buffered = nil
+		if !m.deliver(now, b, out) {
+			return
+		}
+	}
+	if m.shardEnded {
+		m.maybeEndShard(now, out)
+		return
+	}
+	m.scheduleFetch(now, out)
+}
+
+func (m *Machine) onProcessorFailure(now time.Time, err error, crashed bool, out *effects) {
+	d := m.inFlight
+	if m.state == ShutdownRequested && m.awaitShutdown && d == nil {
+		// The processor died while handling ShutdownRequested: no checkpoint
+		// from it; let the lease go so the next owner resumes at the last one.
+		out.add(ProcessorFailure{Err: err, Crashed: crashed})
+		m.beginShuttingDown(now, Released, out)
+		return
+	}
+	if d == nil || d.waiting || d.deadLettering {
+		return
+	}
+	d.failures++
+	d.crashed = d.crashed || crashed
+	out.add(ProcessorFailure{BatchID: d.batch.BatchID, Attempt: d.batch.Attempt, Err: err, Crashed: crashed})
+	if m.state == ShutdownRequested {
+		// Stopping anyway: the batch is not checkpointed, the next owner
+		// reads it again. Nothing is lost.
+		m.inFlight = nil
+		m.askShutdown(now, out)
+		return
+	}
+	exhausted := m.cfg.MaxProcessorAttempts > 0 && d.failures >= m.cfg.MaxProcessorAttempts
+	switch {
+	case exhausted && m.cfg.FailurePolicy == DeadLetter:
+		d.deadLettering, d.cause = true, err
+		out.add(DeadLetterBatch{Batch: d.batch, Err: err, Attempt: 1})
+	case exhausted && m.cfg.FailurePolicy == StopShard:
+		m.inFlight = nil
+		m.err = fmt.Errorf("shard %s: batch %d failed %d times: %w", m.shardID, d.batch.BatchID, d.failures, err)
+		m.beginShuttingDown(now, Failed, out)
+	default:
+		d.waiting = true
+		m.timer(out, TimerRedeliver, m.cfg.ProcessorBackoff.Delay(d.failures, m.cfg.Rand))
+	}
+}
+
+func (m *Machine) redeliver(now time.Time, out *effects) {
+	d := m.inFlight
+	if d == nil || !d.waiting || m.state != Processing {
+		return
+	}
+	if m.fenced(now, out) {
+		return
+	}
+	d.waiting = false
+	d.batch.Attempt++
+	if d.replaced {
+		// A new processor: a new id, so that a late answer of the old one
+		// is not taken for its answer.
+		d.replaced = false
+		m.nextBatchID++
+		d.batch.BatchID = m.nextBatchID
+	}
+	if d.crashed {
+		d.crashed = false
+		out.add(Notify{Msg: messages.Initialized{ShardID: m.shardID, StartingCheckpoint: m.startingCheckpoint(), SubSequenceNumber: m.written.SubSequenceNumber, Restarted: true}})
+	}
+	m.send(now, d, out)
+}
+
+// onProcessTimeout: the processor holds the batch past ProcessTimeout. It
+// is replaced and the failure counts like any other.
+func (m *Machine) onProcessTimeout(now time.Time, out *effects) {
+	d := m.inFlight
+	if d == nil || d.waiting || d.deadLettering || (m.state != Processing && m.state != ShutdownRequested) {
+		return
+	}
+	d.replaced = true
+	out.add(ReplaceProcessor{BatchID: d.batch.BatchID})
+	m.onProcessorFailure(now, fmt.Errorf("%w (%s)", ErrProcessTimeout, m.cfg.ProcessTimeout), true, out)
+}
+
+// onDeadLettered: the dead-letter handler took the batch (checkpoint past
+// it and move on), or failed (call it again after a backoff; after
+// MaxProcessorAttempts failures stop the shard without checkpointing, so
+// the batch is read again, never lost).
+func (m *Machine) onDeadLettered(now time.Time, e DeadLettered, out *effects) {
+	d := m.inFlight
+	if d == nil || !d.deadLettering || e.BatchID != d.batch.BatchID || m.state != Processing {
+		return
+	}
+	if e.Err == nil {
+		m.progressed(now, out)
+		d.deadLettering = false
+		m.acceptCheckpoint(now, messages.CheckpointBatchEnd(), &d.batch, out)
+		m.batchDone(now, out)
+		return
+	}
+	d.dlFailures++
+	out.add(ProcessorFailure{BatchID: d.batch.BatchID, Attempt: d.batch.Attempt, Err: fmt.Errorf("dead-letter handler: %w", e.Err)})
+	if m.cfg.MaxProcessorAttempts > 0 && d.dlFailures >= m.cfg.MaxProcessorAttempts {
+		m.inFlight = nil
+		m.err = fmt.Errorf("shard %s: dead-letter handler failed %d times for batch %d: %w", m.shardID, d.dlFailures, d.batch.BatchID, e.Err)
+		m.beginShuttingDown(now, Failed, out)
+		return
+	}
+	m.timer(out, TimerDeadLetter, m.cfg.ProcessorBackoff.Delay(d.dlFailures, m.cfg.Rand))
+}
+
+// terminal reports whether a Kinesis error means the shard cannot be read
+// at all here: retrying will not help.
+func terminal(err error) bool {
+	return errors.Is(err, stream.ErrShardNotFound) || errors.Is(err, stream.ErrInvalidArgument)
+}
+
+// unreadable gives the shard up after a terminal Kinesis error: release the
+// lease (the coordinator refuses the shard for a while).
+func (m *Machine) unreadable(now time.Time, err error, out *effects) {
+	m.err = fmt.Errorf("shard %s: %w", m.shardID, err)
+	if m.state == Processing && m.inFlight == nil {
+		out.add(Notify{Msg: messages.LeaseLost{ShardID: m.shardID}})
+	}
+	m.inFlight, m.buffered = nil, nil
+	m.beginShuttingDown(now, Unreadable, out)
+}
+
+// acceptCheckpoint validates a checkpoint request against what was
+// delivered and queues the write, or refuses it.
+func (m *Machine) acceptCheckpoint(now time.Time, req messages.Checkpoint, batch *messages.Records, out *effects) {
+	var cp lease.Checkpoint
+	switch req.Mode {
+	case messages.NoCheckpoint:
+		return
+	case messages.AtBatchEnd:
+		if batch == nil {
+			// Shutdown ack: after the last batch acknowledged (a batch that
+			// failed on its way out was not processed).
+			if m.acked.IsSentinel() {
+				return
+			}
+			cp = m.acked
+		} else {
+			last, ok := batch.Last()
+			if !ok {
+				return
+			}
+			cp = lease.Checkpoint{SequenceNumber: last.SequenceNumber, SubSequenceNumber: last.SubSequenceNumber}
+		}
+	case messages.AtSequence:
+		cp = lease.Checkpoint{SequenceNumber: req.SequenceNumber, SubSequenceNumber: req.SubSequenceNumber}
+		if !ValidSequence(cp.SequenceNumber) || cp.SubSequenceNumber < 0 {
+			m.refuse(batch, fmt.Errorf("%w: sequence number %q, sub-sequence %d", ErrCheckpointInvalid, cp.SequenceNumber, cp.SubSequenceNumber), out)
+			return
+		}
+		if m.maxSent.IsSentinel() || CompareCheckpoints(cp, m.maxSent) > 0 {
+			m.refuse(batch, fmt.Errorf("%w: asked %s, last delivered %s", ErrCheckpointAhead, fmtCP(cp), fmtCP(m.maxSent)), out)
+			return
+		}
+	default:
+		m.refuse(batch, fmt.Errorf("%w: mode %d", ErrCheckpointInvalid, req.Mode), out)
+		return
+	}
+	if !m.target.IsSentinel() {
+		switch c := CompareCheckpoints(cp, m.target); {
+		case c < 0:
+			m.refuse(batch, fmt.Errorf("%w: asked %s, already at %s", ErrCheckpointBackwards, fmtCP(cp), fmtCP(m.target)), out)
+			return
+		case c == 0:
+			return // already there
+		}
+	}
+	m.target = cp
+	m.queueWrite(now, &WriteCheckpoint{Checkpoint: cp}, out)
+}
+
+func (m *Machine) refuse(batch *messages.Records, err error, out *effects) {
+	var id uint64
+	if batch != nil {
+		id = batch.BatchID
+	}
+	out.add(Notify{Msg: messages.CheckpointRefused{ShardID: m.shardID, BatchID: id, Err: err}}, CheckpointRefusedEffect{Err: err})
+}
+
+func fmtCP(c lease.Checkpoint) string {
+	if c.SubSequenceNumber == 0 {
+		return c.SequenceNumber
+	}
+	return fmt.Sprintf("%s/%d", c.SequenceNumber, c.SubSequenceNumber)
+}
+
+// ---- Shard end --------------------------------------------------------------
+
+// maybeEndShard finishes the shard once its last batch is acknowledged.
+func (m *Machine) maybeEndShard(now time.Time, out *effects) {
+	if m.state != Processing || !m.shardEnded || m.inFlight != nil || m.buffered != nil {
+		return
+	}
+	if !m.childrenKnown {
+		out.add(ListChildren{})
+		return
+	}
+	m.writeShardEnd(now, out)
+}
+
+func (m *Machine) onChildren(now time.Time, e ChildrenFound, out *effects) {
+	if m.state != Processing || !m.shardEnded || m.childrenKnown {
+		return
+	}
+	if e.Err != nil {
+		m.storeFailures++
+		m.timer(out, TimerStoreRetry, m.cfg.ErrorBackoff.Delay(m.storeFailures, m.cfg.Rand))
+		return
+	}
+	m.children, m.childrenKnown = append([]string(nil), e.IDs...), true
+	m.writeShardEnd(now, out)
+}
+
+func (m *Machine) writeShardEnd(now time.Time, out *effects) {
+	m.target = lease.Checkpoint{SequenceNumber: lease.CheckpointShardEnd}
+	m.queueWrite(now, &WriteCheckpoint{Checkpoint: m.target, Children: append([]string(nil), m.children...)}, out)
+	m.beginShuttingDown(now, ShardEnd, out)
+}
+
+// ---- Graceful stop -----------------------------------------------------------
+
+func (m *Machine) onStop(now time.Time, out *effects) {
+	switch m.state {
+	case 0:
+		m.finish(Released, nil, out) // never started: nothing to release
+	case WaitingOnParentShards, Initializing:
+		m.beginShuttingDown(now, Released, out)
+	case Processing:
+		if m.stalled == "processor" {
+			// The processor does not answer: waiting ShutdownTimeout for its
+			// last checkpoint would only delay the next owner. Accepted
+			// checkpoints are still written before the release.
+			m.inFlight, m.buffered = nil, nil
+			m.beginShuttingDown(now, Released, out)
+			return
+		}
+		m.state = ShutdownRequested
+		m.buffered = nil // never delivered, never checkpointed: the next owner reads it
+		m.cancelTimer(TimerFetch)
+		m.timer(out, TimerShutdown, m.cfg.ShutdownTimeout)
+		if m.inFlight == nil || m.inFlight.waiting || m.inFlight.deadLettering {
+			// No batch with the processor (or one waiting to be delivered
+			// again, or with the dead-letter handler, which will not be
+			// checkpointed now: the next owner reads it again): ask it to
+			// checkpoint now.
+			m.inFlight = nil
+			m.askShutdown(now, out)
+		}
+	}
+}
+
+func (m *Machine) askShutdown(now time.Time, out *effects) {
+	if m.awaitShutdown {
+		return
+	}
+	m.awaitShutdown = true
+	if m.inFlight == nil {
+		m.busySince = now
+	}
+	out.add(Notify{Msg: messages.ShutdownRequested{ShardID: m.shardID}})
+}
+
+func (m *Machine) onShutdownAck(now time.Time, a messages.ShutdownAck, out *effects) {
+	if m.state != ShutdownRequested || !m.awaitShutdown {
+		return
+	}
+	m.awaitShutdown = false
+	m.acceptCheckpoint(now, a.Checkpoint, nil, out)
+	m.beginShuttingDown(now, Released, out)
+}
+
+// beginShuttingDown enters ShuttingDown: pending checkpoint writes finish,
+// then the lease is released.
+func (m *Machine) beginShuttingDown(now time.Time, why Outcome, out *effects) {
+	m.state = ShuttingDown
+	m.outcome = why
+	m.cancelTimer(TimerFetch)
+	m.cancelTimer(TimerShutdown)
+	m.cancelTimer(TimerRedeliver)
+	m.cancelTimer(TimerParentPoll)
+	m.cancelTimer(TimerIterator)
+	m.pendingRenew = false
+	m.pendingRelease = true
+	m.pump(now, out)
+}
+
+func (m *Machine) finish(why Outcome, err error, out *effects) {
+	m.state = ShutdownComplete
+	m.outcome = why
+	for k := range m.tokens {
+		m.tokens[k]++
+	}
+	f := Finished{Outcome: why, Err: err}
+	if why == ShardEnd {
+		f.Children = append([]string(nil), m.children...)
+	}
+	out.add(f)
+}
+
+// ---- Timers ---------------------------------------------------------------------
+
+func (m *Machine) onTimer(now time.Time, k TimerKind, out *effects) {
+	switch k {
+	case TimerParentPoll:
+		if m.state == WaitingOnParentShards {
+			out.add(CheckParents{ShardIDs: append([]string(nil), m.parents...)})
+		}
+	case TimerIterator:
+		if m.state == Initializing || (m.state == Processing && m.iterator == "") {
+			out.add(GetIterator{Position: m.resumePosition()})
+		}
+	case TimerFetch:
+		if m.state == Processing && !m.fetching && m.buffered == nil && !m.shardEnded {
+			m.fetchNow(now, out)
+		}
+	case TimerRedeliver:
+		m.redeliver(now, out)
+	case TimerStall:
+		m.onStallTimer(now, out)
+	case TimerProcess:
+		m.onProcessTimeout(now, out)
+	case TimerDeadLetter:
+		if d := m.inFlight; d != nil && d.deadLettering && m.state == Processing {
+			out.add(DeadLetterBatch{Batch: d.batch, Err: d.cause, Attempt: d.dlFailures + 1})
+		}
+	case TimerRenew:
+		// Due RenewInterval after the last successful write was sent; a
+		// failed renewal is retried on the store-retry timer, a successful
+		// write sets this timer again.
+		// (The self-fence was checked before: a lapsed lease finished.)
+		if m.state == ShuttingDown || m.storeBusy || now.Before(m.heldFrom.Add(m.cfg.RenewInterval)) {
+			// Not due, or a write is in flight (it renews; its answer sets
+			// this timer again): look again at the fence.
+			m.armLeaseTimers(now, out)
+			return
+		}
+		if m.pendingCP != nil {
+			m.forceCP = true // a deferred checkpoint renews as well
+		} else {
+			m.pendingRenew = true
+		}
+		m.pump(now, out)
+		m.armLeaseTimers(now, out)
+	case TimerShutdown:
+		if m.state == ShutdownRequested {
+			// The processor did not answer in time: release without its
+			// checkpoint. The next owner resumes at the last checkpoint.
+			m.awaitShutdown = false
+			m.inFlight = nil
+			m.beginShuttingDown(now, Released, out)
+		}
+	case TimerCheckpoint:
+		m.cpTimer = false
+		m.pump(now, out)
+	case TimerStoreRetry:
+		if m.state == Processing && m.shardEnded && !m.childrenKnown {
+			out.add(ListChildren{})
+			return
+		}
+		m.pump(now, out)
+	}
+}
+
+// ---- Lease-table writes -----------------------------------------------------------
+
+func (m *Machine) queueWrite(now time.Time, w *WriteCheckpoint, out *effects) {
+	m.pendingCP = w // a newer checkpoint supersedes a queued older one
+	m.pendingRenew = false
+	m.pump(now, out)
+}
+
+// pump issues the next lease-table write when none is in flight. Accepted
+// checkpoints are coalesced: written at most once per CheckpointInterval,
+// except at shard end, when shutting down, or when a renewal is due.
+func (m *Machine) pump(now time.Time, out *effects) {
+	if m.storeBusy || m.state == ShutdownComplete {
+		return
+	}
+	if cp := m.pendingCP; cp != nil {
+		iv := m.cfg.CheckpointInterval
+		if m.state == ShuttingDown || cp.Checkpoint.IsShardEnd() || m.forceCP || iv <= 0 || m.lastCPWrite.IsZero() || now.Sub(m.lastCPWrite) >= iv {
+			m.storeBusy, m.forceCP, m.writing = true, false, OpCheckpoint
+			m.writingCP, m.pendingCP = cp, nil
+			m.writeSentAt = now
+			out.add(*cp)
+			return
+		}
+		if !m.cpTimer {
+			m.cpTimer = true
+			m.timer(out, TimerCheckpoint, m.lastCPWrite.Add(iv).Sub(now))
+		}
+	}
+	switch {
+	case m.pendingRenew:
+		m.storeBusy, m.writing = true, OpRenew
+		m.writeSentAt = now
+		out.add(Renew{})
+	case m.pendingRelease && m.state == ShuttingDown && m.pendingCP == nil:
+		m.storeBusy, m.writing = true, OpRelease
+		m.writeSentAt = now
+		out.add(Release{})
+	}
+}
+
+func (m *Machine) onStoreDone(now time.Time, e StoreDone, out *effects) {
+	lost := errors.Is(e.Err, lease.ErrLeaseLost)
+	if !m.storeBusy || (e.Op != m.writing && !lost) {
+		return // a stray answer: not the write in flight
+	}
+	e.Op = m.writing
+	m.storeBusy = false
+	if lost {
+		// Fenced out: never write again, tell the processor, stop.
+		if m.state == Processing || m.state == ShutdownRequested {
+			out.add(Notify{Msg: messages.LeaseLost{ShardID: m.shardID}})
+		}
+		m.finish(LostLease, fmt.Errorf("shard %s: %s: %w", m.shardID, e.Op, e.Err), out)
+		return
+	}
+	if e.Err != nil {
+		// Retries inside the store are exhausted (DynamoDB unreachable or
+		// throttling for long). Keep the request and try again later; if
+		// the lease moved meanwhile the next write is fenced out.
+		m.storeFailures++
+		if m.storeFailSince.IsZero() {
+			m.storeFailSince = m.writeSentAt
+		}
+		switch e.Op {
+		case OpRenew:
+			m.pendingRenew = true // again after the backoff
+		case OpCheckpoint:
+			if m.pendingCP == nil { // else a newer checkpoint supersedes it
+				m.pendingCP = m.writingCP
+			}
+			m.writingCP, m.forceCP = nil, true
+		}
+		m.timer(out, TimerStoreRetry, m.cfg.ErrorBackoff.Delay(m.storeFailures, m.cfg.Rand))
+		return
+	}
+	m.storeFailures = 0
+	m.storeFailSince = time.Time{}
+	m.lastWrite = now
+	if m.writeSentAt.After(m.heldFrom) {
+		m.heldFrom = m.writeSentAt
+	}
+	if e.Op != OpRelease {
+		m.armLeaseTimers(now, out)
+	}
+	if m.stalled == "dynamodb" {
+		m.stalled = ""
+		out.add(Stalled{})
+	}
+	switch e.Op {
+	case OpCheckpoint:
+		cp := m.writingCP
+		m.writingCP = nil
+		m.lastCPWrite = now
+		if cp != nil {
+			m.written = cp.Checkpoint
+			if cp.Checkpoint.IsShardEnd() {
+				out.add(Notify{Msg: messages.ShardEnded{ShardID: m.shardID, Children: append([]string(nil), cp.Children...)}})
+			}
+		}
+	case OpRenew:
+		m.pendingRenew = false
+	case OpRelease:
+		m.pendingRelease = false
+		m.finish(m.outcome, m.err, out)
+		return
+	}
+	m.pump(now, out)
+}
