@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -20,6 +21,7 @@ import (
 	ktypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 
 	"github.com/kinactor/kinactor"
+	"github.com/kinactor/kinactor/internal/lease"
 	"github.com/kinactor/kinactor/internal/testenv/localaws"
 	"github.com/kinactor/kinactor/messages"
 )
@@ -199,17 +201,6 @@ func (l *ledger) verify(t *testing.T, produced int) {
 	}
 }
 
-func cmpSeq(a, b string) int {
-	a, b = strings.TrimLeft(a, "0"), strings.TrimLeft(b, "0")
-	if len(a) != len(b) {
-		if len(a) < len(b) {
-			return -1
-		}
-		return 1
-	}
-	return strings.Compare(a, b)
-}
-
 // testLogger writes node logs to the test log at WARN (INFO with -v and
 // KINACTOR_TEST_LOG set).
 func testLogger(t *testing.T) *slog.Logger {
@@ -248,4 +239,14 @@ func nodeConfig(t *testing.T, env *localaws.Env, streamName, app, worker string)
 		Kinesis:              env.KinesisClient(),
 		DynamoDB:             env.DynamoDBClient(),
 	}
+}
+
+// cmpSeq orders the ledger's "sequence/sub" positions (lease.Checkpoint.Compare).
+func cmpSeq(a, b string) int {
+	pos := func(s string) lease.Checkpoint {
+		seq, sub, _ := strings.Cut(s, "/")
+		n, _ := strconv.ParseInt(sub, 10, 64)
+		return lease.Checkpoint{SequenceNumber: seq, SubSequenceNumber: n}
+	}
+	return pos(a).Compare(pos(b))
 }

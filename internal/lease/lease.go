@@ -13,9 +13,12 @@
 package lease
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"time"
+
+	"github.com/kinactor/kinactor/internal/seqnum"
 )
 
 // Sentinel errors callers branch on.
@@ -56,6 +59,29 @@ func (c Checkpoint) IsSentinel() bool {
 
 // IsShardEnd reports whether the shard was read to its end and checkpointed.
 func (c Checkpoint) IsShardEnd() bool { return c.SequenceNumber == CheckpointShardEnd }
+
+// Compare orders checkpoints as positions in a shard: the starting
+// sentinels (TRIM_HORIZON, LATEST, AT_TIMESTAMP, none) first, then real
+// positions by sequence number (numerically) and sub-sequence number, and
+// SHARD_END last. -1, 0 or +1.
+func (c Checkpoint) Compare(o Checkpoint) int {
+	rank := func(x Checkpoint) int {
+		switch {
+		case x.IsShardEnd():
+			return 2
+		case x.IsSentinel():
+			return 0
+		}
+		return 1
+	}
+	if rc, ro := rank(c), rank(o); rc != ro || rc != 1 {
+		return cmp.Compare(rc, ro)
+	}
+	if d := seqnum.Compare(c.SequenceNumber, o.SequenceNumber); d != 0 {
+		return d
+	}
+	return cmp.Compare(c.SubSequenceNumber, o.SubSequenceNumber)
+}
 
 // Lease is one row of the lease table.
 type Lease struct {

@@ -56,6 +56,7 @@ import (
 
 	"github.com/kinactor/kinactor/internal/backoff"
 	"github.com/kinactor/kinactor/internal/lease"
+	"github.com/kinactor/kinactor/internal/seqnum"
 	"github.com/kinactor/kinactor/internal/stream"
 	"github.com/kinactor/kinactor/messages"
 )
@@ -892,12 +893,12 @@ func (m *Machine) dropSeen(recs []stream.Record) []stream.Record {
 		return recs
 	}
 	first := recs[0]
-	if CompareCheckpoints(lease.Checkpoint{SequenceNumber: first.SequenceNumber, SubSequenceNumber: first.SubSequenceNumber}, m.received) > 0 {
+	if (lease.Checkpoint{SequenceNumber: first.SequenceNumber, SubSequenceNumber: first.SubSequenceNumber}).Compare(m.received) > 0 {
 		return recs // the usual case: nothing to drop
 	}
 	kept := recs[:0:0]
 	for _, r := range recs {
-		if CompareCheckpoints(lease.Checkpoint{SequenceNumber: r.SequenceNumber, SubSequenceNumber: r.SubSequenceNumber}, m.received) > 0 {
+		if (lease.Checkpoint{SequenceNumber: r.SequenceNumber, SubSequenceNumber: r.SubSequenceNumber}).Compare(m.received) > 0 {
 			kept = append(kept, r)
 		}
 	}
@@ -1147,11 +1148,11 @@ func (m *Machine) acceptCheckpoint(now time.Time, req messages.Checkpoint, batch
 		}
 	case messages.AtSequence:
 		cp = lease.Checkpoint{SequenceNumber: req.SequenceNumber, SubSequenceNumber: req.SubSequenceNumber}
-		if !ValidSequence(cp.SequenceNumber) || cp.SubSequenceNumber < 0 {
+		if !seqnum.Valid(cp.SequenceNumber) || cp.SubSequenceNumber < 0 {
 			m.refuse(batch, fmt.Errorf("%w: sequence number %q, sub-sequence %d", ErrCheckpointInvalid, cp.SequenceNumber, cp.SubSequenceNumber), out)
 			return
 		}
-		if m.maxSent.IsSentinel() || CompareCheckpoints(cp, m.maxSent) > 0 {
+		if m.maxSent.IsSentinel() || cp.Compare(m.maxSent) > 0 {
 			m.refuse(batch, fmt.Errorf("%w: asked %s, last delivered %s", ErrCheckpointAhead, fmtCP(cp), fmtCP(m.maxSent)), out)
 			return
 		}
@@ -1160,7 +1161,7 @@ func (m *Machine) acceptCheckpoint(now time.Time, req messages.Checkpoint, batch
 		return
 	}
 	if !m.target.IsSentinel() {
-		switch c := CompareCheckpoints(cp, m.target); {
+		switch c := cp.Compare(m.target); {
 		case c < 0:
 			m.refuse(batch, fmt.Errorf("%w: asked %s, already at %s", ErrCheckpointBackwards, fmtCP(cp), fmtCP(m.target)), out)
 			return

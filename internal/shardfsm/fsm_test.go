@@ -363,7 +363,7 @@ func checkInvariants(t *testing.T, x *h) {
 			t.Fatalf("two fetches at once: %s", describe(x.out))
 		}
 	}
-	if !m.target.IsSentinel() && !m.maxSent.IsSentinel() && CompareCheckpoints(m.target, m.maxSent) > 0 {
+	if !m.target.IsSentinel() && !m.maxSent.IsSentinel() && m.target.Compare(m.maxSent) > 0 {
 		t.Fatalf("checkpoint target %v passed the last delivered %v", m.target, m.maxSent)
 	}
 }
@@ -944,20 +944,6 @@ func TestStopTwiceIsHarmless(t *testing.T) {
 	}
 }
 
-func TestCompareSequences(t *testing.T) {
-	cases := []struct {
-		a, b string
-		want int
-	}{
-		{"1", "2", -1}, {"10", "9", 1}, {"0010", "10", 0},
-		{"49590338271490256608559692538361571095921575989136588898", "49590338271490256608559692538361571095921575989136588899", -1},
-	}
-	for _, c := range cases {
-		if got := CompareSequences(c.a, c.b); got != c.want {
-			t.Errorf("CompareSequences(%s,%s) = %d", c.a, c.b, got)
-		}
-	}
-}
 
 func TestShutdownAfterFailedBatchDoesNotCheckpointIt(t *testing.T) {
 	x := inProcessing(t) // batch 1 = records 1..3

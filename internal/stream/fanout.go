@@ -62,6 +62,7 @@ import (
 	"github.com/aws/smithy-go/transport/http/protocol/awsjson"
 
 	"github.com/kinactor/kinactor/internal/backoff"
+	"github.com/kinactor/kinactor/internal/seqnum"
 )
 
 // FanOutAPI is the subset of *kinesis.Client that FanOut uses.
@@ -573,7 +574,7 @@ func batchFromEvent(ev types.SubscribeToShardEvent, last, token string) (b Batch
 	b.NextIterator = token
 	for _, r := range ev.Records {
 		seq := aws.ToString(r.SequenceNumber)
-		if last != "" && !seqLess(last, seq) {
+		if last != "" && seqnum.Compare(last, seq) >= 0 {
 			continue
 		}
 		b.Records = append(b.Records, Record{
@@ -594,15 +595,6 @@ func batchFromEvent(ev types.SubscribeToShardEvent, last, token string) (b Batch
 		}
 	}
 	return b, end
-}
-
-// seqLess compares two decimal sequence numbers.
-func seqLess(a, b string) bool {
-	a, b = strings.TrimLeft(a, "0"), strings.TrimLeft(b, "0")
-	if len(a) != len(b) {
-		return len(a) < len(b)
-	}
-	return a < b
 }
 
 func (f *FanOut) subscribeSDK(ctx context.Context, consumerARN, shardID string, pos Position) (subscription, error) {

@@ -439,16 +439,6 @@ func TestFanOutIteratorValidation(t *testing.T) {
 	}
 }
 
-func TestSeqLess(t *testing.T) {
-	for _, c := range []struct {
-		a, b string
-		want bool
-	}{{"1", "2", true}, {"2", "1", false}, {"9", "10", true}, {"10", "9", false}, {"5", "5", false}, {"0049", "50", true}} {
-		if got := seqLess(c.a, c.b); got != c.want {
-			t.Errorf("seqLess(%s, %s) = %v", c.a, c.b, got)
-		}
-	}
-}
 
 func TestFanOutIdleSessionClosed(t *testing.T) {
 	s0, s1 := newFakeSub(event("1", 0, nil, "1")), newFakeSub()

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"math/big"
 	"slices"
 	"sort"
 	"strings"
@@ -67,39 +66,6 @@ func (b Backwards) String() string {
 		b.Shard, b.From, b.FromCtr, b.FromOwn, b.To, b.ToCtr, b.ToOwner, b.At.Format("15:04:05.000"))
 }
 
-// cpRank orders checkpoints: sentinels before sequence numbers, SHARD_END
-// after every sequence number.
-func cmpCheckpoint(a, b lease.Checkpoint) int {
-	rank := func(c lease.Checkpoint) int {
-		switch {
-		case c.IsShardEnd():
-			return 2
-		case c.IsSentinel():
-			return 0
-		}
-		return 1
-	}
-	ra, rb := rank(a), rank(b)
-	if ra != rb || ra != 1 {
-		return ra - rb
-	}
-	x, ok1 := new(big.Int).SetString(a.SequenceNumber, 10)
-	y, ok2 := new(big.Int).SetString(b.SequenceNumber, 10)
-	if !ok1 || !ok2 {
-		return strings.Compare(a.SequenceNumber, b.SequenceNumber)
-	}
-	if c := x.Cmp(y); c != 0 {
-		return c
-	}
-	switch {
-	case a.SubSequenceNumber < b.SubSequenceNumber:
-		return -1
-	case a.SubSequenceNumber > b.SubSequenceNumber:
-		return 1
-	}
-	return 0
-}
-
 func cpString(c lease.Checkpoint) string {
 	if c.SubSequenceNumber != 0 {
 		return fmt.Sprintf("%s/%d", c.SequenceNumber, c.SubSequenceNumber)
@@ -122,7 +88,7 @@ func CheckSamples(samples []Sample) []Backwards {
 		if !ok || s.Counter <= p.Counter {
 			continue
 		}
-		if cmpCheckpoint(s.Checkpoint, p.Checkpoint) < 0 {
+		if s.Checkpoint.Compare(p.Checkpoint) < 0 {
 			out = append(out, Backwards{Shard: s.Shard, From: cpString(p.Checkpoint), To: cpString(s.Checkpoint),
 				FromCtr: p.Counter, ToCtr: s.Counter, FromOwn: p.Owner, ToOwner: s.Owner, At: s.At})
 		}
