@@ -938,10 +938,7 @@ func (m *Machine) deliver(now time.Time, b stream.Batch, out *effects) bool {
 		return false
 	}
 	m.nextBatchID++
-	recs := make([]messages.Record, len(b.Records))
-	for i, r := range b.Records {
-		recs[i] = messages.Record(r)
-	}
+	recs := b.Records
 	d := &delivery{batch: messages.Records{ShardID: m.shardID, BatchID: m.nextBatchID, Records: recs, MillisBehindLatest: b.MillisBehindLatest, Attempt: 1}}
 	m.inFlight = d
 	m.busySince = now

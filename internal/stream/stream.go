@@ -15,6 +15,8 @@ import (
 	"errors"
 	"time"
 
+	"github.com/kinactor/kinactor/messages"
+
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 )
 
@@ -89,14 +91,9 @@ type Position struct {
 	Timestamp      time.Time // for AT_TIMESTAMP
 }
 
-// Record is one Kinesis record as delivered to processors.
-type Record struct {
-	SequenceNumber              string
-	SubSequenceNumber           int64 // 0 unless de-aggregated from a KPL record
-	PartitionKey                string
-	Data                        []byte
-	ApproximateArrivalTimestamp time.Time
-}
+// Record is one Kinesis record; the same type the processor gets
+// (messages.Record), so a batch is handed over without copying.
+type Record = messages.Record
 
 // Batch is the result of one GetRecords call.
 type Batch struct {
