@@ -349,7 +349,7 @@ func (c *coordinator) onFinished(ctx actor.Context, f ShardFinished) {
 	if !o.handoffAt.IsZero() && f.Outcome == shardfsm.Released {
 		m.HandoffDuration.Observe(time.Since(o.handoffAt).Seconds())
 	}
-	if f.Outcome == shardfsm.Released || f.Outcome == shardfsm.LostLease || f.Outcome == shardfsm.Fenced {
+	if f.Outcome == shardfsm.Released || f.Outcome == shardfsm.LeaseLost || f.Outcome == shardfsm.Fenced {
 		m.OwnershipChanges.Inc()
 	}
 	cause := f.Cause

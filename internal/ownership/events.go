@@ -471,7 +471,7 @@ func (m *Machine) onFinished(now time.Time, e ShardFinished, out *effects) {
 			out.add(Broadcast{Msg: Message{Type: MsgShards}})
 		}
 		m.requestSync(now, out)
-	case shardfsm.LostLease:
+	case shardfsm.LeaseLost:
 		m.lost[e.Key] = lostLease{At: now} // who took it shows at the next read
 		m.dropLease(e.Key)
 		m.requestSync(now, out)

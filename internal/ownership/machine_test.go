@@ -357,7 +357,7 @@ func TestLostLeaseComesBackOnlyByExpiry(t *testing.T) {
 	ls := rows(1, "")
 	n.takeAll(n.read(ls))
 	k := ls[0].Key
-	n.step(ShardFinished{Key: k, Outcome: shardfsm.LostLease})
+	n.step(ShardFinished{Key: k, Outcome: shardfsm.LeaseLost})
 	held := ls[0]
 	held.Owner, held.Counter = "b", 7
 	n.read([]lease.Lease{held})
@@ -378,7 +378,7 @@ func TestDeadOwnerAfterTheLossSettled(t *testing.T) {
 	n.step(ViewChanged{Members: members("me", "n3", "n6")})
 	ls := rows(1, "")
 	n.takeAll(n.read(ls))
-	n.step(ShardFinished{Key: ls[0].Key, Outcome: shardfsm.LostLease})
+	n.step(ShardFinished{Key: ls[0].Key, Outcome: shardfsm.LeaseLost})
 	l := ls[0]
 	l.Owner, l.Counter = "n3", 5
 	n.read([]lease.Lease{l})

@@ -6,7 +6,7 @@
 //
 // States follow the archived Go KCL's shard consumer:
 //
-//	WaitingOnParentShards → Initializing → Processing → ShutdownRequested
+//	WaitingOnParentShards → Initializing → Processing → AwaitingShutdownAck
 //	    → ShuttingDown → ShutdownComplete
 //
 // with lease loss and self-fencing leading straight to ShutdownComplete from
@@ -69,7 +69,7 @@ const (
 	WaitingOnParentShards State = iota + 1
 	Initializing
 	Processing
-	ShutdownRequested
+	AwaitingShutdownAck
 	ShuttingDown
 	ShutdownComplete
 )
@@ -78,7 +78,7 @@ var stateNames = map[State]string{
 	WaitingOnParentShards: "WaitingOnParentShards",
 	Initializing:          "Initializing",
 	Processing:            "Processing",
-	ShutdownRequested:     "ShutdownRequested",
+	AwaitingShutdownAck:     "AwaitingShutdownAck",
 	ShuttingDown:          "ShuttingDown",
 	ShutdownComplete:      "ShutdownComplete",
 }
@@ -91,7 +91,7 @@ func (s State) String() string {
 }
 
 // AllStates lists every state, for tables and metrics.
-var AllStates = []State{WaitingOnParentShards, Initializing, Processing, ShutdownRequested, ShuttingDown, ShutdownComplete}
+var AllStates = []State{WaitingOnParentShards, Initializing, Processing, AwaitingShutdownAck, ShuttingDown, ShutdownComplete}
 
 // FailurePolicy decides what happens to a batch the processor keeps failing.
 type FailurePolicy int
@@ -170,7 +170,7 @@ type Outcome int
 const (
 	Released  Outcome = iota + 1 // graceful stop: lease released
 	ShardEnd                     // shard read to its end, SHARD_END checkpointed, lease released
-	LostLease                    // a fenced write failed: another node owns it
+	LeaseLost                    // a fenced write failed: another node owns it
 	Failed                       // processor failures and FailurePolicy StopShard
 	// Fenced: no lease write succeeded for LeaseExpiry − margin; the lease
 	// may already be another's. Nothing was released.
@@ -186,7 +186,7 @@ func (o Outcome) String() string {
 		return "released"
 	case ShardEnd:
 		return "shard-end"
-	case LostLease:
+	case LeaseLost:
 		return "lease-lost"
 	case Failed:
 		return "failed"
@@ -254,7 +254,7 @@ type (
 	ProcessorReplied struct{ Reply messages.Processed }
 	// ProcessorCrashed: the processor panicked and its supervisor restarted it.
 	ProcessorCrashed struct{ Reason string }
-	// ShutdownAcked is the processor's reply to ShutdownRequested.
+	// ShutdownAcked is the processor's reply to messages.ShutdownRequested.
 	ShutdownAcked struct{ Ack messages.ShutdownAck }
 	// ChildrenFound answers ListChildren.
 	ChildrenFound struct {
@@ -378,7 +378,7 @@ type (
 	Finished struct {
 		Outcome  Outcome
 		Children []string // at ShardEnd
-		Err      error    // for LostLease and Failed
+		Err      error    // for LeaseLost and Failed
 	}
 )
 
@@ -613,7 +613,7 @@ func (m *Machine) fenced(now time.Time, out *effects) bool {
 	if at.IsZero() || now.Before(at) {
 		return false
 	}
-	if m.state == Processing || m.state == ShutdownRequested {
+	if m.state == Processing || m.state == AwaitingShutdownAck {
 		out.add(Notify{Msg: messages.LeaseLost{ShardID: m.shardID}})
 	}
 	m.finish(Fenced, fmt.Errorf("shard %s: no lease write succeeded since %s (for %s): the lease may have expired", m.shardID, m.heldFrom.Format(time.RFC3339Nano), now.Sub(m.heldFrom).Round(time.Millisecond)), out)
@@ -965,7 +965,7 @@ func (m *Machine) onReply(now time.Time, r messages.Processed, out *effects) {
 		// dead-letter handler, or its processor replaced), or a duplicate.
 		return
 	}
-	if m.state != Processing && m.state != ShutdownRequested {
+	if m.state != Processing && m.state != AwaitingShutdownAck {
 		return
 	}
 	m.cancelTimer(TimerProcess)
@@ -986,7 +986,7 @@ func (m *Machine) batchDone(now time.Time, out *effects) {
 		m.acked = lease.Checkpoint{SequenceNumber: last.SequenceNumber, SubSequenceNumber: last.SubSequenceNumber}
 	}
 	m.inFlight = nil
-	if m.state == ShutdownRequested {
+	if m.state == AwaitingShutdownAck {
 		m.askShutdown(now, out)
 		return
 	}
@@ -1006,7 +1006,7 @@ func (m *Machine) batchDone(now time.Time, out *effects) {
 
 func (m *Machine) onProcessorFailure(now time.Time, err error, crashed bool, out *effects) {
 	d := m.inFlight
-	if m.state == ShutdownRequested && m.awaitShutdown && d == nil {
+	if m.state == AwaitingShutdownAck && m.awaitShutdown && d == nil {
 		// The processor died while handling ShutdownRequested: no checkpoint
 		// from it; let the lease go so the next owner resumes at the last one.
 		out.add(ProcessorFailure{Err: err, Crashed: crashed})
@@ -1019,7 +1019,7 @@ func (m *Machine) onProcessorFailure(now time.Time, err error, crashed bool, out
 	d.failures++
 	d.crashed = d.crashed || crashed
 	out.add(ProcessorFailure{BatchID: d.batch.BatchID, Attempt: d.batch.Attempt, Err: err, Crashed: crashed})
-	if m.state == ShutdownRequested {
+	if m.state == AwaitingShutdownAck {
 		// Stopping anyway: the batch is not checkpointed, the next owner
 		// reads it again. Nothing is lost.
 		m.inFlight = nil
@@ -1069,7 +1069,7 @@ func (m *Machine) redeliver(now time.Time, out *effects) {
 // is replaced and the failure counts like any other.
 func (m *Machine) onProcessTimeout(now time.Time, out *effects) {
 	d := m.inFlight
-	if d == nil || d.waiting || d.deadLettering || (m.state != Processing && m.state != ShutdownRequested) {
+	if d == nil || d.waiting || d.deadLettering || (m.state != Processing && m.state != AwaitingShutdownAck) {
 		return
 	}
 	d.replaced = true
@@ -1235,7 +1235,7 @@ func (m *Machine) onStop(now time.Time, out *effects) {
 			m.beginShuttingDown(now, Released, out)
 			return
 		}
-		m.state = ShutdownRequested
+		m.state = AwaitingShutdownAck
 		m.buffered = nil // never delivered, never checkpointed: the next owner reads it
 		m.cancelTimer(TimerFetch)
 		m.timer(out, TimerShutdown, m.cfg.ShutdownTimeout)
@@ -1262,7 +1262,7 @@ func (m *Machine) askShutdown(now time.Time, out *effects) {
 }
 
 func (m *Machine) onShutdownAck(now time.Time, a messages.ShutdownAck, out *effects) {
-	if m.state != ShutdownRequested || !m.awaitShutdown {
+	if m.state != AwaitingShutdownAck || !m.awaitShutdown {
 		return
 	}
 	m.awaitShutdown = false
@@ -1343,7 +1343,7 @@ func (m *Machine) onTimer(now time.Time, k TimerKind, out *effects) {
 		m.pump(now, out)
 		m.armLeaseTimers(now, out)
 	case TimerShutdown:
-		if m.state == ShutdownRequested {
+		if m.state == AwaitingShutdownAck {
 			// The processor did not answer in time: release without its
 			// checkpoint. The next owner resumes at the last checkpoint.
 			m.awaitShutdown = false
@@ -1412,10 +1412,10 @@ func (m *Machine) onStoreDone(now time.Time, e StoreDone, out *effects) {
 	m.storeBusy = false
 	if lost {
 		// Fenced out: never write again, tell the processor, stop.
-		if m.state == Processing || m.state == ShutdownRequested {
+		if m.state == Processing || m.state == AwaitingShutdownAck {
 			out.add(Notify{Msg: messages.LeaseLost{ShardID: m.shardID}})
 		}
-		m.finish(LostLease, fmt.Errorf("shard %s: %s: %w", m.shardID, e.Op, e.Err), out)
+		m.finish(LeaseLost, fmt.Errorf("shard %s: %s: %w", m.shardID, e.Op, e.Err), out)
 		return
 	}
 	if e.Err != nil {

@@ -169,9 +169,9 @@ func inShutdownRequested(t *testing.T) *h {
 	effs := x.step(StopRequested{})
 	none[Release](t, effs)
 	if _, ok := notified[messages.ShutdownRequested](effs); ok {
-		t.Fatalf("ShutdownRequested sent while a batch is in flight: %s", describe(effs))
+		t.Fatalf("AwaitingShutdownAck sent while a batch is in flight: %s", describe(effs))
 	}
-	if x.m.State() != ShutdownRequested {
+	if x.m.State() != AwaitingShutdownAck {
 		t.Fatalf("state %v", x.m.State())
 	}
 	return x
@@ -181,7 +181,7 @@ func inShuttingDown(t *testing.T) *h {
 	x := inShutdownRequested(t)
 	effs := x.step(ProcessorReplied{Reply: messages.Processed{BatchID: 1}})
 	if _, ok := notified[messages.ShutdownRequested](effs); !ok {
-		t.Fatalf("no ShutdownRequested after the batch finished: %s", describe(effs))
+		t.Fatalf("no AwaitingShutdownAck after the batch finished: %s", describe(effs))
 	}
 	effs = x.step(ShutdownAcked{Ack: messages.ShutdownAck{Checkpoint: messages.CheckpointBatchEnd()}})
 	wc := must[WriteCheckpoint](t, effs)
@@ -208,7 +208,7 @@ var fixtures = map[State]func(*testing.T) *h{
 	WaitingOnParentShards: inWaiting,
 	Initializing:          inInitializing,
 	Processing:            inProcessing,
-	ShutdownRequested:     inShutdownRequested,
+	AwaitingShutdownAck:     inShutdownRequested,
 	ShuttingDown:          inShuttingDown,
 	ShutdownComplete:      inComplete,
 }
@@ -284,12 +284,12 @@ var next = map[State]map[string]State{
 		"IteratorInvalid":  ShuttingDown,
 	},
 	Processing: {
-		"StopRequested":    ShutdownRequested,
+		"StopRequested":    AwaitingShutdownAck,
 		"IteratorNotFound": ShuttingDown,
 		"IteratorInvalid":  ShuttingDown,
 		"FetchNotFound":    ShuttingDown,
 	},
-	ShutdownRequested: {
+	AwaitingShutdownAck: {
 		"TimerShutdown": ShuttingDown,
 	},
 	ShuttingDown: {
@@ -371,7 +371,7 @@ func checkInvariants(t *testing.T, x *h) {
 // ---- lease loss in each state -------------------------------------------------
 
 func TestLeaseLossInEachState(t *testing.T) {
-	for _, st := range []State{WaitingOnParentShards, Initializing, Processing, ShutdownRequested, ShuttingDown} {
+	for _, st := range []State{WaitingOnParentShards, Initializing, Processing, AwaitingShutdownAck, ShuttingDown} {
 		t.Run(st.String(), func(t *testing.T) {
 			x := fixtures[st](t)
 			if !x.m.storeBusy {
@@ -386,13 +386,13 @@ func TestLeaseLossInEachState(t *testing.T) {
 			}
 			effs := x.step(StoreDone{Op: OpRenew, Err: fmt.Errorf("x: %w", lease.ErrLeaseLost)})
 			f := must[Finished](t, effs)
-			if f.Outcome != LostLease || !errors.Is(f.Err, lease.ErrLeaseLost) {
+			if f.Outcome != LeaseLost || !errors.Is(f.Err, lease.ErrLeaseLost) {
 				t.Fatalf("finished %+v", f)
 			}
 			none[Release](t, effs)
 			none[WriteCheckpoint](t, effs)
 			_, told := notified[messages.LeaseLost](effs)
-			if wantTold := st == Processing || st == ShutdownRequested; told != wantTold {
+			if wantTold := st == Processing || st == AwaitingShutdownAck; told != wantTold {
 				t.Fatalf("LeaseLost told to processor = %v, want %v", told, wantTold)
 			}
 			// nothing is ever written again
@@ -912,7 +912,7 @@ func TestGracefulStopDropsPrefetchAndCheckpointsLastProcessed(t *testing.T) {
 	effs := x.step(ProcessorReplied{Reply: messages.Processed{BatchID: 1}})
 	none[Deliver](t, effs) // the prefetched batch is never delivered
 	if _, ok := notified[messages.ShutdownRequested](effs); !ok {
-		t.Fatalf("no ShutdownRequested: %s", describe(effs))
+		t.Fatalf("no AwaitingShutdownAck: %s", describe(effs))
 	}
 	effs = x.step(ShutdownAcked{Ack: messages.ShutdownAck{Checkpoint: messages.CheckpointBatchEnd()}})
 	if wc := must[WriteCheckpoint](t, effs); wc.Checkpoint.SequenceNumber != seq(3) {
@@ -954,7 +954,7 @@ func TestShutdownAfterFailedBatchDoesNotCheckpointIt(t *testing.T) {
 	x.step(StopRequested{})
 	effs := x.step(ProcessorReplied{Reply: messages.Processed{BatchID: 2, Err: errors.New("boom")}})
 	if _, ok := notified[messages.ShutdownRequested](effs); !ok {
-		t.Fatalf("no ShutdownRequested: %s", describe(effs))
+		t.Fatalf("no AwaitingShutdownAck: %s", describe(effs))
 	}
 	effs = x.step(ShutdownAcked{Ack: messages.ShutdownAck{Checkpoint: messages.CheckpointBatchEnd()}})
 	none[WriteCheckpoint](t, effs) // already at record 3; record 5 was never processed
