@@ -78,7 +78,7 @@ var stateNames = map[State]string{
 	WaitingOnParentShards: "WaitingOnParentShards",
 	Initializing:          "Initializing",
 	Processing:            "Processing",
-	AwaitingShutdownAck:     "AwaitingShutdownAck",
+	AwaitingShutdownAck:   "AwaitingShutdownAck",
 	ShuttingDown:          "ShuttingDown",
 	ShutdownComplete:      "ShutdownComplete",
 }
@@ -221,191 +221,6 @@ func (k TimerKind) String() string {
 	return [...]string{"", "parent-poll", "iterator", "fetch", "redeliver", "renew", "shutdown", "store-retry", "checkpoint", "stall", "process", "dead-letter"}[k]
 }
 
-// ---- Events ---------------------------------------------------------------
-
-// Event is an input to Step.
-type Event interface{ isEvent() }
-
-type (
-	// Start begins the machine's life (the actor has started and holds the
-	// lease). LeaseWrittenAt is when the write that gave us the lease (the
-	// take) was sent; zero: now.
-	Start struct{ LeaseWrittenAt time.Time }
-	// ParentsChecked reports whether every parent row is at SHARD_END (a
-	// missing row counts as done: the parent expired from the stream).
-	ParentsChecked struct {
-		Done bool
-		Err  error
-	}
-	// TimerFired is a timer set by a StartTimer effect.
-	TimerFired struct {
-		Kind  TimerKind
-		Token uint64
-	}
-	// IteratorReady answers GetIterator.
-	IteratorReady struct{ Iterator string }
-	// IteratorFailed answers GetIterator with an error (classified by package stream).
-	IteratorFailed struct{ Err error }
-	// FetchSucceeded answers Fetch.
-	FetchSucceeded struct{ Batch stream.Batch }
-	// FetchFailed answers Fetch with an error (classified by package stream).
-	FetchFailed struct{ Err error }
-	// ProcessorReplied is the processor's Processed reply.
-	ProcessorReplied struct{ Reply messages.Processed }
-	// ProcessorCrashed: the processor panicked and its supervisor restarted it.
-	ProcessorCrashed struct{ Reason string }
-	// ShutdownAcked is the processor's reply to messages.ShutdownRequested.
-	ShutdownAcked struct{ Ack messages.ShutdownAck }
-	// ChildrenFound answers ListChildren.
-	ChildrenFound struct {
-		IDs []string
-		Err error
-	}
-	// StoreDone answers a lease-table write (WriteCheckpoint, Renew, Release).
-	// Err is nil, wraps lease.ErrLeaseLost, or is another error.
-	StoreDone struct {
-		Op  StoreOp
-		Err error
-	}
-	// StopRequested asks for a graceful stop.
-	StopRequested struct{}
-	// DeadLettered answers DeadLetterBatch.
-	DeadLettered struct {
-		BatchID uint64
-		Err     error
-	}
-)
-
-func (Start) isEvent()            {}
-func (ParentsChecked) isEvent()   {}
-func (TimerFired) isEvent()       {}
-func (IteratorReady) isEvent()    {}
-func (IteratorFailed) isEvent()   {}
-func (FetchSucceeded) isEvent()   {}
-func (FetchFailed) isEvent()      {}
-func (ProcessorReplied) isEvent() {}
-func (ProcessorCrashed) isEvent() {}
-func (ShutdownAcked) isEvent()    {}
-func (ChildrenFound) isEvent()    {}
-func (StoreDone) isEvent()        {}
-func (StopRequested) isEvent()    {}
-func (DeadLettered) isEvent()     {}
-
-// ---- Effects --------------------------------------------------------------
-
-// Effect is an output of Step for the shell to carry out, in order.
-type Effect interface{ isEffect() }
-
-// StoreOp names a lease-table write.
-type StoreOp int
-
-// Lease-table writes.
-const (
-	OpCheckpoint StoreOp = iota + 1
-	OpRenew
-	OpRelease
-)
-
-func (o StoreOp) String() string {
-	return [...]string{"", "checkpoint", "renew", "release"}[o]
-}
-
-type (
-	// CheckParents reads the parents' rows; answer with ParentsChecked.
-	CheckParents struct{ ShardIDs []string }
-	// GetIterator gets a shard iterator; answer with IteratorReady/IteratorFailed.
-	GetIterator struct{ Position stream.Position }
-	// Fetch calls GetRecords; answer with FetchSucceeded/FetchFailed.
-	Fetch struct {
-		Iterator string
-		Limit    int32
-	}
-	// Deliver sends a batch to the processor (messages.Records); the reply
-	// comes back as ProcessorReplied.
-	Deliver struct{ Batch messages.Records }
-	// Notify sends an informational or request message to the processor:
-	// messages.Initialized, ShutdownRequested, ShardEnded, LeaseLost,
-	// CheckpointRefused. ShutdownRequested is answered with ShutdownAcked.
-	Notify struct{ Msg any }
-	// WriteCheckpoint writes a checkpoint (with children at SHARD_END);
-	// answer with StoreDone{OpCheckpoint}.
-	WriteCheckpoint struct {
-		Checkpoint lease.Checkpoint
-		Children   []string
-	}
-	// Renew renews the lease; answer with StoreDone{OpRenew}.
-	Renew struct{}
-	// Release releases the lease; answer with StoreDone{OpRelease}.
-	Release struct{}
-	// ListChildren finds the children of this (ended) shard by ListShards;
-	// answer with ChildrenFound.
-	ListChildren struct{}
-	// StartTimer asks for TimerFired{Kind, Token} after the delay. A newer
-	// timer of the same kind supersedes older ones (their tokens go stale).
-	StartTimer struct {
-		Kind  TimerKind
-		After time.Duration
-		Token uint64
-	}
-	// DeadLetterBatch hands a batch that exhausted its attempts to the
-	// dead-letter handler, off the actor; answer with DeadLettered. The
-	// checkpoint moves past the batch only once the handler succeeded.
-	DeadLetterBatch struct {
-		Batch   messages.Records
-		Err     error
-		Attempt int // 1 for the first call, more after a failed one
-	}
-	// ReplaceProcessor: the processor did not answer in time. Stop it
-	// (cancel what it runs) and start a fresh one under a new name; the
-	// batch is delivered again to the new one.
-	ReplaceProcessor struct{ BatchID uint64 }
-	// Stalled reports a change of the shard's stall state: Cause is the
-	// service it stalled on ("kinesis", "dynamodb", "processor"), "" when
-	// it moves again.
-	Stalled struct{ Cause string }
-	// CheckpointRefusedEffect reports a refused checkpoint request (for
-	// metrics and logs); a Notify with messages.CheckpointRefused precedes it.
-	CheckpointRefusedEffect struct{ Err error }
-	// ProcessorFailure reports one failed delivery (for metrics and logs).
-	ProcessorFailure struct {
-		BatchID uint64
-		Attempt int
-		Err     error
-		Crashed bool
-	}
-	// Finished: the machine reached ShutdownComplete; the shell tells the
-	// coordinator and stops the actor.
-	Finished struct {
-		Outcome  Outcome
-		Children []string // at ShardEnd
-		Err      error    // for LeaseLost and Failed
-	}
-)
-
-func (CheckParents) isEffect()            {}
-func (GetIterator) isEffect()             {}
-func (Fetch) isEffect()                   {}
-func (Deliver) isEffect()                 {}
-func (Notify) isEffect()                  {}
-func (WriteCheckpoint) isEffect()         {}
-func (Renew) isEffect()                   {}
-func (Release) isEffect()                 {}
-func (ListChildren) isEffect()            {}
-func (StartTimer) isEffect()              {}
-func (DeadLetterBatch) isEffect()         {}
-func (ReplaceProcessor) isEffect()        {}
-func (Stalled) isEffect()                 {}
-func (CheckpointRefusedEffect) isEffect() {}
-func (ProcessorFailure) isEffect()        {}
-func (Finished) isEffect()                {}
-
-// Errors describing refused checkpoints.
-var (
-	ErrCheckpointBackwards = errors.New("checkpoint goes backwards")
-	ErrCheckpointAhead     = errors.New("checkpoint is beyond the last record delivered")
-	ErrCheckpointInvalid   = errors.New("checkpoint request is malformed")
-)
-
 // ---- The machine ----------------------------------------------------------
 
 // delivery is the batch the processor holds.
@@ -456,21 +271,7 @@ type Machine struct {
 	inFlight      *delivery
 	awaitShutdown bool // ShutdownRequested sent, ack not yet received
 
-	// lease-table writes: one at a time
-	storeBusy      bool
-	storeFailures  int
-	pendingCP      *WriteCheckpoint // accepted, not yet sent
-	writingCP      *WriteCheckpoint // sent, not yet answered
-	writing        StoreOp          // the write in flight, when storeBusy
-	pendingRenew   bool
-	pendingRelease bool
-	forceCP        bool // write the pending checkpoint now (it doubles as the renewal)
-	cpTimer        bool // a TimerCheckpoint is outstanding
-	lastWrite      time.Time
-	lastCPWrite    time.Time
-	writeSentAt    time.Time // when the write in flight was sent
-	heldFrom       time.Time // when the last successful write was sent
-	storeFailSince time.Time // first of the lease-write failures in a row
+	w leaseWrites // lease-table writes: one at a time
 
 	// progress
 	lastProgress time.Time // any: fetch, iterator, processor success, parent check
@@ -514,8 +315,8 @@ func (m *Machine) StalledOn() string { return m.stalled }
 // FencedAt returns when the machine stops delivering unless a lease write
 // succeeds before (zero without self-fencing).
 func (m *Machine) FencedAt() time.Time {
-	if d := m.cfg.fenceAfter(); d > 0 && !m.heldFrom.IsZero() {
-		return m.heldFrom.Add(d)
+	if d := m.cfg.fenceAfter(); d > 0 && !m.w.heldFrom.IsZero() {
+		return m.w.heldFrom.Add(d)
 	}
 	return time.Time{}
 }
@@ -536,9 +337,9 @@ func (m *Machine) Step(now time.Time, ev Event) []Effect {
 	case Start:
 		if m.state == 0 {
 			m.state = WaitingOnParentShards
-			m.heldFrom = e.LeaseWrittenAt
-			if m.heldFrom.IsZero() || m.heldFrom.After(now) {
-				m.heldFrom = now
+			m.w.heldFrom = e.LeaseWrittenAt
+			if m.w.heldFrom.IsZero() || m.w.heldFrom.After(now) {
+				m.w.heldFrom = now
 			}
 			m.lastProgress, m.lastFetch = now, now
 			m.armLeaseTimers(now, &out)
@@ -596,8 +397,8 @@ func (m *Machine) cancelTimer(k TimerKind) { m.tokens[k]++ }
 // another (the self-fence, should no answer ever come).
 func (m *Machine) armLeaseTimers(now time.Time, out *effects) {
 	at := m.FencedAt()
-	if m.cfg.RenewInterval > 0 && !m.storeBusy {
-		if due := m.heldFrom.Add(m.cfg.RenewInterval); at.IsZero() || due.Before(at) {
+	if m.cfg.RenewInterval > 0 && !m.w.busy {
+		if due := m.w.heldFrom.Add(m.cfg.RenewInterval); at.IsZero() || due.Before(at) {
 			at = due
 		}
 	}
@@ -616,7 +417,7 @@ func (m *Machine) fenced(now time.Time, out *effects) bool {
 	if m.state == Processing || m.state == AwaitingShutdownAck {
 		out.add(Notify{Msg: messages.LeaseLost{ShardID: m.shardID}})
 	}
-	m.finish(Fenced, fmt.Errorf("shard %s: no lease write succeeded since %s (for %s): the lease may have expired", m.shardID, m.heldFrom.Format(time.RFC3339Nano), now.Sub(m.heldFrom).Round(time.Millisecond)), out)
+	m.finish(Fenced, fmt.Errorf("shard %s: no lease write succeeded since %s (for %s): the lease may have expired", m.shardID, m.w.heldFrom.Format(time.RFC3339Nano), now.Sub(m.w.heldFrom).Round(time.Millisecond)), out)
 	return true
 }
 
@@ -637,7 +438,7 @@ func (m *Machine) stallCause(now time.Time) string {
 	if st <= 0 {
 		return ""
 	}
-	if !m.storeFailSince.IsZero() && now.Sub(m.storeFailSince) >= st {
+	if !m.w.failingSince.IsZero() && now.Sub(m.w.failingSince) >= st {
 		return "dynamodb"
 	}
 	switch {
@@ -684,8 +485,8 @@ func (m *Machine) armStallTimer(now time.Time, out *effects) {
 			next = pt
 		}
 	}
-	if !m.storeFailSince.IsZero() {
-		if sf := m.storeFailSince.Add(st); sf.Before(next) {
+	if !m.w.failingSince.IsZero() {
+		if sf := m.w.failingSince.Add(st); sf.Before(next) {
 			next = sf
 		}
 	}
@@ -1204,8 +1005,8 @@ func (m *Machine) onChildren(now time.Time, e ChildrenFound, out *effects) {
 		return
 	}
 	if e.Err != nil {
-		m.storeFailures++
-		m.timer(out, TimerStoreRetry, m.cfg.ErrorBackoff.Delay(m.storeFailures, m.cfg.Rand))
+		m.w.failures++
+		m.timer(out, TimerStoreRetry, m.cfg.ErrorBackoff.Delay(m.w.failures, m.cfg.Rand))
 		return
 	}
 	m.children, m.childrenKnown = append([]string(nil), e.IDs...), true
@@ -1280,8 +1081,8 @@ func (m *Machine) beginShuttingDown(now time.Time, why Outcome, out *effects) {
 	m.cancelTimer(TimerRedeliver)
 	m.cancelTimer(TimerParentPoll)
 	m.cancelTimer(TimerIterator)
-	m.pendingRenew = false
-	m.pendingRelease = true
+	m.w.pendingRenew = false
+	m.w.pendingRelease = true
 	m.pump(now, out)
 }
 
@@ -1329,16 +1130,16 @@ func (m *Machine) onTimer(now time.Time, k TimerKind, out *effects) {
 		// failed renewal is retried on the store-retry timer, a successful
 		// write sets this timer again.
 		// (The self-fence was checked before: a lapsed lease finished.)
-		if m.state == ShuttingDown || m.storeBusy || now.Before(m.heldFrom.Add(m.cfg.RenewInterval)) {
+		if m.state == ShuttingDown || m.w.busy || now.Before(m.w.heldFrom.Add(m.cfg.RenewInterval)) {
 			// Not due, or a write is in flight (it renews; its answer sets
 			// this timer again): look again at the fence.
 			m.armLeaseTimers(now, out)
 			return
 		}
-		if m.pendingCP != nil {
-			m.forceCP = true // a deferred checkpoint renews as well
+		if m.w.pendingCP != nil {
+			m.w.forceCP = true // a deferred checkpoint renews as well
 		} else {
-			m.pendingRenew = true
+			m.w.pendingRenew = true
 		}
 		m.pump(now, out)
 		m.armLeaseTimers(now, out)
@@ -1351,7 +1152,7 @@ func (m *Machine) onTimer(now time.Time, k TimerKind, out *effects) {
 			m.beginShuttingDown(now, Released, out)
 		}
 	case TimerCheckpoint:
-		m.cpTimer = false
+		m.w.cpTimer = false
 		m.pump(now, out)
 	case TimerStoreRetry:
 		if m.state == Processing && m.shardEnded && !m.childrenKnown {
@@ -1360,114 +1161,4 @@ func (m *Machine) onTimer(now time.Time, k TimerKind, out *effects) {
 		}
 		m.pump(now, out)
 	}
-}
-
-// ---- Lease-table writes -----------------------------------------------------------
-
-func (m *Machine) queueWrite(now time.Time, w *WriteCheckpoint, out *effects) {
-	m.pendingCP = w // a newer checkpoint supersedes a queued older one
-	m.pendingRenew = false
-	m.pump(now, out)
-}
-
-// pump issues the next lease-table write when none is in flight. Accepted
-// checkpoints are coalesced: written at most once per CheckpointInterval,
-// except at shard end, when shutting down, or when a renewal is due.
-func (m *Machine) pump(now time.Time, out *effects) {
-	if m.storeBusy || m.state == ShutdownComplete {
-		return
-	}
-	if cp := m.pendingCP; cp != nil {
-		iv := m.cfg.CheckpointInterval
-		if m.state == ShuttingDown || cp.Checkpoint.IsShardEnd() || m.forceCP || iv <= 0 || m.lastCPWrite.IsZero() || now.Sub(m.lastCPWrite) >= iv {
-			m.storeBusy, m.forceCP, m.writing = true, false, OpCheckpoint
-			m.writingCP, m.pendingCP = cp, nil
-			m.writeSentAt = now
-			out.add(*cp)
-			return
-		}
-		if !m.cpTimer {
-			m.cpTimer = true
-			m.timer(out, TimerCheckpoint, m.lastCPWrite.Add(iv).Sub(now))
-		}
-	}
-	switch {
-	case m.pendingRenew:
-		m.storeBusy, m.writing = true, OpRenew
-		m.writeSentAt = now
-		out.add(Renew{})
-	case m.pendingRelease && m.state == ShuttingDown && m.pendingCP == nil:
-		m.storeBusy, m.writing = true, OpRelease
-		m.writeSentAt = now
-		out.add(Release{})
-	}
-}
-
-func (m *Machine) onStoreDone(now time.Time, e StoreDone, out *effects) {
-	lost := errors.Is(e.Err, lease.ErrLeaseLost)
-	if !m.storeBusy || (e.Op != m.writing && !lost) {
-		return // a stray answer: not the write in flight
-	}
-	e.Op = m.writing
-	m.storeBusy = false
-	if lost {
-		// Fenced out: never write again, tell the processor, stop.
-		if m.state == Processing || m.state == AwaitingShutdownAck {
-			out.add(Notify{Msg: messages.LeaseLost{ShardID: m.shardID}})
-		}
-		m.finish(LeaseLost, fmt.Errorf("shard %s: %s: %w", m.shardID, e.Op, e.Err), out)
-		return
-	}
-	if e.Err != nil {
-		// Retries inside the store are exhausted (DynamoDB unreachable or
-		// throttling for long). Keep the request and try again later; if
-		// the lease moved meanwhile the next write is fenced out.
-		m.storeFailures++
-		if m.storeFailSince.IsZero() {
-			m.storeFailSince = m.writeSentAt
-		}
-		switch e.Op {
-		case OpRenew:
-			m.pendingRenew = true // again after the backoff
-		case OpCheckpoint:
-			if m.pendingCP == nil { // else a newer checkpoint supersedes it
-				m.pendingCP = m.writingCP
-			}
-			m.writingCP, m.forceCP = nil, true
-		}
-		m.timer(out, TimerStoreRetry, m.cfg.ErrorBackoff.Delay(m.storeFailures, m.cfg.Rand))
-		return
-	}
-	m.storeFailures = 0
-	m.storeFailSince = time.Time{}
-	m.lastWrite = now
-	if m.writeSentAt.After(m.heldFrom) {
-		m.heldFrom = m.writeSentAt
-	}
-	if e.Op != OpRelease {
-		m.armLeaseTimers(now, out)
-	}
-	if m.stalled == "dynamodb" {
-		m.stalled = ""
-		out.add(Stalled{})
-	}
-	switch e.Op {
-	case OpCheckpoint:
-		cp := m.writingCP
-		m.writingCP = nil
-		m.lastCPWrite = now
-		if cp != nil {
-			m.written = cp.Checkpoint
-			if cp.Checkpoint.IsShardEnd() {
-				out.add(Notify{Msg: messages.ShardEnded{ShardID: m.shardID, Children: append([]string(nil), cp.Children...)}})
-			}
-		}
-	case OpRenew:
-		m.pendingRenew = false
-	case OpRelease:
-		m.pendingRelease = false
-		m.finish(m.outcome, m.err, out)
-		return
-	}
-	m.pump(now, out)
 }

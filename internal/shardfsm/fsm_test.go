@@ -208,7 +208,7 @@ var fixtures = map[State]func(*testing.T) *h{
 	WaitingOnParentShards: inWaiting,
 	Initializing:          inInitializing,
 	Processing:            inProcessing,
-	AwaitingShutdownAck:     inShutdownRequested,
+	AwaitingShutdownAck:   inShutdownRequested,
 	ShuttingDown:          inShuttingDown,
 	ShutdownComplete:      inComplete,
 }
@@ -307,7 +307,7 @@ func TestEveryStateTimesEveryEvent(t *testing.T) {
 					tf.Token = x.m.tokens[tf.Kind] // the current timer of that kind
 					ev = tf
 				}
-				busy := x.m.storeBusy
+				busy := x.m.w.busy
 				effs := x.step(ev)
 				want, listed := next[st][name]
 				if !listed {
@@ -374,7 +374,7 @@ func TestLeaseLossInEachState(t *testing.T) {
 	for _, st := range []State{WaitingOnParentShards, Initializing, Processing, AwaitingShutdownAck, ShuttingDown} {
 		t.Run(st.String(), func(t *testing.T) {
 			x := fixtures[st](t)
-			if !x.m.storeBusy {
+			if !x.m.w.busy {
 				// make a renewal be in flight
 				x.advance(31 * time.Second)
 				effs := x.step(TimerFired{Kind: TimerRenew, Token: x.m.tokens[TimerRenew]})
@@ -943,7 +943,6 @@ func TestStopTwiceIsHarmless(t *testing.T) {
 		t.Fatalf("second stop: %s", describe(effs))
 	}
 }
-
 
 func TestShutdownAfterFailedBatchDoesNotCheckpointIt(t *testing.T) {
 	x := inProcessing(t) // batch 1 = records 1..3

@@ -205,7 +205,7 @@ func TestWritesFailingSelfFence(t *testing.T) {
 	if last := s.deliverAt[len(s.deliverAt)-1]; last.Before(cut) {
 		t.Fatalf("stopped delivering at %v, before the writes failed", last.Sub(t0))
 	}
-	if s.m.StalledOn() != "dynamodb" && !s.m.storeFailSince.IsZero() {
+	if s.m.StalledOn() != "dynamodb" && !s.m.w.failingSince.IsZero() {
 		// the stall report came first (StallTimeout 30s < expiry 81s)
 		found := false
 		for _, e := range s.effects {
