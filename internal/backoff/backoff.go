@@ -1,6 +1,8 @@
-// Package backoff computes capped exponential backoff with full jitter. It is
-// pure: the caller supplies the attempt number and the random source, so
-// delays are reproducible in tests.
+// Package backoff computes capped exponential backoff with equal jitter:
+// attempt n waits a random time between half and all of min(Cap, Base·2^(n-1)),
+// so delays grow but never collapse to zero. It is pure: the caller supplies
+// the attempt number and the random source, so delays are reproducible in
+// tests.
 package backoff
 
 import (

@@ -439,7 +439,6 @@ func TestFanOutIteratorValidation(t *testing.T) {
 	}
 }
 
-
 func TestFanOutIdleSessionClosed(t *testing.T) {
 	s0, s1 := newFakeSub(event("1", 0, nil, "1")), newFakeSub()
 	o := &opener{results: []func() (subscription, error){sub(s0), sub(s1)}, called: make(chan struct{}, 2)}
