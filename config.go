@@ -28,22 +28,22 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
+	ktypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kinactor/kinactor/actors"
 	"github.com/kinactor/kinactor/cluster"
-	"github.com/kinactor/kinactor/internal/lease"
 )
 
 // InitialPosition is where a shard without a checkpoint starts.
 type InitialPosition string
 
-// The initial positions (the strings are the Java KCL's, as written in
-// the lease table's checkpoint).
+// The initial positions: Kinesis's iterator types, also what the Java KCL
+// writes as the checkpoint of a shard not read yet.
 const (
-	TrimHorizon InitialPosition = lease.CheckpointTrimHorizon
-	Latest      InitialPosition = lease.CheckpointLatest
-	AtTimestamp InitialPosition = lease.CheckpointAtTimestamp
+	TrimHorizon InitialPosition = InitialPosition(ktypes.ShardIteratorTypeTrimHorizon)
+	Latest      InitialPosition = InitialPosition(ktypes.ShardIteratorTypeLatest)
+	AtTimestamp InitialPosition = InitialPosition(ktypes.ShardIteratorTypeAtTimestamp)
 )
 
 // FailurePolicy says what happens to a batch the processor keeps failing.

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	ktypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
+
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -95,7 +97,7 @@ func testDeps(store lease.Store, ids []string, proc *actor.Props, log *slog.Logg
 			MaxRecords: 100, MinFetchInterval: 200 * time.Millisecond, IdleTimeBetweenReads: 200 * time.Millisecond,
 			ParentPollInterval: 200 * time.Millisecond, RenewInterval: time.Second, CheckpointInterval: time.Second,
 			ShutdownTimeout: time.Second, ThrottleBackoff: b, ErrorBackoff: b, ProcessorBackoff: b, MaxProcessorAttempts: 3,
-			InitialPosition: stream.Position{Type: stream.TrimHorizon}, LeaseExpiry: 5 * time.Second,
+			InitialPosition: stream.Position{Type: ktypes.ShardIteratorTypeTrimHorizon}, LeaseExpiry: 5 * time.Second,
 			StallTimeout: 5 * time.Second, ProcessTimeout: 5 * time.Second,
 		},
 		Metrics: metrics.New(prometheus.NewRegistry()),

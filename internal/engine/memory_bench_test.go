@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	ktypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
+
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -67,7 +69,7 @@ func BenchmarkIdleShardMemory(b *testing.B) {
 			ParentPollInterval: time.Second, RenewInterval: time.Hour, CheckpointInterval: 30 * time.Second, ShutdownTimeout: time.Second,
 			ThrottleBackoff: backoff.Policy{Base: time.Second, Cap: time.Second}, ErrorBackoff: backoff.Policy{Base: time.Second, Cap: time.Second},
 			ProcessorBackoff: backoff.Policy{Base: time.Second, Cap: time.Second}, MaxProcessorAttempts: 1,
-			InitialPosition: stream.Position{Type: stream.TrimHorizon},
+			InitialPosition: stream.Position{Type: ktypes.ShardIteratorTypeTrimHorizon},
 			LeaseExpiry:     3 * time.Hour, StallTimeout: 2 * time.Minute, ProcessTimeout: 5 * time.Minute,
 		},
 		Board:   NewBoard(),

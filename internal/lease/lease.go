@@ -18,6 +18,8 @@ import (
 	"errors"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
+
 	"github.com/kinactor/kinactor/internal/seqnum"
 )
 
@@ -32,11 +34,13 @@ var (
 	ErrExists = errors.New("lease: lease row already exists")
 )
 
-// Special checkpoint values, as the Java KCL writes them.
+// Special checkpoint values, as the Java KCL writes them: the initial
+// positions are the names of Kinesis's iterator types (the SDK's enum is the
+// one home of these strings), SHARD_END is the Java KCL's own.
 const (
-	CheckpointTrimHorizon = "TRIM_HORIZON"
-	CheckpointLatest      = "LATEST"
-	CheckpointAtTimestamp = "AT_TIMESTAMP"
+	CheckpointTrimHorizon = string(types.ShardIteratorTypeTrimHorizon)
+	CheckpointLatest      = string(types.ShardIteratorTypeLatest)
+	CheckpointAtTimestamp = string(types.ShardIteratorTypeAtTimestamp)
 	CheckpointShardEnd    = "SHARD_END"
 )
 

@@ -54,6 +54,8 @@ import (
 	"math/rand/v2"
 	"time"
 
+	ktypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
+
 	"github.com/kinactor/kinactor/internal/backoff"
 	"github.com/kinactor/kinactor/internal/lease"
 	"github.com/kinactor/kinactor/internal/seqnum"
@@ -551,16 +553,16 @@ func (m *Machine) resumePosition() stream.Position {
 		// aggregate (any sub-sequence number, 0 included) must resume at
 		// the next user record of that aggregate. What is at or before cp
 		// is dropped when the batch arrives (as the Java KCL does).
-		return stream.Position{Type: stream.AtSequenceNumber, SequenceNumber: cp.SequenceNumber}
+		return stream.Position{Type: ktypes.ShardIteratorTypeAtSequenceNumber, SequenceNumber: cp.SequenceNumber}
 	case cp.SequenceNumber == lease.CheckpointTrimHorizon:
-		return stream.Position{Type: stream.TrimHorizon}
+		return stream.Position{Type: ktypes.ShardIteratorTypeTrimHorizon}
 	case cp.SequenceNumber == lease.CheckpointLatest:
-		return stream.Position{Type: stream.Latest}
-	case cp.SequenceNumber == lease.CheckpointAtTimestamp && m.cfg.InitialPosition.Type == stream.AtTimestamp:
+		return stream.Position{Type: ktypes.ShardIteratorTypeLatest}
+	case cp.SequenceNumber == lease.CheckpointAtTimestamp && m.cfg.InitialPosition.Type == ktypes.ShardIteratorTypeAtTimestamp:
 		return m.cfg.InitialPosition
 	}
 	if m.cfg.InitialPosition.Type == "" {
-		return stream.Position{Type: stream.Latest}
+		return stream.Position{Type: ktypes.ShardIteratorTypeLatest}
 	}
 	return m.cfg.InitialPosition
 }

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	ktypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
+
 	"github.com/kinactor/kinactor/internal/backoff"
 	"github.com/kinactor/kinactor/internal/lease"
 	"github.com/kinactor/kinactor/internal/stream"
@@ -29,7 +31,7 @@ func testConfig() Config {
 		ProcessorBackoff:     backoff.Policy{Base: 50 * time.Millisecond, Cap: time.Second},
 		MaxProcessorAttempts: 3,
 		FailurePolicy:        RetryForever,
-		InitialPosition:      stream.Position{Type: stream.TrimHorizon},
+		InitialPosition:      stream.Position{Type: ktypes.ShardIteratorTypeTrimHorizon},
 		Rand:                 rand.New(rand.NewPCG(7, 7)),
 	}
 }
@@ -452,11 +454,11 @@ func TestResumePositions(t *testing.T) {
 	}{
 		// at the checkpointed record itself (dropped when it arrives), so a
 		// checkpoint inside a KPL aggregate resumes at its next user record
-		{lease.Checkpoint{SequenceNumber: seq(42)}, stream.Position{Type: stream.TrimHorizon}, stream.Position{Type: stream.AtSequenceNumber, SequenceNumber: seq(42)}},
-		{lease.Checkpoint{SequenceNumber: lease.CheckpointTrimHorizon}, stream.Position{Type: stream.Latest}, stream.Position{Type: stream.TrimHorizon}},
-		{lease.Checkpoint{SequenceNumber: lease.CheckpointLatest}, stream.Position{Type: stream.TrimHorizon}, stream.Position{Type: stream.Latest}},
-		{lease.Checkpoint{}, stream.Position{Type: stream.TrimHorizon}, stream.Position{Type: stream.TrimHorizon}},
-		{lease.Checkpoint{SequenceNumber: lease.CheckpointAtTimestamp}, stream.Position{Type: stream.AtTimestamp, Timestamp: t0}, stream.Position{Type: stream.AtTimestamp, Timestamp: t0}},
+		{lease.Checkpoint{SequenceNumber: seq(42)}, stream.Position{Type: ktypes.ShardIteratorTypeTrimHorizon}, stream.Position{Type: ktypes.ShardIteratorTypeAtSequenceNumber, SequenceNumber: seq(42)}},
+		{lease.Checkpoint{SequenceNumber: lease.CheckpointTrimHorizon}, stream.Position{Type: ktypes.ShardIteratorTypeLatest}, stream.Position{Type: ktypes.ShardIteratorTypeTrimHorizon}},
+		{lease.Checkpoint{SequenceNumber: lease.CheckpointLatest}, stream.Position{Type: ktypes.ShardIteratorTypeTrimHorizon}, stream.Position{Type: ktypes.ShardIteratorTypeLatest}},
+		{lease.Checkpoint{}, stream.Position{Type: ktypes.ShardIteratorTypeTrimHorizon}, stream.Position{Type: ktypes.ShardIteratorTypeTrimHorizon}},
+		{lease.Checkpoint{SequenceNumber: lease.CheckpointAtTimestamp}, stream.Position{Type: ktypes.ShardIteratorTypeAtTimestamp, Timestamp: t0}, stream.Position{Type: ktypes.ShardIteratorTypeAtTimestamp, Timestamp: t0}},
 	}
 	for _, c := range cases {
 		cfg := testConfig()
@@ -581,7 +583,7 @@ func TestExpiredIteratorResumesAfterLastReceived(t *testing.T) {
 	x := inProcessing(t) // records 1..3 delivered, fetch in flight
 	effs := x.step(FetchFailed{Err: stream.ErrExpiredIterator})
 	gi := must[GetIterator](t, effs)
-	want := stream.Position{Type: stream.AtSequenceNumber, SequenceNumber: seq(3)}
+	want := stream.Position{Type: ktypes.ShardIteratorTypeAtSequenceNumber, SequenceNumber: seq(3)}
 	if gi.Position != want {
 		t.Fatalf("fresh iterator at %v, want %v", gi.Position, want)
 	}
@@ -600,7 +602,7 @@ func TestExpiredIteratorBeforeAnyRecordUsesCheckpoint(t *testing.T) {
 	x.step(Start{})
 	x.step(IteratorReady{Iterator: "a"})
 	gi := must[GetIterator](t, x.step(FetchFailed{Err: stream.ErrExpiredIterator}))
-	if gi.Position.Type != stream.AtSequenceNumber || gi.Position.SequenceNumber != seq(77) {
+	if gi.Position.Type != ktypes.ShardIteratorTypeAtSequenceNumber || gi.Position.SequenceNumber != seq(77) {
 		t.Fatalf("position %v", gi.Position)
 	}
 }
@@ -963,7 +965,7 @@ func TestShutdownAfterFailedBatchDoesNotCheckpointIt(t *testing.T) {
 func TestResumeInsideAggregateSkipsCheckpointedSubRecords(t *testing.T) {
 	x := newH(t, testConfig(), nil, lease.Checkpoint{SequenceNumber: seq(7), SubSequenceNumber: 2})
 	gi := must[GetIterator](t, x.step(Start{}))
-	if gi.Position.Type != stream.AtSequenceNumber || gi.Position.SequenceNumber != seq(7) {
+	if gi.Position.Type != ktypes.ShardIteratorTypeAtSequenceNumber || gi.Position.SequenceNumber != seq(7) {
 		t.Fatalf("resume inside an aggregate at %v, want AT_SEQUENCE_NUMBER %s", gi.Position, seq(7))
 	}
 	effs := x.step(IteratorReady{Iterator: "a"})

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	ktypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
+
 	"github.com/kinactor/kinactor/internal/lease"
 	"github.com/kinactor/kinactor/internal/stream"
 	"github.com/kinactor/kinactor/messages"
@@ -459,7 +461,7 @@ func TestDeadLetterRetrySucceeds(t *testing.T) {
 func TestCheckpointAtSubZeroResumesInsideAggregate(t *testing.T) {
 	x := newH(t, testConfig(), nil, lease.Checkpoint{SequenceNumber: seq(5), SubSequenceNumber: 0})
 	gi := must[GetIterator](t, x.step(Start{}))
-	if gi.Position.Type != stream.AtSequenceNumber || gi.Position.SequenceNumber != seq(5) {
+	if gi.Position.Type != ktypes.ShardIteratorTypeAtSequenceNumber || gi.Position.SequenceNumber != seq(5) {
 		t.Fatalf("resumes at %+v, want AT_SEQUENCE_NUMBER %s", gi.Position, seq(5))
 	}
 	x.step(IteratorReady{Iterator: "a"})

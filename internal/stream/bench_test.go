@@ -89,7 +89,7 @@ func BenchmarkClientGetRecordsLoop(b *testing.B) {
 	b.Run(fmt.Sprintf("records=%d", benchRecords), func(b *testing.B) {
 		total := 0
 		for b.Loop() {
-			it, err := c.Iterator(ctx, "shardId-000000000000", stream.Position{Type: stream.TrimHorizon})
+			it, err := c.Iterator(ctx, "shardId-000000000000", stream.Position{Type: types.ShardIteratorTypeTrimHorizon})
 			if err != nil {
 				b.Fatal(err)
 			}

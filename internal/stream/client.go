@@ -121,17 +121,17 @@ func (c *Client) Iterator(ctx context.Context, shardID string, pos Position) (st
 	in := &kinesis.GetShardIteratorInput{ShardId: aws.String(shardID)}
 	in.StreamName, in.StreamARN = c.streamRef()
 	switch pos.Type {
-	case TrimHorizon:
+	case types.ShardIteratorTypeTrimHorizon:
 		in.ShardIteratorType = types.ShardIteratorTypeTrimHorizon
-	case Latest:
+	case types.ShardIteratorTypeLatest:
 		in.ShardIteratorType = types.ShardIteratorTypeLatest
-	case AtTimestamp:
+	case types.ShardIteratorTypeAtTimestamp:
 		if pos.Timestamp.IsZero() {
 			return "", fmt.Errorf("stream: Iterator %s: position %s needs a timestamp", shardID, pos.Type)
 		}
 		in.ShardIteratorType = types.ShardIteratorTypeAtTimestamp
 		in.Timestamp = aws.Time(pos.Timestamp)
-	case AfterSequenceNumber, AtSequenceNumber:
+	case types.ShardIteratorTypeAfterSequenceNumber, types.ShardIteratorTypeAtSequenceNumber:
 		if pos.SequenceNumber == "" {
 			return "", fmt.Errorf("stream: Iterator %s: position %s needs a sequence number", shardID, pos.Type)
 		}

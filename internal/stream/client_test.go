@@ -131,7 +131,7 @@ func TestCallsClassifyErrors(t *testing.T) {
 	if _, err := c.ListShards(ctx); !errors.Is(err, ErrThrottled) {
 		t.Errorf("ListShards: %v", err)
 	}
-	if _, err := c.Iterator(ctx, "shardId-000000000000", Position{Type: TrimHorizon}); !errors.Is(err, ErrShardNotFound) {
+	if _, err := c.Iterator(ctx, "shardId-000000000000", Position{Type: types.ShardIteratorTypeTrimHorizon}); !errors.Is(err, ErrShardNotFound) {
 		t.Errorf("Iterator: %v", err)
 	}
 	_, err := c.GetRecords(ctx, "it", 100)
@@ -148,7 +148,7 @@ func TestCallsClassifyErrors(t *testing.T) {
 	f.getIterator = func(*kinesis.GetShardIteratorInput) (*kinesis.GetShardIteratorOutput, error) {
 		return nil, &types.InvalidArgumentException{Message: aws.String("sequence number out of range")}
 	}
-	_, err = c.Iterator(ctx, "shardId-000000000000", Position{Type: AfterSequenceNumber, SequenceNumber: "1"})
+	_, err = c.Iterator(ctx, "shardId-000000000000", Position{Type: types.ShardIteratorTypeAfterSequenceNumber, SequenceNumber: "1"})
 	var iae *types.InvalidArgumentException
 	if !errors.Is(err, ErrInvalidArgument) || errors.Is(err, ErrShardNotFound) || !errors.As(err, &iae) {
 		t.Errorf("Iterator invalid argument: %v", err)
@@ -301,11 +301,11 @@ func TestIterator(t *testing.T) {
 	f := &fakeAPI{}
 	c := NewClient(f, "s", "")
 	ok := []Position{
-		{Type: TrimHorizon},
-		{Type: Latest},
-		{Type: AtTimestamp, Timestamp: ts},
-		{Type: AfterSequenceNumber, SequenceNumber: "123"},
-		{Type: AtSequenceNumber, SequenceNumber: "456"},
+		{Type: types.ShardIteratorTypeTrimHorizon},
+		{Type: types.ShardIteratorTypeLatest},
+		{Type: types.ShardIteratorTypeAtTimestamp, Timestamp: ts},
+		{Type: types.ShardIteratorTypeAfterSequenceNumber, SequenceNumber: "123"},
+		{Type: types.ShardIteratorTypeAtSequenceNumber, SequenceNumber: "456"},
 	}
 	for _, p := range ok {
 		it, err := c.Iterator(ctx, "shardId-1", p)
@@ -319,7 +319,7 @@ func TestIterator(t *testing.T) {
 		if aws.ToString(in.StartingSequenceNumber) != p.SequenceNumber {
 			t.Errorf("%v: sequence %v", p, in.StartingSequenceNumber)
 		}
-		if p.Type == AtTimestamp && !aws.ToTime(in.Timestamp).Equal(ts) || p.Type != AtTimestamp && in.Timestamp != nil {
+		if p.Type == types.ShardIteratorTypeAtTimestamp && !aws.ToTime(in.Timestamp).Equal(ts) || p.Type != types.ShardIteratorTypeAtTimestamp && in.Timestamp != nil {
 			t.Errorf("%v: timestamp %v", p, in.Timestamp)
 		}
 	}
@@ -329,9 +329,9 @@ func TestIterator(t *testing.T) {
 		pos  Position
 		want string
 	}{
-		{Position{Type: AfterSequenceNumber}, "AFTER_SEQUENCE_NUMBER"},
-		{Position{Type: AtSequenceNumber}, "AT_SEQUENCE_NUMBER"},
-		{Position{Type: AtTimestamp}, "AT_TIMESTAMP"},
+		{Position{Type: types.ShardIteratorTypeAfterSequenceNumber}, "AFTER_SEQUENCE_NUMBER"},
+		{Position{Type: types.ShardIteratorTypeAtSequenceNumber}, "AT_SEQUENCE_NUMBER"},
+		{Position{Type: types.ShardIteratorTypeAtTimestamp}, "AT_TIMESTAMP"},
 		{Position{Type: "AT_SOMEWHERE"}, `"AT_SOMEWHERE"`},
 		{Position{}, `""`},
 	}
@@ -341,7 +341,7 @@ func TestIterator(t *testing.T) {
 			t.Errorf("%+v: error %v, want one naming %s", tc.pos, err, tc.want)
 		}
 	}
-	if _, err := c.Iterator(ctx, "", Position{Type: Latest}); err == nil {
+	if _, err := c.Iterator(ctx, "", Position{Type: types.ShardIteratorTypeLatest}); err == nil {
 		t.Error("empty shard id accepted")
 	}
 	if len(f.iterIn) != calls {
@@ -349,7 +349,7 @@ func TestIterator(t *testing.T) {
 	}
 
 	arn := NewClient(f, "s", "arn:aws:kinesis:us-east-1:0:stream/s")
-	if _, err := arn.Iterator(ctx, "shardId-1", Position{Type: Latest}); err != nil {
+	if _, err := arn.Iterator(ctx, "shardId-1", Position{Type: types.ShardIteratorTypeLatest}); err != nil {
 		t.Fatal(err)
 	}
 	if in := f.iterIn[len(f.iterIn)-1]; in.StreamName != nil || aws.ToString(in.StreamARN) == "" {

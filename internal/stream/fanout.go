@@ -554,9 +554,9 @@ func (f *FanOut) drain(ctx context.Context, s *efoSession, sub subscription, pos
 			*last = b.Records[n-1].SequenceNumber
 		}
 		if c := aws.ToString(e.Value.ContinuationSequenceNumber); c != "" {
-			*pos = Position{Type: AfterSequenceNumber, SequenceNumber: c}
+			*pos = Position{Type: types.ShardIteratorTypeAfterSequenceNumber, SequenceNumber: c}
 		} else if *last != "" {
-			*pos = Position{Type: AfterSequenceNumber, SequenceNumber: *last}
+			*pos = Position{Type: types.ShardIteratorTypeAfterSequenceNumber, SequenceNumber: *last}
 		}
 		if !send(efoItem{b: b}) {
 			return events, false, ctx.Err()
@@ -631,17 +631,17 @@ func ownEventStreamCodec(o *kinesis.Options) {
 func startingPosition(pos Position) (*types.StartingPosition, error) {
 	sp := &types.StartingPosition{}
 	switch pos.Type {
-	case TrimHorizon:
+	case types.ShardIteratorTypeTrimHorizon:
 		sp.Type = types.ShardIteratorTypeTrimHorizon
-	case Latest:
+	case types.ShardIteratorTypeLatest:
 		sp.Type = types.ShardIteratorTypeLatest
-	case AtTimestamp:
+	case types.ShardIteratorTypeAtTimestamp:
 		if pos.Timestamp.IsZero() {
 			return nil, fmt.Errorf("position %s needs a timestamp", pos.Type)
 		}
 		sp.Type = types.ShardIteratorTypeAtTimestamp
 		sp.Timestamp = aws.Time(pos.Timestamp)
-	case AfterSequenceNumber, AtSequenceNumber:
+	case types.ShardIteratorTypeAfterSequenceNumber, types.ShardIteratorTypeAtSequenceNumber:
 		if pos.SequenceNumber == "" {
 			return nil, fmt.Errorf("position %s needs a sequence number", pos.Type)
 		}

@@ -56,7 +56,7 @@ func BenchmarkFanOutVsPolling(b *testing.B) {
 	b.Run(fmt.Sprintf("polling/records=%d", fanOutBenchRecords), func(b *testing.B) {
 		c := stream.NewClient(kc, name, "")
 		for i := 0; i < b.N; i++ {
-			it, err := c.Iterator(ctx, shardID, stream.Position{Type: stream.TrimHorizon})
+			it, err := c.Iterator(ctx, shardID, stream.Position{Type: types.ShardIteratorTypeTrimHorizon})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -85,7 +85,7 @@ func BenchmarkFanOutVsPolling(b *testing.B) {
 			}
 			b.StartTimer()
 			start := time.Now()
-			it, err := f.Iterator(ctx, shardID, stream.Position{Type: stream.TrimHorizon})
+			it, err := f.Iterator(ctx, shardID, stream.Position{Type: types.ShardIteratorTypeTrimHorizon})
 			if err != nil {
 				b.Fatal(err)
 			}

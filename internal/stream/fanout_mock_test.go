@@ -31,6 +31,8 @@ import (
 	"testing"
 	"time"
 
+	ktypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
+
 	"github.com/kinactor/kinactor/internal/backoff"
 	"github.com/kinactor/kinactor/internal/stream"
 	"github.com/kinactor/kinactor/internal/testenv/kinesismock"
@@ -42,7 +44,7 @@ import (
 // Iterator after the last record on ErrExpiredIterator as the shard actor
 // does.
 func readShardFanOut(ctx context.Context, f *stream.FanOut, shardID string, want *atomic.Int64, limit int32) ([]stream.Record, error) {
-	it, err := f.Iterator(ctx, shardID, stream.Position{Type: stream.TrimHorizon})
+	it, err := f.Iterator(ctx, shardID, stream.Position{Type: ktypes.ShardIteratorTypeTrimHorizon})
 	if err != nil {
 		return nil, err
 	}
@@ -54,9 +56,9 @@ func readShardFanOut(ctx context.Context, f *stream.FanOut, shardID string, want
 		b, err := f.GetRecords(ctx, it, limit)
 		switch {
 		case errors.Is(err, stream.ErrExpiredIterator):
-			pos := stream.Position{Type: stream.TrimHorizon}
+			pos := stream.Position{Type: ktypes.ShardIteratorTypeTrimHorizon}
 			if n := len(got); n > 0 {
-				pos = stream.Position{Type: stream.AfterSequenceNumber, SequenceNumber: got[n-1].SequenceNumber}
+				pos = stream.Position{Type: ktypes.ShardIteratorTypeAfterSequenceNumber, SequenceNumber: got[n-1].SequenceNumber}
 			}
 			if it, err = f.Iterator(ctx, shardID, pos); err != nil {
 				return got, err

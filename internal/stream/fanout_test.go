@@ -209,7 +209,7 @@ func TestFanOutClosedShard(t *testing.T) {
 		).end(nil)),
 	}}
 	f, _ := newTestFanOut(t, o)
-	tok, err := f.Iterator(context.Background(), "shardId-000000000000", Position{Type: TrimHorizon})
+	tok, err := f.Iterator(context.Background(), "shardId-000000000000", Position{Type: types.ShardIteratorTypeTrimHorizon})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,7 +243,7 @@ func TestFanOutResubscribeContinuesWithoutLossOrRepeat(t *testing.T) {
 	)
 	o := &opener{results: []func() (subscription, error){sub(first), sub(second)}}
 	f, sleeps := newTestFanOut(t, o)
-	tok, err := f.Iterator(context.Background(), "shard-0", Position{Type: AtSequenceNumber, SequenceNumber: "1"})
+	tok, err := f.Iterator(context.Background(), "shard-0", Position{Type: types.ShardIteratorTypeAtSequenceNumber, SequenceNumber: "1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -262,7 +262,7 @@ func TestFanOutResubscribeContinuesWithoutLossOrRepeat(t *testing.T) {
 		t.Errorf("records %v, want %v", got, want)
 	}
 	pos := o.positions()
-	want := []Position{{Type: AtSequenceNumber, SequenceNumber: "1"}, {Type: AfterSequenceNumber, SequenceNumber: "3"}}
+	want := []Position{{Type: types.ShardIteratorTypeAtSequenceNumber, SequenceNumber: "1"}, {Type: types.ShardIteratorTypeAfterSequenceNumber, SequenceNumber: "3"}}
 	if len(pos) < 2 || !slices.Equal(pos[:2], want) {
 		t.Errorf("subscribe positions %v, want %v", pos, want)
 	}
@@ -284,7 +284,7 @@ func TestFanOutResourceInUseBacksOff(t *testing.T) {
 		sub(newFakeSub(event("7", 0, nil, "7"))),
 	}}
 	f, sleeps := newTestFanOut(t, o, WithFanOutBuffer(8))
-	tok, err := f.Iterator(context.Background(), "shard-0", Position{Type: Latest})
+	tok, err := f.Iterator(context.Background(), "shard-0", Position{Type: types.ShardIteratorTypeLatest})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -316,7 +316,7 @@ func TestFanOutResourceInUseBacksOff(t *testing.T) {
 		}
 	}
 	for _, pos := range o.positions() {
-		if pos.Type != Latest {
+		if pos.Type != types.ShardIteratorTypeLatest {
 			t.Errorf("resubscribed at %+v before any event, want LATEST again", pos)
 		}
 	}
@@ -327,12 +327,12 @@ func TestFanOutStaleToken(t *testing.T) {
 	o := &opener{results: []func() (subscription, error){sub(subs[0]), sub(subs[1]), sub(subs[2])}, called: make(chan struct{}, 3)}
 	f, _ := newTestFanOut(t, o)
 	ctx := context.Background()
-	old, err := f.Iterator(ctx, "shard-0", Position{Type: TrimHorizon})
+	old, err := f.Iterator(ctx, "shard-0", Position{Type: types.ShardIteratorTypeTrimHorizon})
 	if err != nil {
 		t.Fatal(err)
 	}
 	<-o.called
-	tok, err := f.Iterator(ctx, "shard-0", Position{Type: AfterSequenceNumber, SequenceNumber: "1"})
+	tok, err := f.Iterator(ctx, "shard-0", Position{Type: types.ShardIteratorTypeAfterSequenceNumber, SequenceNumber: "1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -350,7 +350,7 @@ func TestFanOutStaleToken(t *testing.T) {
 	if b := mustGet(t, f, tok, 10); !slices.Equal(seqsOf(b.Records), []string{"2"}) {
 		t.Errorf("records %v, want [2]", seqsOf(b.Records))
 	}
-	other, err := f.Iterator(ctx, "shard-1", Position{Type: TrimHorizon})
+	other, err := f.Iterator(ctx, "shard-1", Position{Type: types.ShardIteratorTypeTrimHorizon})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -365,7 +365,7 @@ func TestFanOutStaleToken(t *testing.T) {
 			t.Errorf("GetRecords after Close = %v, want ErrExpiredIterator", err)
 		}
 	}
-	if _, err := f.Iterator(ctx, "shard-0", Position{Type: TrimHorizon}); err == nil {
+	if _, err := f.Iterator(ctx, "shard-0", Position{Type: types.ShardIteratorTypeTrimHorizon}); err == nil {
 		t.Errorf("Iterator after Close succeeded")
 	}
 }
@@ -373,7 +373,7 @@ func TestFanOutStaleToken(t *testing.T) {
 func TestFanOutEmptyEventsAndMaxWait(t *testing.T) {
 	o := &opener{results: []func() (subscription, error){sub(newFakeSub(event("5", 1234, nil)))}}
 	f, _ := newTestFanOut(t, o, WithFanOutMaxWait(50*time.Millisecond))
-	tok, err := f.Iterator(context.Background(), "shard-0", Position{Type: TrimHorizon})
+	tok, err := f.Iterator(context.Background(), "shard-0", Position{Type: types.ShardIteratorTypeTrimHorizon})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -399,7 +399,7 @@ func TestFanOutEmptyEventsAndMaxWait(t *testing.T) {
 func TestFanOutShardNotFound(t *testing.T) {
 	o := &opener{results: []func() (subscription, error){fail(&types.ResourceNotFoundException{Message: aws.String("no shard")})}}
 	f, _ := newTestFanOut(t, o)
-	tok, err := f.Iterator(context.Background(), "shard-9", Position{Type: TrimHorizon})
+	tok, err := f.Iterator(context.Background(), "shard-9", Position{Type: types.ShardIteratorTypeTrimHorizon})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -415,22 +415,22 @@ func TestFanOutIteratorValidation(t *testing.T) {
 	f := NewFanOut(&fakeFanOutAPI{}, "s1", "c1")
 	defer f.Close()
 	ctx := context.Background()
-	if _, err := f.Iterator(ctx, "shard-0", Position{Type: TrimHorizon}); err == nil {
+	if _, err := f.Iterator(ctx, "shard-0", Position{Type: types.ShardIteratorTypeTrimHorizon}); err == nil {
 		t.Errorf("Iterator before Register succeeded")
 	}
 	f.subscribe = (&opener{}).subscribe
 	if err := f.Register(ctx); err != nil {
 		t.Fatal(err)
 	}
-	for _, pos := range []Position{{Type: AtTimestamp}, {Type: AfterSequenceNumber}, {Type: "NOPE"}} {
+	for _, pos := range []Position{{Type: types.ShardIteratorTypeAtTimestamp}, {Type: types.ShardIteratorTypeAfterSequenceNumber}, {Type: "NOPE"}} {
 		if _, err := f.Iterator(ctx, "shard-0", pos); err == nil {
 			t.Errorf("Iterator(%+v) succeeded", pos)
 		}
 	}
-	if _, err := f.Iterator(ctx, "", Position{Type: TrimHorizon}); err == nil {
+	if _, err := f.Iterator(ctx, "", Position{Type: types.ShardIteratorTypeTrimHorizon}); err == nil {
 		t.Errorf("Iterator with an empty shard id succeeded")
 	}
-	sp, err := startingPosition(Position{Type: AtTimestamp, Timestamp: time.Unix(100, 0)})
+	sp, err := startingPosition(Position{Type: types.ShardIteratorTypeAtTimestamp, Timestamp: time.Unix(100, 0)})
 	if err != nil || sp.Type != types.ShardIteratorTypeAtTimestamp || !aws.ToTime(sp.Timestamp).Equal(time.Unix(100, 0)) {
 		t.Errorf("startingPosition AT_TIMESTAMP = %+v, %v", sp, err)
 	}
@@ -444,7 +444,7 @@ func TestFanOutIdleSessionClosed(t *testing.T) {
 	o := &opener{results: []func() (subscription, error){sub(s0), sub(s1)}, called: make(chan struct{}, 2)}
 	f, _ := newTestFanOut(t, o, WithFanOutIdleTimeout(50*time.Millisecond))
 	ctx := context.Background()
-	tok, err := f.Iterator(ctx, "shard-0", Position{Type: TrimHorizon})
+	tok, err := f.Iterator(ctx, "shard-0", Position{Type: types.ShardIteratorTypeTrimHorizon})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -467,7 +467,7 @@ func TestFanOutIdleSessionClosed(t *testing.T) {
 		t.Errorf("GetRecords on an idle-closed session = %v, want ErrExpiredIterator", err)
 	}
 
-	tok, err = f.Iterator(ctx, "shard-0", Position{Type: AfterSequenceNumber, SequenceNumber: "1"})
+	tok, err = f.Iterator(ctx, "shard-0", Position{Type: types.ShardIteratorTypeAfterSequenceNumber, SequenceNumber: "1"})
 	if err != nil {
 		t.Fatal(err)
 	}

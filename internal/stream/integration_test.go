@@ -131,7 +131,7 @@ func readToEnd(t testing.TB, c *stream.Client, shardID string) ([]stream.Record,
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	it, err := c.Iterator(ctx, shardID, stream.Position{Type: stream.TrimHorizon})
+	it, err := c.Iterator(ctx, shardID, stream.Position{Type: types.ShardIteratorTypeTrimHorizon})
 	if err != nil {
 		t.Fatalf("Iterator %s: %v", shardID, err)
 	}
@@ -215,7 +215,7 @@ func TestKinesalite(t *testing.T) {
 		total := 0
 		for _, s := range shards {
 			want := putsOf(puts, s.ID)
-			got := readToEmpty(t, c, s.ID, stream.Position{Type: stream.TrimHorizon}, 37)
+			got := readToEmpty(t, c, s.ID, stream.Position{Type: types.ShardIteratorTypeTrimHorizon}, 37)
 			total += len(got)
 			if !slices.Equal(datas(got), putDatas(want)) {
 				t.Fatalf("shard %s: read %v, want %v", s.ID, datas(got), putDatas(want))
@@ -229,11 +229,11 @@ func TestKinesalite(t *testing.T) {
 				continue
 			}
 			mid := len(want) / 2
-			after := readToEmpty(t, c, s.ID, stream.Position{Type: stream.AfterSequenceNumber, SequenceNumber: want[mid].seq}, 10000)
+			after := readToEmpty(t, c, s.ID, stream.Position{Type: types.ShardIteratorTypeAfterSequenceNumber, SequenceNumber: want[mid].seq}, 10000)
 			if !slices.Equal(datas(after), putDatas(want[mid+1:])) {
 				t.Errorf("shard %s AFTER %s: %v, want %v", s.ID, want[mid].seq, datas(after), putDatas(want[mid+1:]))
 			}
-			at := readToEmpty(t, c, s.ID, stream.Position{Type: stream.AtSequenceNumber, SequenceNumber: want[mid].seq}, 10000)
+			at := readToEmpty(t, c, s.ID, stream.Position{Type: types.ShardIteratorTypeAtSequenceNumber, SequenceNumber: want[mid].seq}, 10000)
 			if !slices.Equal(datas(at), putDatas(want[mid:])) {
 				t.Errorf("shard %s AT %s: %v, want %v", s.ID, want[mid].seq, datas(at), putDatas(want[mid:]))
 			}
@@ -253,7 +253,7 @@ func TestKinesalite(t *testing.T) {
 		}
 		its := map[string]string{}
 		for _, s := range shards {
-			if its[s.ID], err = c.Iterator(ctx, s.ID, stream.Position{Type: stream.Latest}); err != nil {
+			if its[s.ID], err = c.Iterator(ctx, s.ID, stream.Position{Type: types.ShardIteratorTypeLatest}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -279,7 +279,7 @@ func TestKinesalite(t *testing.T) {
 		boundary := time.Now()
 		<-time.After(5 * time.Millisecond)
 		puts := putRecords(t, kc, "ts", "after", 20)
-		got := readToEmpty(t, c, "shardId-000000000000", stream.Position{Type: stream.AtTimestamp, Timestamp: boundary}, 10000)
+		got := readToEmpty(t, c, "shardId-000000000000", stream.Position{Type: types.ShardIteratorTypeAtTimestamp, Timestamp: boundary}, 10000)
 		if !slices.Equal(datas(got), putDatas(puts)) {
 			t.Errorf("AT_TIMESTAMP: %v, want %v", datas(got), putDatas(puts))
 		}
@@ -297,7 +297,7 @@ func TestKinesalite(t *testing.T) {
 		}
 		createStream(t, kc, "errs", 1)
 		c = stream.NewClient(kc, "errs", "")
-		if _, err := c.Iterator(ctx, "shardId-000000000009", stream.Position{Type: stream.TrimHorizon}); !errors.Is(err, stream.ErrShardNotFound) {
+		if _, err := c.Iterator(ctx, "shardId-000000000009", stream.Position{Type: types.ShardIteratorTypeTrimHorizon}); !errors.Is(err, stream.ErrShardNotFound) {
 			t.Errorf("Iterator on a missing shard: %v", err)
 		}
 	})
@@ -469,7 +469,7 @@ func TestKinesisMock(t *testing.T) {
 		if err != nil || len(shards) != 1 {
 			t.Fatalf("ListShards by ARN: %v %v", shards, err)
 		}
-		got := readToEmpty(t, c, shards[0].ID, stream.Position{Type: stream.TrimHorizon}, 3)
+		got := readToEmpty(t, c, shards[0].ID, stream.Position{Type: types.ShardIteratorTypeTrimHorizon}, 3)
 		if !slices.Equal(datas(got), putDatas(puts)) {
 			t.Errorf("read by ARN %v, want %v", datas(got), putDatas(puts))
 		}

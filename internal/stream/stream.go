@@ -15,6 +15,8 @@ import (
 	"errors"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
+
 	"github.com/kinactor/kinactor/messages"
 
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
@@ -72,17 +74,10 @@ func (s Shard) Parents() []string {
 // Closed reports whether the shard has an ending sequence number.
 func (s Shard) Closed() bool { return s.EndingSequenceNumber != "" }
 
-// PositionType says where to start reading a shard.
-type PositionType string
-
-// Position types: the initial positions and the two checkpoint-relative ones.
-const (
-	TrimHorizon         PositionType = "TRIM_HORIZON"
-	Latest              PositionType = "LATEST"
-	AtTimestamp         PositionType = "AT_TIMESTAMP"
-	AfterSequenceNumber PositionType = "AFTER_SEQUENCE_NUMBER"
-	AtSequenceNumber    PositionType = "AT_SEQUENCE_NUMBER"
-)
+// PositionType says where to start reading a shard: the SDK's iterator
+// types (types.ShardIteratorTypeTrimHorizon, …AtSequenceNumber, …), the one
+// home of these strings.
+type PositionType = types.ShardIteratorType
 
 // Position is a starting point in a shard.
 type Position struct {

@@ -5,7 +5,8 @@
 // tools/localaws: kinesis-mock, kinesalite and dynalite from npm, DynamoDB
 // Local from the jar in the amplify-dynamodb-simulator npm package. Every
 // server runs in memory on a loopback port, with create/delete/update delays of
-// zero and raised shard limits (see DESIGN.md section 8).
+// zero and raised shard limits (the servers and their quirks: README.md,
+// "Local AWS").
 package localaws
 
 import (
