@@ -214,6 +214,7 @@ func (n *Node) Start(ctx context.Context) error {
 		}
 		n.membership, gs = ms, ms
 	}
+	deps.Identity = engine.SelfIdentity(n.gossipAddrLocked())
 	quiet := slog.New(levelFilter{h: log.Handler(), min: slog.LevelWarn}).With("component", "protoactor")
 	n.sys = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return quiet }))
 	n.coord, err = n.sys.Root.SpawnNamed(engine.NewCoordinatorProps(engine.CoordinatorConfig{
@@ -363,6 +364,10 @@ func (n *Node) stop(ctx context.Context) {
 func (n *Node) GossipAddr() string {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	return n.gossipAddrLocked()
+}
+
+func (n *Node) gossipAddrLocked() string {
 	if n.membership == nil {
 		return ""
 	}

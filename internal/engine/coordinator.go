@@ -115,6 +115,7 @@ type (
 		sentAt time.Time
 	}
 	probeResult struct{ done ownership.ProbeDone }
+	proofResult struct{ done ownership.ProofDone }
 	spawnFailed struct{ key string }
 	ownedShard  struct {
 		pid        *actor.PID
@@ -208,6 +209,8 @@ func (c *coordinator) Receive(ctx actor.Context) {
 		c.onTake(ctx, msg)
 	case probeResult:
 		c.step(ctx, msg.done)
+	case proofResult:
+		c.step(ctx, msg.done)
 	case spawnFailed:
 		c.step(ctx, ownership.ShardCrashed{Key: msg.key})
 	case ShardStateChanged:
@@ -216,6 +219,8 @@ func (c *coordinator) Receive(ctx actor.Context) {
 		}
 	case shardWrote:
 		c.step(ctx, ownership.ShardWrote{Lease: msg.lease})
+	case shardAcked:
+		c.step(ctx, ownership.ShardAcked{Key: msg.shardID, Checkpoint: msg.cp})
 	case shardStalled:
 		c.step(ctx, ownership.ShardHealth{Key: msg.shardID, Stalled: msg.cause != "", Cause: msg.cause})
 	case ShardFinished:
@@ -448,7 +453,7 @@ func (c *coordinator) run(ctx actor.Context, eff ownership.Effect) {
 		}
 		c.async(OpTimeout, func(op context.Context) any {
 			sent := time.Now()
-			l, err := deps.Store.Take(op, e.Lease, deps.Owner)
+			l, err := deps.Store.Take(op, e.Lease, deps.Owner, lease.TakeOptions{Resume: e.Resume, Identity: deps.Identity})
 			return takeResult{sentAt: sent, done: ownership.TakeDone{Key: e.Lease.Key, Reason: e.Reason, Lease: l, Err: err, LostRace: errors.Is(err, lease.ErrLeaseLost)}}
 		})
 	case ownership.Spawn:
@@ -493,6 +498,12 @@ func (c *coordinator) run(ctx actor.Context, eff ownership.Effect) {
 				_, err = deps.Stream.ListShards(op)
 			}
 			return probeResult{done: ownership.ProbeDone{Service: e.Service, Err: err}}
+		})
+	case ownership.ProveDead:
+		self := deps.Identity
+		c.async(2*ProofTimeout, func(op context.Context) any {
+			dead, how := ProveDead(op, e.Identity, self)
+			return proofResult{done: ownership.ProofDone{Owner: e.Owner, Dead: dead, How: how}}
 		})
 	case ownership.StopDone:
 		if len(e.Left) > 0 {

@@ -51,6 +51,9 @@ type Deps struct {
 	// Board is where shard actors show their progress (status, health,
 	// metrics); nil: a board of the coordinator's own.
 	Board *Board
+	// Identity is where this node runs, written with every take (others
+	// prove it dead by it).
+	Identity lease.Identity
 }
 
 // Messages between the coordinator and shard actors.
@@ -75,6 +78,11 @@ type (
 	// shardWrote: a lease write of the shard actor succeeded (the parent
 	// tells the shard's successors by heartbeat).
 	shardWrote struct{ lease lease.Lease }
+	// shardAcked: the processor acknowledged records up to cp.
+	shardAcked struct {
+		shardID string
+		cp      lease.Checkpoint
+	}
 	// shardStalled: the shard's stall state changed.
 	shardStalled struct {
 		shardID string
@@ -401,6 +409,10 @@ func (a *shardActor) run(ctx actor.Context, eff shardfsm.Effect) {
 		// it keeps its name, and the new one gets a name of its own.
 		ctx.Stop(a.proc)
 		a.proc = ctx.Spawn(a.deps.Processor)
+	case shardfsm.Acked:
+		if p := ctx.Parent(); p != nil {
+			ctx.Send(p, shardAcked{shardID: a.lease.Key, cp: e.Checkpoint})
+		}
 	case shardfsm.Stalled:
 		if a.live != nil {
 			a.live.setStalled(e.Cause)

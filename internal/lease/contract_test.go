@@ -51,6 +51,7 @@ var contractCases = []struct {
 	{"StaleWritesAreLost", contractStaleWritesAreLost},
 	{"TakeOwnKeepsSwitches", contractTakeOwnKeepsSwitches},
 	{"DeleteConditional", contractDeleteConditional},
+	{"TakeResumesAndSaysWhereItRuns", contractTakeResumesAndIdentity},
 }
 
 func contractCreateGetList(t *testing.T, s Store) {
@@ -81,15 +82,15 @@ func contractTakeFreeThenFenced(t *testing.T, s Store) {
 	ctx := context.Background()
 	mustNil(t, s.Create(ctx, Lease{Key: "k"}), "create")
 	seen, _ := s.Get(ctx, "k")
-	a, err := s.Take(ctx, seen, "a")
+	a, err := s.Take(ctx, seen, "a", TakeOptions{})
 	mustNil(t, err, "take")
 	if a.Owner != "a" || a.Counter != 1 || a.OwnerSwitchesSinceCheckpoint != 1 {
 		t.Fatalf("taken %+v", a)
 	}
-	if _, err := s.Take(ctx, seen, "b"); !errors.Is(err, ErrLeaseLost) {
+	if _, err := s.Take(ctx, seen, "b", TakeOptions{}); !errors.Is(err, ErrLeaseLost) {
 		t.Fatalf("take with a stale view: %v, want ErrLeaseLost", err)
 	}
-	b, err := s.Take(ctx, a, "b")
+	b, err := s.Take(ctx, a, "b", TakeOptions{})
 	mustNil(t, err, "take from a")
 	if b.Owner != "b" || b.Counter != 2 || b.OwnerSwitchesSinceCheckpoint != 2 {
 		t.Fatalf("taken from a %+v", b)
@@ -103,7 +104,7 @@ func contractRenewCheckpointRelease(t *testing.T, s Store) {
 	ctx := context.Background()
 	mustNil(t, s.Create(ctx, Lease{Key: "k"}), "create")
 	seen, _ := s.Get(ctx, "k")
-	h, err := s.Take(ctx, seen, "a")
+	h, err := s.Take(ctx, seen, "a", TakeOptions{})
 	mustNil(t, err, "take")
 	h, err = s.Renew(ctx, h)
 	mustNil(t, err, "renew")
@@ -135,7 +136,7 @@ func contractStaleWritesAreLost(t *testing.T, s Store) {
 	ctx := context.Background()
 	mustNil(t, s.Create(ctx, Lease{Key: "k"}), "create")
 	seen, _ := s.Get(ctx, "k")
-	h, _ := s.Take(ctx, seen, "a")
+	h, _ := s.Take(ctx, seen, "a", TakeOptions{})
 	newer, err := s.Renew(ctx, h)
 	mustNil(t, err, "renew")
 	for name, err := range map[string]error{
@@ -159,8 +160,8 @@ func contractTakeOwnKeepsSwitches(t *testing.T, s Store) {
 	ctx := context.Background()
 	mustNil(t, s.Create(ctx, Lease{Key: "k"}), "create")
 	seen, _ := s.Get(ctx, "k")
-	h, _ := s.Take(ctx, seen, "a")
-	again, err := s.Take(ctx, h, "a")
+	h, _ := s.Take(ctx, seen, "a", TakeOptions{})
+	again, err := s.Take(ctx, h, "a", TakeOptions{})
 	mustNil(t, err, "take own")
 	if again.Counter != 2 || again.OwnerSwitchesSinceCheckpoint != 1 {
 		t.Fatalf("taken again by its owner %+v, want counter 2 and no new switch", again)
@@ -171,7 +172,7 @@ func contractDeleteConditional(t *testing.T, s Store) {
 	ctx := context.Background()
 	mustNil(t, s.Create(ctx, Lease{Key: "k"}), "create")
 	seen, _ := s.Get(ctx, "k")
-	h, _ := s.Take(ctx, seen, "a")
+	h, _ := s.Take(ctx, seen, "a", TakeOptions{})
 	if err := s.Delete(ctx, seen); !errors.Is(err, ErrLeaseLost) {
 		t.Fatalf("delete at a stale counter: %v", err)
 	}
@@ -188,5 +189,33 @@ func mustNil(t *testing.T, err error, what string) {
 	t.Helper()
 	if err != nil {
 		t.Fatalf("%s: %v", what, err)
+	}
+}
+
+func contractTakeResumesAndIdentity(t *testing.T, s Store) {
+	ctx := context.Background()
+	mustNil(t, s.Create(ctx, Lease{Key: "k"}), "create")
+	seen, _ := s.Get(ctx, "k")
+	idA := Identity{Address: "10.0.0.1:7946", Host: "host-a/boot-1", PID: 4242}
+	a, err := s.Take(ctx, seen, "a", TakeOptions{Identity: idA})
+	mustNil(t, err, "take")
+	if a.Holder != idA {
+		t.Fatalf("holder %+v, want %+v", a.Holder, idA)
+	}
+	cp := Checkpoint{SequenceNumber: "49590338271490256608559692538361571095921575989136588898", SubSequenceNumber: 2}
+	b, err := s.Take(ctx, a, "b", TakeOptions{Resume: &cp})
+	mustNil(t, err, "take with resume")
+	if b.Checkpoint != cp || b.Owner != "b" || b.Counter != 2 || b.Holder != (Identity{}) {
+		t.Fatalf("taken with resume %+v, want checkpoint %+v and no identity of a left", b, cp)
+	}
+	got, _ := s.Get(ctx, "k")
+	if !reflect.DeepEqual(got, b) {
+		t.Fatalf("read back %+v, want %+v", got, b)
+	}
+	b2, err := s.Take(ctx, b, "b", TakeOptions{Identity: idA})
+	mustNil(t, err, "take own")
+	mustNil(t, s.Release(ctx, b2), "release")
+	if got, _ := s.Get(ctx, "k"); got.Holder != (Identity{}) || got.Owner != "" {
+		t.Fatalf("released %+v still says where its owner ran", got)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -31,6 +32,11 @@ const (
 	attrChildShardIDLegacy           = "childShardId"
 	AttrStartingHashKey              = "startingHashKey"
 	AttrEndingHashKey                = "endingHashKey"
+	// kinactor's own: where the owner runs (Identity). The Java KCL keeps
+	// attributes it does not know as they are.
+	AttrOwnerAddress = "kinactorOwnerAddress"
+	AttrOwnerHost    = "kinactorOwnerHost"
+	AttrOwnerPID     = "kinactorOwnerPid"
 )
 
 // Write operation names passed to the OnWrite hook.
@@ -413,7 +419,7 @@ func (s *DynamoStore) Create(ctx context.Context, l Lease) (err error) {
 // store reads the row and, if it is exactly what this Take would have written
 // (owner, counter seen.Counter+1), returns it as a success. The same holds for
 // every conditional write of the store.
-func (s *DynamoStore) Take(ctx context.Context, seen Lease, owner string) (l Lease, err error) {
+func (s *DynamoStore) Take(ctx context.Context, seen Lease, owner string, opts TakeOptions) (l Lease, err error) {
 	defer s.reportWrite(OpTake, &err)
 	if err := checkKey(seen.Key); err != nil {
 		return Lease{}, err
@@ -436,12 +442,49 @@ func (s *DynamoStore) Take(ctx context.Context, seen Lease, owner string) (l Lea
 		names["#sw"] = AttrOwnerSwitchesSinceCheckpoint
 		values[":zero"] = num(0)
 	}
+	if cp := opts.Resume; cp != nil {
+		if cp.SequenceNumber == "" {
+			return Lease{}, fmt.Errorf("take %s: empty resume sequence number", seen.Key)
+		}
+		update += ", #cp = :cp, #sub = :sub"
+		names["#cp"], names["#sub"] = AttrCheckpoint, AttrCheckpointSubSequenceNumber
+		values[":cp"], values[":sub"] = str(cp.SequenceNumber), num(cp.SubSequenceNumber)
+	}
+	update += identityUpdate(opts.Identity, names, values)
 	return s.update(ctx, writeSpec{
 		op: OpTake, key: seen.Key, onConditionFailed: ErrLeaseLost,
 		producedBy: func(r Lease, present bool) bool {
-			return present && r.Owner == owner && r.Counter == seen.Counter+1
+			return present && r.Owner == owner && r.Counter == seen.Counter+1 &&
+				(opts.Resume == nil || r.Checkpoint == *opts.Resume)
 		},
 	}, update, cond, names, values)
+}
+
+// identityUpdate is the tail of a take's "SET ..." update expression that
+// writes the owner's identity: its fields that are set, and the others
+// removed (a row keeps no identity of an earlier owner).
+func identityUpdate(id Identity, names map[string]string, values map[string]types.AttributeValue) string {
+	var set, remove []string
+	field := func(ph, attr string, v types.AttributeValue, empty bool) {
+		names[ph] = attr
+		if empty {
+			remove = append(remove, ph)
+			return
+		}
+		values[":"+ph[1:]] = v
+		set = append(set, ph+" = :"+ph[1:])
+	}
+	field("#oa", AttrOwnerAddress, str(id.Address), id.Address == "")
+	field("#oh", AttrOwnerHost, str(id.Host), id.Host == "")
+	field("#op", AttrOwnerPID, num(id.PID), id.PID == 0)
+	out := ""
+	if len(set) > 0 {
+		out = ", " + strings.Join(set, ", ")
+	}
+	if len(remove) > 0 {
+		out += " REMOVE " + strings.Join(remove, ", ")
+	}
+	return out
 }
 
 // Renew increments the counter of a lease held by held.Owner at held.Counter.
@@ -504,7 +547,7 @@ func (s *DynamoStore) Release(ctx context.Context, held Lease) (err error) {
 		producedBy: func(r Lease, present bool) bool {
 			return present && r.Owner == "" && r.Counter == held.Counter+1
 		},
-	}, "REMOVE #o SET #c = #c + :one", heldCondition, heldNames(), heldValues(held))
+	}, "REMOVE #o, #oa, #oh, #op SET #c = #c + :one", heldCondition, releaseNames(), heldValues(held))
 	return err
 }
 
@@ -536,6 +579,12 @@ const heldCondition = "#o = :me AND #c = :held"
 
 func heldNames() map[string]string {
 	return map[string]string{"#o": AttrLeaseOwner, "#c": AttrLeaseCounter}
+}
+
+func releaseNames() map[string]string {
+	n := heldNames()
+	n["#oa"], n["#oh"], n["#op"] = AttrOwnerAddress, AttrOwnerHost, AttrOwnerPID
+	return n
 }
 
 func heldValues(held Lease) map[string]types.AttributeValue {
@@ -814,6 +863,11 @@ func leaseFromItem(item map[string]types.AttributeValue) (Lease, error) {
 	}
 	l.StartingHashKey, _ = getString(item, AttrStartingHashKey)
 	l.EndingHashKey, _ = getString(item, AttrEndingHashKey)
+	l.Holder.Address, _ = getString(item, AttrOwnerAddress)
+	l.Holder.Host, _ = getString(item, AttrOwnerHost)
+	if l.Holder.PID, err = getInt(item, AttrOwnerPID); err != nil {
+		return Lease{}, fmt.Errorf("lease: row %s: %w", l.Key, err)
+	}
 	return l, nil
 }
 

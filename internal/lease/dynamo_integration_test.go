@@ -90,7 +90,7 @@ func mustGet(t *testing.T, s *DynamoStore, key string) Lease {
 
 func mustTake(t *testing.T, s *DynamoStore, seen Lease, owner string) Lease {
 	t.Helper()
-	l, err := s.Take(bg, seen, owner)
+	l, err := s.Take(bg, seen, owner, TakeOptions{})
 	if err != nil {
 		t.Fatalf("Take %s by %s: %v", seen.Key, owner, err)
 	}
@@ -152,7 +152,7 @@ func testRacingTake(t *testing.T, _ *dynamodb.Client, newStore newStoreFunc) {
 		for i, o := range owners {
 			wg.Go(func() {
 				<-start
-				res[i], errs[i] = s.Take(bg, seen, o)
+				res[i], errs[i] = s.Take(bg, seen, o, TakeOptions{})
 			})
 		}
 		close(start)
@@ -228,7 +228,7 @@ func testReleaseThenTake(t *testing.T, _ *dynamodb.Client, newStore newStoreFunc
 		t.Fatalf("row after release = %+v", seen)
 	}
 	// Taking with the stale view (owner A) fails; with the fresh one it works.
-	if _, err := s.Take(bg, a, "B"); !errors.Is(err, ErrLeaseLost) {
+	if _, err := s.Take(bg, a, "B", TakeOptions{}); !errors.Is(err, ErrLeaseLost) {
 		t.Fatalf("take from a stale view: %v, want ErrLeaseLost", err)
 	}
 	b := mustTake(t, s, seen, "B")

@@ -226,7 +226,7 @@ func TestDynamoServerErrorsExhausted(t *testing.T) {
 			f := &fakeAPI{updates: []func(*dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error){updErr(e)}}
 			var w writeLog
 			s := fastStore(f, 4, WithOnWrite(w.hook))
-			_, err := s.Take(context.Background(), heldA, "B")
+			_, err := s.Take(context.Background(), heldA, "B", TakeOptions{})
 			if err == nil {
 				t.Fatal("Take succeeded")
 			}
@@ -298,7 +298,7 @@ func TestDynamoRetryAfterAppliedWriteIsSuccess(t *testing.T) {
 			updErr(errInternal), updErr(ccf(row(taken))),
 		}}
 		s := fastStore(f, 8)
-		got, err := s.Take(context.Background(), heldA, "B")
+		got, err := s.Take(context.Background(), heldA, "B", TakeOptions{})
 		if err != nil {
 			t.Fatalf("Take: %v", err)
 		}
@@ -321,7 +321,7 @@ func TestDynamoRetryAfterAppliedWriteIsSuccess(t *testing.T) {
 		}
 		var w writeLog
 		s := fastStore(f, 8, WithOnWrite(w.hook))
-		got, err := s.Take(context.Background(), heldA, "B")
+		got, err := s.Take(context.Background(), heldA, "B", TakeOptions{})
 		if err != nil {
 			t.Fatalf("Take: %v", err)
 		}
@@ -393,7 +393,7 @@ func TestDynamoRetryAfterAppliedWriteIsSuccess(t *testing.T) {
 		f := &fakeAPI{updates: []func(*dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error){
 			updErr(errInternal), updErr(ccf(row(stolen))),
 		}}
-		_, err := fastStore(f, 8).Take(context.Background(), heldA, "B")
+		_, err := fastStore(f, 8).Take(context.Background(), heldA, "B", TakeOptions{})
 		if !errors.Is(err, ErrLeaseLost) {
 			t.Fatalf("Take error = %v, want ErrLeaseLost", err)
 		}
@@ -405,7 +405,7 @@ func TestDynamoRetryAfterAppliedWriteIsSuccess(t *testing.T) {
 		f := &fakeAPI{updates: []func(*dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error){
 			updErr(errInternal), updErr(ccf(row(later))),
 		}}
-		_, err := fastStore(f, 8).Take(context.Background(), heldA, "B")
+		_, err := fastStore(f, 8).Take(context.Background(), heldA, "B", TakeOptions{})
 		if !errors.Is(err, ErrLeaseLost) {
 			t.Fatalf("Take error = %v, want ErrLeaseLost", err)
 		}

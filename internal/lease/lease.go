@@ -98,6 +98,31 @@ type Lease struct {
 	ChildShardIDs                []string // childShardIds (SS): set at shard end
 	StartingHashKey              string
 	EndingHashKey                string
+	// Holder says where the owner ran (kinactor only; empty in rows the
+	// Java KCL wrote), so that others can prove it dead: see Identity.
+	Holder Identity
+}
+
+// Identity is where a lease owner runs, written with every take: its
+// gossip address, its host (hostname and boot id) and its process id. A
+// node that finds a lease of an owner outside its gossip view proves the
+// owner dead when another member now has that gossip address, when the
+// address refuses connections, or when the owner ran on this host and its
+// process is gone; short of a proof it waits for the lease to expire.
+type Identity struct {
+	Address string // gossip host:port ("" without gossip)
+	Host    string // hostname/boot-id
+	PID     int64
+}
+
+// TakeOptions are the extras of a take.
+type TakeOptions struct {
+	// Resume, when set, is written as the checkpoint with the take (the
+	// position the previous owner's processor acknowledged under the
+	// counter taken at; see ownership.Resume).
+	Resume *Checkpoint
+	// Identity of the new owner, written with the take.
+	Identity Identity
 }
 
 // Store is the lease table. Implementations are safe for concurrent use.
@@ -116,10 +141,11 @@ type Store interface {
 	List(ctx context.Context) ([]Lease, error)
 	// Take makes owner the holder of the lease, on condition that the row's
 	// counter (and owner) are still what the caller read in seen. It sets
-	// leaseOwner, increments leaseCounter, and increments
-	// ownerSwitchesSinceCheckpoint when the owner changes. Returns the row as
-	// written, or ErrLeaseLost if someone else moved it first.
-	Take(ctx context.Context, seen Lease, owner string) (Lease, error)
+	// leaseOwner and the owner's identity, increments leaseCounter, and
+	// increments ownerSwitchesSinceCheckpoint when the owner changes; with
+	// opts.Resume it writes that checkpoint too. Returns the row as written,
+	// or ErrLeaseLost if someone else moved it first.
+	Take(ctx context.Context, seen Lease, owner string, opts TakeOptions) (Lease, error)
 	// Renew increments the counter of a lease held by held.Owner at
 	// held.Counter. Returns the new row or ErrLeaseLost.
 	Renew(ctx context.Context, held Lease) (Lease, error)

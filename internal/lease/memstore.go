@@ -113,7 +113,7 @@ func (s *MemStore) List(ctx context.Context) ([]Lease, error) {
 }
 
 // Take makes owner the holder if the row's counter and owner are still seen's.
-func (s *MemStore) Take(ctx context.Context, seen Lease, owner string) (Lease, error) {
+func (s *MemStore) Take(ctx context.Context, seen Lease, owner string, opts TakeOptions) (Lease, error) {
 	if err := checkKey(seen.Key); err != nil {
 		return Lease{}, err
 	}
@@ -129,11 +129,18 @@ func (s *MemStore) Take(ctx context.Context, seen Lease, owner string) (Lease, e
 	if !ok || l.Counter != seen.Counter || l.Owner != seen.Owner {
 		return Lease{}, fmt.Errorf("%s %s: %w", OpTake, seen.Key, ErrLeaseLost)
 	}
+	if opts.Resume != nil && opts.Resume.SequenceNumber == "" {
+		return Lease{}, fmt.Errorf("take %s: empty resume sequence number", seen.Key)
+	}
 	if owner != l.Owner {
 		l.OwnerSwitchesSinceCheckpoint++
 	}
 	l.Owner = owner
 	l.Counter++
+	l.Holder = opts.Identity
+	if opts.Resume != nil {
+		l.Checkpoint = *opts.Resume
+	}
 	s.rows[seen.Key] = l
 	return clone(l), nil
 }
@@ -203,6 +210,7 @@ func (s *MemStore) Release(ctx context.Context, held Lease) error {
 		return err
 	}
 	l.Owner = ""
+	l.Holder = Identity{}
 	l.Counter++
 	s.rows[held.Key] = l
 	return nil

@@ -7,6 +7,7 @@ import (
 
 	"github.com/kinactor/kinactor/cluster"
 	"github.com/kinactor/kinactor/internal/lease"
+	"github.com/kinactor/kinactor/internal/seqnum"
 	"github.com/kinactor/kinactor/internal/shardfsm"
 )
 
@@ -329,28 +330,71 @@ func (m *Machine) onMessage(now time.Time, e MessageReceived, out *effects) {
 	case MsgHeartbeat:
 		for _, b := range g.Leases {
 			old, ok := m.leases[b.Shard]
-			if !ok || b.Counter < old.Counter || (b.Counter == old.Counter && old.Owner == e.From) {
+			if !ok || b.Counter < old.Counter {
 				continue
 			}
-			l := old
-			l.Owner, l.Counter = e.From, b.Counter
-			m.heard(now, l)
+			if b.Counter > old.Counter || old.Owner != e.From {
+				l := old
+				l.Owner, l.Counter = e.From, b.Counter
+				m.heard(now, l)
+			}
+			m.hearProgress(e.From, b)
 		}
 	}
 }
 
-// queueBeat remembers a lease this node just wrote, for its successors.
+// hearProgress keeps what a holder said its processor acknowledged, for
+// the counter it said it holds; a position that is not a sequence number
+// is doubtful and dropped.
+func (m *Machine) hearProgress(from string, b Beat) {
+	if b.Seq == "" || !seqnum.Valid(b.Seq) || b.Sub < 0 {
+		return
+	}
+	if p, ok := m.progress[b.Shard]; ok && p.from == from && p.counter > b.Counter {
+		return // older news
+	}
+	m.progress[b.Shard] = heardProgress{from: from, counter: b.Counter, cp: lease.Checkpoint{SequenceNumber: b.Seq, SubSequenceNumber: b.Sub}}
+}
+
+// Resume returns where a take of l (read as held by l.Owner at l.Counter)
+// resumes the shard: the position l.Owner said its processor acknowledged
+// while holding the lease at exactly that counter, when it is later than
+// the row's checkpoint. A take is conditional on that counter, so the
+// position cannot be stale: the holder wrote nothing since (the counter
+// would have moved), every checkpoint it wrote is a position it
+// acknowledged before, and what it acknowledged its processor had done.
+// Anything doubtful (another counter, another sender, no such news) loses
+// to the table: ok is false and the row's checkpoint stands.
+func Resume(l lease.Lease, heard heardProgress, known bool) (lease.Checkpoint, bool) {
+	if !known || l.Owner == "" || heard.from != l.Owner || heard.counter != l.Counter {
+		return lease.Checkpoint{}, false
+	}
+	if !l.Checkpoint.IsSentinel() && heard.cp.Compare(l.Checkpoint) <= 0 {
+		return lease.Checkpoint{}, false
+	}
+	if l.Checkpoint.IsShardEnd() {
+		return lease.Checkpoint{}, false
+	}
+	return heard.cp, true
+}
+
+// queueBeat remembers a lease this node holds at l.Counter, with what its
+// processor acknowledged, for its successors.
 func (m *Machine) queueBeat(l lease.Lease) {
 	if !m.cfg.Clustered {
 		return
 	}
+	beat := Beat{Shard: l.Key, Counter: l.Counter}
+	if cp, ok := m.acked[l.Key]; ok && !cp.IsSentinel() {
+		beat.Seq, beat.Sub = cp.SequenceNumber, cp.SubSequenceNumber
+	}
 	for _, to := range firstN(m.successors(l.Key, m.cfg.Me), 2) {
 		b := m.beats[to]
 		if b == nil {
-			b = map[string]int64{}
+			b = map[string]Beat{}
 			m.beats[to] = b
 		}
-		b[l.Key] = l.Counter
+		b[l.Key] = beat
 	}
 }
 
@@ -370,11 +414,11 @@ func (m *Machine) flushBeats(now time.Time, out *effects) {
 	for _, to := range sortedKeys(m.beats) {
 		msg := Message{Type: MsgHeartbeat}
 		for _, k := range sortedKeys(m.beats[to]) {
-			msg.Leases = append(msg.Leases, Beat{Shard: k, Counter: m.beats[to][k]})
+			msg.Leases = append(msg.Leases, m.beats[to][k])
 		}
 		out.add(Send{To: to, Msg: msg})
 	}
-	m.beats = map[string]map[string]int64{} // the inner maps may be large: start afresh
+	m.beats = map[string]map[string]Beat{} // the inner maps may be large: start afresh
 }
 
 // ---- takes and shard actors ---------------------------------------------------
@@ -400,6 +444,7 @@ func (m *Machine) onTake(now time.Time, e TakeDone, out *effects) {
 	m.opOK(now, ServiceDynamoDB)
 	delete(m.lost, e.Key)
 	delete(m.retryAt, e.Key)
+	delete(m.progress, e.Key)
 	m.heard(now, e.Lease)
 	m.run[e.Key] = &running{}
 	out.add(Spawn{Lease: e.Lease})
@@ -407,6 +452,16 @@ func (m *Machine) onTake(now time.Time, e TakeDone, out *effects) {
 	if m.stopping {
 		m.run[e.Key].releasing = true
 		out.add(Handoff{Key: e.Key}) // taken while stopping: give it back the normal way
+	}
+}
+
+func (m *Machine) onShardAcked(now time.Time, e ShardAcked, out *effects) {
+	if _, ok := m.run[e.Key]; !ok {
+		return
+	}
+	m.acked[e.Key] = e.Checkpoint
+	if l, ok := m.leases[e.Key]; ok && l.Owner == m.cfg.Me {
+		m.queueBeat(l)
 	}
 }
 
@@ -435,6 +490,7 @@ func (m *Machine) onShardHealth(now time.Time, e ShardHealth, out *effects) {
 func (m *Machine) unrun(key string) {
 	delete(m.run, key)
 	delete(m.stalled, key)
+	delete(m.acked, key)
 }
 
 func (m *Machine) onFinished(now time.Time, e ShardFinished, out *effects) {

@@ -222,6 +222,12 @@ type (
 	// ShardWrote: a shard actor's lease write succeeded; Lease is the row
 	// as written (its new counter).
 	ShardWrote struct{ Lease lease.Lease }
+	// ShardAcked: a shard's processor acknowledged records up to
+	// Checkpoint (the next checkpoint write will write it).
+	ShardAcked struct {
+		Key        string
+		Checkpoint lease.Checkpoint
+	}
 	// ShardHealth: a shard actor's stall state changed. Cause is one of
 	// the Service names while Stalled.
 	ShardHealth struct {
@@ -239,6 +245,13 @@ type (
 	// ShardCrashed: a shard actor stopped without finishing (a panic, or
 	// it could not be spawned). Its lease is still ours in the table.
 	ShardCrashed struct{ Key string }
+	// ProofDone answers ProveDead: Dead when the owner is proven dead
+	// (How says by what).
+	ProofDone struct {
+		Owner string
+		Dead  bool
+		How   string
+	}
 	// ProbeDone answers Probe.
 	ProbeDone struct {
 		Service string
@@ -260,10 +273,12 @@ func (SyncDone) isEvent()        {}
 func (RowsDone) isEvent()        {}
 func (TakeDone) isEvent()        {}
 func (ShardWrote) isEvent()      {}
+func (ShardAcked) isEvent()      {}
 func (ShardHealth) isEvent()     {}
 func (ShardFinished) isEvent()   {}
 func (ShardCrashed) isEvent()    {}
 func (ProbeDone) isEvent()       {}
+func (ProofDone) isEvent()       {}
 func (StopAll) isEvent()         {}
 func (StopDeadline) isEvent()    {}
 
@@ -294,6 +309,11 @@ type Message struct {
 type Beat struct {
 	Shard   string `json:"s"`
 	Counter int64  `json:"c"`
+	// Seq and Sub: the last position its processor acknowledged (what the
+	// next checkpoint would write), accepted while the holder held the
+	// lease at Counter or before; empty when nothing was acknowledged.
+	Seq string `json:"q,omitempty"`
+	Sub int64  `json:"u,omitempty"`
 }
 
 // Message types.
@@ -324,9 +344,12 @@ type (
 		Delete []lease.Lease
 	}
 	// Take takes a lease conditional on the owner and counter in Lease.
-	// Answer with TakeDone.
+	// Answer with TakeDone. Resume, when set, is written as the checkpoint
+	// with the take: what the previous holder's processor acknowledged
+	// under that very counter, later than the row's checkpoint.
 	Take struct {
 		Lease  lease.Lease
+		Resume *lease.Checkpoint
 		Reason string
 		// UnownedFor: how long the shard had no live owner, when known
 		// (metrics).
@@ -348,6 +371,13 @@ type (
 	PublishMeta struct{ Meta cluster.Meta }
 	// Probe checks whether a service answers; answer with ProbeDone.
 	Probe struct{ Service string }
+	// ProveDead checks whether a lease owner outside the gossip view can
+	// still be alive: its gossip address refuses connections, or it ran on
+	// this host and its process is gone. Answer with ProofDone.
+	ProveDead struct {
+		Owner    string
+		Identity lease.Identity
+	}
 	// StopDone: the graceful stop is over; Left lists the shards that were
 	// still running (leases left to expire).
 	StopDone struct{ Left []string }
@@ -368,6 +398,7 @@ func (Send) isEffect()        {}
 func (Broadcast) isEffect()   {}
 func (PublishMeta) isEffect() {}
 func (Probe) isEffect()       {}
+func (ProveDead) isEffect()   {}
 func (StopDone) isEffect()    {}
 func (Note) isEffect()        {}
 
@@ -406,7 +437,9 @@ type Machine struct {
 
 	// the view
 	members  map[string]*memberInfo // same-app members in the view, ourselves included
-	gone     map[string]time.Time   // members gossip saw leave or die (until they rejoin)
+	gone     map[string]time.Time   // members gossip saw leave or die, or proven dead (until they rejoin)
+	proving  map[string]bool        // owners a proof of death is under way for
+	proofAt  map[string]time.Time   // owners that could not be proven dead, and when
 	joinedAt map[string]time.Time
 	draining map[string]bool // members that said they are leaving
 
@@ -446,10 +479,21 @@ type Machine struct {
 	unlisted    map[string]int // discovering node: listings in a row that missed a row's shard
 	rowsPending bool
 
-	// heartbeats to flush, per destination
-	beats     map[string]map[string]int64
+	// heartbeats to flush, per destination; progress: the acknowledged
+	// positions of this node's shards, and those heard from others
+	beats     map[string]map[string]Beat
+	acked     map[string]lease.Checkpoint
+	progress  map[string]heardProgress
 	lastFlush time.Time
 	rng       *rand.Rand
+}
+
+// heardProgress is what a holder said its processor acknowledged on a
+// shard, while it held the lease at counter.
+type heardProgress struct {
+	from    string
+	counter int64
+	cp      lease.Checkpoint
 }
 
 // lostLease is a lease this node lost to a fenced write: when, and to whom
@@ -470,6 +514,8 @@ func New(cfg Config) *Machine {
 		expiry:     newExpiryTracker(),
 		members:    map[string]*memberInfo{},
 		gone:       map[string]time.Time{},
+		proving:    map[string]bool{},
+		proofAt:    map[string]time.Time{},
 		joinedAt:   map[string]time.Time{},
 		draining:   map[string]bool{},
 		run:        map[string]*running{},
@@ -484,7 +530,9 @@ func New(cfg Config) *Machine {
 		refusedFor: map[string]string{},
 		dirty:      map[string]bool{},
 		unlisted:   map[string]int{},
-		beats:      map[string]map[string]int64{},
+		beats:      map[string]map[string]Beat{},
+		acked:      map[string]lease.Checkpoint{},
+		progress:   map[string]heardProgress{},
 		rng:        cfg.Rand,
 	}
 	m.health.init()
@@ -518,6 +566,8 @@ func (m *Machine) Step(now time.Time, ev Event) []Effect {
 		m.onTake(now, e, &out)
 	case ShardWrote:
 		m.onShardWrote(now, e, &out)
+	case ShardAcked:
+		m.onShardAcked(now, e, &out)
 	case ShardHealth:
 		m.onShardHealth(now, e, &out)
 	case ShardFinished:
@@ -526,6 +576,18 @@ func (m *Machine) Step(now time.Time, ev Event) []Effect {
 		m.onCrashed(now, e, &out)
 	case ProbeDone:
 		m.onProbe(now, e, &out)
+	case ProofDone:
+		m.proving[e.Owner] = false
+		if e.Dead {
+			m.provenDead(now, e.Owner, e.How, &out)
+		} else {
+			m.proofAt[e.Owner] = now
+			for k, l := range m.leases {
+				if l.Owner == e.Owner {
+					m.expiry.wake(k, now.Add(ProofRetry))
+				}
+			}
+		}
 	case StopAll:
 		m.onStopAll(now, &out)
 	case StopDeadline:

@@ -1013,3 +1013,191 @@ func TestReleaseHeardDuringAReadIsNotUndoneByIt(t *testing.T) {
 		t.Fatalf("row %+v after the stale read, want the release heard (no owner, counter 2)", l)
 	}
 }
+
+// ---- progress ---------------------------------------------------------------
+
+func TestResumeRule(t *testing.T) {
+	seqA, seqB := "49590338271490256608559692538361571095921575989136588898", "49590338271490256608559692538361571095921575989136589000"
+	row := lease.Lease{Key: "k", Owner: "b", Counter: 7, Checkpoint: lease.Checkpoint{SequenceNumber: seqA}}
+	later := heardProgress{from: "b", counter: 7, cp: lease.Checkpoint{SequenceNumber: seqB, SubSequenceNumber: 2}}
+	cases := []struct {
+		name  string
+		row   lease.Lease
+		heard heardProgress
+		known bool
+		want  bool
+	}{
+		{"the holder's word at the counter taken", row, later, true, true},
+		{"nothing heard", row, later, false, false},
+		{"another counter (older)", row, heardProgress{from: "b", counter: 6, cp: later.cp}, true, false},
+		{"another counter (newer: the take will fail anyway)", row, heardProgress{from: "b", counter: 8, cp: later.cp}, true, false},
+		{"another sender", row, heardProgress{from: "c", counter: 7, cp: later.cp}, true, false},
+		{"not later than the table", row, heardProgress{from: "b", counter: 7, cp: lease.Checkpoint{SequenceNumber: seqA}}, true, false},
+		{"behind the table", lease.Lease{Key: "k", Owner: "b", Counter: 7, Checkpoint: lease.Checkpoint{SequenceNumber: seqB, SubSequenceNumber: 5}}, later, true, false},
+		{"a released row: the releaser checkpointed", lease.Lease{Key: "k", Counter: 7, Checkpoint: lease.Checkpoint{SequenceNumber: seqA}}, later, true, false},
+		{"a fresh row (TRIM_HORIZON)", lease.Lease{Key: "k", Owner: "b", Counter: 7, Checkpoint: lease.Checkpoint{SequenceNumber: lease.CheckpointTrimHorizon}}, later, true, true},
+		{"a finished shard", lease.Lease{Key: "k", Owner: "b", Counter: 7, Checkpoint: lease.Checkpoint{SequenceNumber: lease.CheckpointShardEnd}}, later, true, false},
+	}
+	for _, c := range cases {
+		cp, ok := Resume(c.row, c.heard, c.known)
+		if ok != c.want || (ok && cp != c.heard.cp) {
+			t.Errorf("%s: resume %v %v, want %v", c.name, cp, ok, c.want)
+		}
+	}
+}
+
+// A dead holder's lease is taken resuming from what its processor
+// acknowledged, as its heartbeats said, not from the older checkpoint in the
+// table; news under another counter or from another node loses to the table.
+func TestTakeFromDeadOwnerResumesFromItsProgress(t *testing.T) {
+	seq := func(n int) string { return fmt.Sprintf("%056d", n) }
+	setup := func() (*x, lease.Lease) {
+		a := newX(t, "a", true)
+		a.step(Started{})
+		a.step(ViewChanged{Members: members("a", "b")})
+		l := lease.Lease{Key: "shardId-000000000000", Owner: "b", Counter: 4, Checkpoint: lease.Checkpoint{SequenceNumber: seq(10)}}
+		a.read([]lease.Lease{l})
+		return a, l
+	}
+	hb := func(from string, counter int64, s string, sub int64) MessageReceived {
+		return MessageReceived{From: from, Msg: Message{Type: MsgHeartbeat, Leases: []Beat{{Shard: "shardId-000000000000", Counter: counter, Seq: s, Sub: sub}}}}
+	}
+	a, _ := setup()
+	a.step(hb("b", 5, seq(42), 3))
+	tk := must[Take](t, a.step(ViewChanged{Members: members("a"), Gone: []string{"b"}}))
+	if tk.Lease.Counter != 5 || tk.Resume == nil || tk.Resume.SequenceNumber != seq(42) || tk.Resume.SubSequenceNumber != 3 {
+		t.Fatalf("take %+v resume %+v, want at counter 5 resuming at %s/3", tk.Lease, tk.Resume, seq(42))
+	}
+	// the holder wrote again after its last progress: the counter moved, so
+	// the news is for another counter and the table wins
+	a, _ = setup()
+	a.step(hb("b", 5, seq(42), 0))
+	a.read([]lease.Lease{{Key: "shardId-000000000000", Owner: "b", Counter: 6, Checkpoint: lease.Checkpoint{SequenceNumber: seq(40)}}})
+	tk = must[Take](t, a.step(ViewChanged{Members: members("a"), Gone: []string{"b"}}))
+	if tk.Resume != nil {
+		t.Fatalf("resumed from news of counter 5 at counter %d: %+v", tk.Lease.Counter, tk.Resume)
+	}
+	// a position that is no sequence number is dropped
+	a, _ = setup()
+	a.step(hb("b", 4, "not-a-number", 0))
+	if tk := must[Take](t, a.step(ViewChanged{Members: members("a"), Gone: []string{"b"}})); tk.Resume != nil {
+		t.Fatalf("resumed from a malformed position: %+v", tk.Resume)
+	}
+}
+
+// Heartbeats carry the acknowledged position of this node's shards to
+// their successors.
+func TestHeartbeatsCarryAcknowledgedProgress(t *testing.T) {
+	a := newX(t, "a", true)
+	a.step(Started{})
+	a.step(ViewChanged{Members: members("a", "b", "c")})
+	mine := a.takeAll(a.read(rows(6, "")))
+	a.tick(time.Second) // the takes' heartbeats go out
+	k := mine[0].Key
+	cp := lease.Checkpoint{SequenceNumber: fmt.Sprintf("%056d", 77), SubSequenceNumber: 1}
+	a.step(ShardAcked{Key: k, Checkpoint: cp})
+	effs := a.tick(250 * time.Millisecond)
+	found := 0
+	for _, e := range effs {
+		if s, ok := e.(Send); ok && s.Msg.Type == MsgHeartbeat {
+			for _, b := range s.Msg.Leases {
+				if b.Shard == k && b.Seq == cp.SequenceNumber && b.Sub == 1 && b.Counter == mine[0].Counter {
+					found++
+				}
+			}
+		}
+	}
+	if found != 2 {
+		t.Fatalf("progress of %s sent to %d successors, want 2: %v", k, found, effs)
+	}
+}
+
+// ---- proof of death ------------------------------------------------------------
+
+// A lease of an owner outside the view is taken at once once the owner is
+// proven dead (a whole cluster restarted under new names waited for expiry,
+// 90 s); short of a proof, expiry as before.
+func TestProvenDeadOwnerIsTakenAtOnce(t *testing.T) {
+	held := func(n int) []lease.Lease {
+		ls := rows(n, "old-1")
+		for i := range ls {
+			ls[i].Holder = lease.Identity{Address: "10.0.0.9:7946", Host: "h/boot/ns", PID: 99}
+		}
+		return ls
+	}
+	t.Run("the shell proves it", func(t *testing.T) {
+		n := newX(t, "new-1", true)
+		n.step(Started{})
+		n.step(ViewChanged{Members: members("new-1")})
+		effs := n.read(held(3))
+		pd, ok := find[ProveDead](effs)
+		if !ok || pd.Owner != "old-1" || pd.Identity.PID != 99 {
+			t.Fatalf("no proof asked for: %v", effs)
+		}
+		if len(takes(effs)) != 0 {
+			t.Fatal("took before the proof")
+		}
+		if _, again := find[ProveDead](n.tick(time.Second)); again {
+			t.Fatal("asked twice while the first proof is under way")
+		}
+		got := takes(n.step(ProofDone{Owner: "old-1", Dead: true, How: "process gone"}))
+		if len(got) != 3 || got["shardId-000000000000"] != TakeDeadOwner {
+			t.Fatalf("takes %v after the proof", got)
+		}
+	})
+	t.Run("another member has its address", func(t *testing.T) {
+		n := newX(t, "new-1", true)
+		n.step(Started{})
+		ms := members("new-1", "new-2")
+		ms[1].Addr = "10.0.0.9:7946" // new-2 took the dead node's port
+		n.step(ViewChanged{Members: ms})
+		effs := n.read(held(6))
+		if _, asked := find[ProveDead](effs); asked {
+			t.Fatal("asked the shell although the view proves it")
+		}
+		for k, r := range takes(effs) {
+			if r != TakeDeadOwner || n.m.Assignment(k) != "new-1" {
+				t.Fatalf("take of %s: %s (assigned to %s)", k, r, n.m.Assignment(k))
+			}
+		}
+	})
+	t.Run("no proof: expiry", func(t *testing.T) {
+		n := newX(t, "new-1", true)
+		n.step(Started{})
+		n.step(ViewChanged{Members: members("new-1")})
+		n.read(held(2))
+		n.step(ProofDone{Owner: "old-1", Dead: false})
+		var asked int
+		for range 16 { // 4 s: no retry yet, no take
+			effs := n.tick(250 * time.Millisecond)
+			if len(takes(effs)) > 0 {
+				t.Fatal("took a lease of an owner not proven dead before expiry")
+			}
+			if _, ok := find[ProveDead](effs); ok {
+				asked++
+			}
+		}
+		if asked != 0 {
+			t.Fatalf("asked again within %s", ProofRetry)
+		}
+		effs := n.tick(2 * time.Second)
+		if _, ok := find[ProveDead](effs); !ok {
+			t.Fatal("no second proof after ProofRetry")
+		}
+		n.step(ProofDone{Owner: "old-1", Dead: false})
+		if got := takes(n.tick(4 * time.Second)); len(got) != 2 {
+			t.Fatalf("takes %v at expiry", got)
+		}
+	})
+	t.Run("a single node restarted on its host", func(t *testing.T) {
+		n := newX(t, "new-1", false)
+		n.step(Started{})
+		pd := must[ProveDead](t, n.read(held(2)))
+		if pd.Owner != "old-1" {
+			t.Fatalf("proof of %s", pd.Owner)
+		}
+		if got := takes(n.step(ProofDone{Owner: "old-1", Dead: true})); len(got) != 2 {
+			t.Fatalf("takes %v", got)
+		}
+	})
+}

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kinactor/kinactor/internal/lease"
+
 	"github.com/kinactor/kinactor/cluster"
 )
 
@@ -230,7 +232,13 @@ func (m *Machine) evaluate(now time.Time, key string, out *effects) {
 	take := func(reason string, unowned time.Duration) {
 		m.taking[key] = true
 		m.tried[key] = l.Counter
-		out.add(Take{Lease: l, Reason: reason, UnownedFor: unowned})
+		t := Take{Lease: l, Reason: reason, UnownedFor: unowned}
+		if p, known := m.progress[key]; holder != m.cfg.Me {
+			if cp, ok := Resume(l, p, known); ok {
+				t.Resume = &cp
+			}
+		}
+		out.add(t)
 		out.note(-4, "taking lease", "shard", key, "reason", reason, "owner", l.Owner, "counter", l.Counter)
 	}
 	// behind: position of this node among the takers of last resort, and
@@ -247,6 +255,9 @@ func (m *Machine) evaluate(now time.Time, key string, out *effects) {
 	// wait asks to be woken when a standstill of need is reached.
 	wait := func(need, still time.Duration) {
 		m.expiry.wake(key, now.Add(need-still))
+	}
+	if holder != "" && holder != m.cfg.Me && !m.isGone(holder) && !m.inView(holder) {
+		m.prove(now, key, holder, l.Holder, out)
 	}
 	switch {
 	case holder == m.cfg.Me:
@@ -298,6 +309,63 @@ func (m *Machine) evaluate(now time.Time, key string, out *effects) {
 			return
 		}
 		wait(need, still)
+	}
+}
+
+// inView: the member is in the gossip view (without gossip, only this node).
+func (m *Machine) inView(name string) bool {
+	if !m.cfg.Clustered {
+		return name == m.cfg.Me
+	}
+	_, ok := m.members[name]
+	return ok
+}
+
+// ProofRetry is how long an owner that could not be proven dead waits
+// before it is tried again.
+const ProofRetry = 5 * time.Second
+
+// prove tries to prove dead the owner of key, who is outside the gossip
+// view: a restart gives a node a new name, so an owner nobody sees is
+// usually gone, but only a proof lets its leases go before they expire.
+// Another member now at its gossip address proves it (two processes cannot
+// bind one port; the view says so without a call); the shell checks the
+// rest (ProveDead). Without a proof, expiry as before.
+func (m *Machine) prove(now time.Time, key, owner string, id lease.Identity, out *effects) {
+	if id == (lease.Identity{}) {
+		return // a row another library wrote: no identity, expiry only
+	}
+	if id.Address != "" {
+		for name, mi := range m.members {
+			if name != owner && mi.m.Addr == id.Address {
+				m.provenDead(now, owner, "another member, "+name+", has its gossip address "+id.Address, out)
+				return
+			}
+		}
+	}
+	if m.proving[owner] {
+		return
+	}
+	if at, ok := m.proofAt[owner]; ok && now.Sub(at) < ProofRetry {
+		m.expiry.wake(key, at.Add(ProofRetry))
+		return
+	}
+	m.proving[owner] = true
+	out.add(ProveDead{Owner: owner, Identity: id})
+}
+
+// provenDead acts on a proof that owner is dead: it is gone, as if gossip
+// had seen it die.
+func (m *Machine) provenDead(now time.Time, owner, how string, out *effects) {
+	if _, ok := m.gone[owner]; ok {
+		return
+	}
+	m.gone[owner] = now
+	out.note(0, "lease owner proven dead", "owner", owner, "how", how)
+	for k, l := range m.leases {
+		if l.Owner == owner {
+			m.dirty[k] = true
+		}
 	}
 }
 

@@ -151,6 +151,11 @@ type (
 	// service it stalled on ("kinesis", "dynamodb", "processor"), "" when
 	// it moves again.
 	Stalled struct{ Cause string }
+	// Acked: the processor acknowledged records up to Checkpoint, which the
+	// next checkpoint write will write (the shell tells the shard's
+	// successors, so that a new owner after a crash need not read again
+	// what was already processed).
+	Acked struct{ Checkpoint lease.Checkpoint }
 	// CheckpointRefusedEffect reports a refused checkpoint request (for
 	// metrics and logs); a Notify with messages.CheckpointRefused precedes it.
 	CheckpointRefusedEffect struct{ Err error }
@@ -183,6 +188,7 @@ func (StartTimer) isEffect()              {}
 func (DeadLetterBatch) isEffect()         {}
 func (ReplaceProcessor) isEffect()        {}
 func (Stalled) isEffect()                 {}
+func (Acked) isEffect()                   {}
 func (CheckpointRefusedEffect) isEffect() {}
 func (ProcessorFailure) isEffect()        {}
 func (Finished) isEffect()                {}

@@ -970,6 +970,9 @@ func (m *Machine) acceptCheckpoint(now time.Time, req messages.Checkpoint, batch
 		}
 	}
 	m.target = cp
+	if !cp.IsShardEnd() {
+		out.add(Acked{Checkpoint: cp})
+	}
 	m.queueWrite(now, &WriteCheckpoint{Checkpoint: cp}, out)
 }
 
