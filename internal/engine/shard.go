@@ -126,6 +126,8 @@ type shardActor struct {
 	inflight  messages.Records
 	sentAt    time.Time
 	finished  bool
+	told      bool // LeaseLost or ShardEnded was sent to the processor: see finish
+	stopping  bool
 	restarted atomic.Int64
 }
 
@@ -167,6 +169,7 @@ func (a *shardActor) Receive(ctx actor.Context) {
 		a.proc = ctx.Spawn(a.deps.Processor)
 		a.step(ctx, shardfsm.Start{LeaseWrittenAt: a.takenAt})
 	case *actor.Stopping, *actor.Restarting:
+		a.stopping = true
 		a.stopTimers()
 		if a.cancel != nil {
 			a.cancel()
@@ -374,6 +377,10 @@ func (a *shardActor) run(ctx actor.Context, eff shardfsm.Effect) {
 		a.inflight, a.sentAt = e.Batch, time.Now()
 		ctx.Request(a.proc, e.Batch)
 	case shardfsm.Notify:
+		switch e.Msg.(type) {
+		case messages.LeaseLost, messages.ShardEnded:
+			a.told = true
+		}
 		if _, ok := e.Msg.(messages.ShutdownRequested); ok {
 			ctx.Request(a.proc, e.Msg)
 		} else {
@@ -563,12 +570,33 @@ func (a *shardActor) finish(ctx actor.Context, f shardfsm.Finished) {
 	a.setState(ctx, 0)
 	a.deps.Metrics.ShardsFinished.WithLabelValues(f.Outcome.String()).Inc()
 	a.log.Info("shard finished", "outcome", f.Outcome.String(), "checkpoint", a.m.Checkpoint().SequenceNumber, "err", f.Err)
-	if p := ctx.Parent(); p != nil {
-		// The parent stops this actor when it has read ShardFinished, so
-		// that Terminated (a system message, delivered first) cannot
-		// overtake it.
-		ctx.Send(p, ShardFinished{ShardID: a.lease.Key, Outcome: f.Outcome, Children: f.Children, Err: f.Err, Counter: a.lease.Counter, Cause: a.m.StalledOn()})
+	done := ShardFinished{ShardID: a.lease.Key, Outcome: f.Outcome, Children: f.Children, Err: f.Err, Counter: a.lease.Counter, Cause: a.m.StalledOn()}
+	end := func() {
+		if p := ctx.Parent(); p != nil {
+			// The parent stops this actor when it has read ShardFinished,
+			// so that Terminated (a system message, delivered first) cannot
+			// overtake it.
+			ctx.Send(p, done)
+			return
+		}
+		ctx.Stop(a.self)
+	}
+	if !a.told {
+		end()
 		return
 	}
-	ctx.Stop(a.self)
+	// Stopping this actor stops the processor by a system message, which
+	// overtakes the processor's mail: the LeaseLost or ShardEnded just
+	// sent would be dropped. End once the processor has read it (it
+	// answers a Touch sent after it), or after NotifyGrace.
+	ctx.ReenterAfter(ctx.RequestFuture(a.proc, &actor.Touch{}, NotifyGrace), func(any, error) {
+		if !a.stopping {
+			end()
+		}
+	})
 }
+
+// NotifyGrace bounds how long a finished shard actor waits for its
+// processor to read its last message (LeaseLost, ShardEnded) before it
+// ends: a processor stuck in a batch is stopped without it.
+const NotifyGrace = time.Second
