@@ -208,6 +208,7 @@ func (n *Node) Start(ctx context.Context) error {
 			Logger:         log.With("component", "memberlist"),
 			OnEvent:        fwd.forward,
 			Transport:      cl.Transport,
+			Watch:          earlyDetection(cl),
 		})
 		if err != nil {
 			return fmt.Errorf("kinactor: cluster: %w", err)
@@ -237,6 +238,15 @@ func (n *Node) Start(ctx context.Context) error {
 	fwd.set(n.sys, n.coord, n.membership)
 	n.started = true
 	return nil
+}
+
+// earlyDetection: on with the network transport, off with a custom one
+// unless asked for (cluster.Config.EarlyDetection).
+func earlyDetection(cl *cluster.Config) bool {
+	if cl.EarlyDetection != nil {
+		return *cl.EarlyDetection
+	}
+	return cl.Transport == nil
 }
 
 // Version is kinactor's version, gossiped in node meta.

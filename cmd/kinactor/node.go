@@ -167,6 +167,8 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 				return fmt.Errorf("node: --test-faults: --bind %q: %w", *bind, err)
 			}
 			cl.Transport = dt
+			early := true // the test transport wraps memberlist's own: real TCP addresses
+			cl.EarlyDetection = &early
 		}
 		cfg.Cluster = cl
 	}

@@ -57,6 +57,11 @@ type Config struct {
 	// Transport replaces memberlist's UDP/TCP transport (tests:
 	// MockNetwork, DropTransport). BindAddr is then ignored.
 	Transport memberlist.NodeAwareTransport
+
+	// Watch turns early crash detection on (watch.go): a watch listener on
+	// WatchHost (default: BindAddr's host), gossiped in the meta.
+	Watch     bool
+	WatchHost string
 }
 
 // Defaults.
@@ -125,6 +130,10 @@ type Membership struct {
 	lifeMu  sync.Mutex
 	stopped bool
 	done    chan struct{}
+
+	watch     *watcher     // nil without early detection
+	watchAddr string       // gossiped in the meta, "" without early detection
+	early     atomic.Int64 // members declared dead early
 }
 
 // Start creates the memberlist, joins the seeds (a failed join is logged,
@@ -190,6 +199,15 @@ func Start(cfg Config) (*Membership, error) {
 	mc.Delegate = d
 	mc.Events = d
 
+	if cfg.Watch {
+		host := cfg.WatchHost
+		if host == "" {
+			host, _, _ = net.SplitHostPort(cfg.BindAddr)
+		}
+		if m.watch, err = newWatcher(m, host); err != nil {
+			return nil, fmt.Errorf("cluster: early detection: %w", err)
+		}
+	}
 	go m.pump()
 	ml, err := memberlist.Create(mc)
 	if err != nil {
@@ -198,6 +216,17 @@ func Start(cfg Config) (*Membership, error) {
 	}
 	m.ml = ml
 	m.addr = ml.LocalNode().Address()
+	if m.watch != nil {
+		m.watchAddr = m.watch.addr(m.addr)
+		meta := cfg.Meta
+		meta.Watch = m.watchAddr
+		if b, err := meta.Encode(); err == nil {
+			m.metaMu.Lock()
+			m.meta = b
+			m.metaMu.Unlock()
+			_ = ml.UpdateNode(0)
+		}
+	}
 	if seeds := m.seedsToJoin(); len(seeds) > 0 {
 		if n, err := ml.Join(seeds); err != nil {
 			m.log.Warn("joining seeds", "seeds", seeds, "joined", n, "err", err)
@@ -247,6 +276,7 @@ func (m *Membership) Members() []cluster.Member {
 // UpdateMeta gossips new meta for this node (waits up to 1s for the
 // update to be sent).
 func (m *Membership) UpdateMeta(meta cluster.Meta) error {
+	meta.Watch = m.watchAddr // the membership's own: kept whatever the caller says
 	b, err := meta.Encode()
 	if err != nil {
 		return err
@@ -349,10 +379,26 @@ func (m *Membership) Shutdown() error {
 	return err
 }
 
-// stop ends the pump and the rejoin loop (pending events are dropped).
+// stop ends the pump, the rejoin loop and early detection (pending events
+// are dropped).
 func (m *Membership) stop() {
 	m.stopped = true
 	close(m.done)
+	if m.watch != nil {
+		m.watch.close()
+	}
+}
+
+// EarlyDeaths counts the members this node declared dead by early
+// detection, ahead of gossip.
+func (m *Membership) EarlyDeaths() int64 { return m.early.Load() }
+
+// member returns a live member by name.
+func (m *Membership) member(name string) (cluster.Member, bool) {
+	m.memMu.Lock()
+	defer m.memMu.Unlock()
+	mem, ok := m.members[name]
+	return mem, ok
 }
 
 // seedsToJoin lists the seeds that are not ourselves and not the address
@@ -542,6 +588,9 @@ func (m *Membership) setMember(mem cluster.Member, live bool) {
 		delete(m.members, mem.Name)
 	}
 	m.nodes.Store(int64(len(m.members)))
+	if live && m.watch != nil {
+		m.watch.watch(mem)
+	}
 }
 
 // userBroadcast is a user message in the TransmitLimitedQueue.

@@ -417,3 +417,68 @@ func TestLogWriterLevels(t *testing.T) {
 		t.Fatalf("log routing:\n%s", out)
 	}
 }
+
+// A crashed member (its sockets closed, its gossip port refusing) is
+// declared dead by early detection, ahead of gossip's probes.
+func TestEarlyCrashDetection(t *testing.T) {
+	a := start(t, Config{Name: "a", BindAddr: "127.0.0.1:0", Watch: true})
+	b := start(t, Config{Name: "b", BindAddr: "127.0.0.1:0", Watch: true, Seeds: []string{a.m.Addr()}})
+	c := start(t, Config{Name: "c", BindAddr: "127.0.0.1:0", Watch: true, Seeds: []string{a.m.Addr()}})
+	for _, n := range []*node{a, b, c} {
+		eventually(t, 5*time.Second, n.m.Name()+" sees a,b,c", func() bool { return sees(n.m, "a", "b", "c") })
+	}
+	for _, n := range []*node{a, c} { // the watch connections are up
+		eventually(t, 5*time.Second, n.m.Name()+" watches b", func() bool {
+			mem, _ := n.m.member("b")
+			return mem.Meta.Watch != ""
+		})
+	}
+	// let the watch connections be dialed
+	eventually(t, 5*time.Second, "watch connections up", func() bool {
+		a.m.watch.mu.Lock()
+		na := len(a.m.watch.conns)
+		a.m.watch.mu.Unlock()
+		return na >= 2
+	})
+	t0 := time.Now()
+	_ = b.m.Shutdown() // a crash: no leave, the sockets close
+	for _, n := range []*node{a, c} {
+		eventually(t, 5*time.Second, n.m.Name()+" sees b die", func() bool { return n.log.has(MemberDied, "b") })
+		_, at, _ := n.log.find(func(e Event) bool { return e.Kind == MemberDied && e.Member.Name == "b" })
+		t.Logf("%s saw b die %v after the crash (early deaths %d)", n.m.Name(), at.Sub(t0), n.m.EarlyDeaths())
+		if n.m.EarlyDeaths() != 1 {
+			t.Errorf("%s: early deaths %d, want 1: b was found by gossip, not early", n.m.Name(), n.m.EarlyDeaths())
+		}
+	}
+	if sees(a.m, "b") {
+		t.Fatal("b still a member of a")
+	}
+}
+
+// A watch connection that ends while the member's gossip port still
+// answers (a network blip, a proxy restarting) declares nobody dead, and
+// the connection is dialed again.
+func TestEarlyDetectionNeedsARefusal(t *testing.T) {
+	a := start(t, Config{Name: "a", BindAddr: "127.0.0.1:0", Watch: true})
+	b := start(t, Config{Name: "b", BindAddr: "127.0.0.1:0", Watch: true, Seeds: []string{a.m.Addr()}})
+	watching := func(n *node) int {
+		n.m.watch.mu.Lock()
+		defer n.m.watch.mu.Unlock()
+		return len(n.m.watch.conns)
+	}
+	eventually(t, 5*time.Second, "a watches b", func() bool { return watching(a) == 1 && watching(b) == 1 })
+	a.m.watch.mu.Lock()
+	for c := range a.m.watch.conns {
+		c.Close() // both ends see the connection end
+	}
+	a.m.watch.mu.Unlock()
+	eventually(t, 5*time.Second, "the watch connection dialed again", func() bool {
+		return watching(a) == 1 && watching(b) == 1 && a.m.watch.redials() > 0
+	})
+	if a.m.EarlyDeaths() != 0 || b.m.EarlyDeaths() != 0 {
+		t.Fatalf("early deaths a=%d b=%d, want 0: both are alive", a.m.EarlyDeaths(), b.m.EarlyDeaths())
+	}
+	if !sees(a.m, "a", "b") || !sees(b.m, "a", "b") {
+		t.Fatal("a member was dropped")
+	}
+}

@@ -1,0 +1,247 @@
+package gossip
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/kinactor/kinactor/cluster"
+)
+
+// Early crash detection. Gossip needs about 1.3 s of missed probes to
+// declare a node dead; the kernel closes a killed process's sockets at
+// once. Every pair of members holds one plain TCP connection (the member
+// with the lower name dials the other's watch address, gossiped in its
+// meta), so each end sees the other's crash as an end of stream within
+// milliseconds. An end of stream is only a suspicion: it is confirmed by
+// dialing the member's gossip address, and only a refused connection
+// (nothing listens there any more) declares it dead, ahead of memberlist,
+// which agrees about a second later. A paused process keeps its sockets
+// (no end of stream), a partition drops packets (no refusal), and a crash
+// of the whole host sends nothing (gossip's probes find it): none of them
+// is declared dead early.
+
+// watchConfirmTimeout bounds the confirming dial of a gossip address.
+const watchConfirmTimeout = 300 * time.Millisecond
+
+type watcher struct {
+	m  *Membership
+	ln net.Listener
+
+	mu      sync.Mutex
+	conns   map[net.Conn]bool
+	dialing map[string]bool // members this node dials (a goroutine each)
+	closed  bool
+	dials   int // watch connections dialed
+}
+
+// redials counts the watch connections dialed after the first to a member.
+func (w *watcher) redials() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.dials - len(w.dialing)
+}
+
+func newWatcher(m *Membership, bindHost string) (*watcher, error) {
+	ln, err := net.Listen("tcp", net.JoinHostPort(bindHost, "0"))
+	if err != nil {
+		return nil, err
+	}
+	w := &watcher{m: m, ln: ln, conns: map[net.Conn]bool{}, dialing: map[string]bool{}}
+	go w.accept()
+	return w, nil
+}
+
+// addr is the watch address to gossip: the advertised host, the port bound.
+func (w *watcher) addr(advertise string) string {
+	_, port, _ := net.SplitHostPort(w.ln.Addr().String())
+	host, _, err := net.SplitHostPort(advertise)
+	if err != nil || host == "" || host == "0.0.0.0" || host == "::" {
+		host, _, _ = net.SplitHostPort(w.ln.Addr().String())
+	}
+	return net.JoinHostPort(host, port)
+}
+
+func (w *watcher) track(c net.Conn) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		c.Close()
+		return false
+	}
+	w.conns[c] = true
+	return true
+}
+
+func (w *watcher) untrack(c net.Conn) {
+	w.mu.Lock()
+	delete(w.conns, c)
+	w.mu.Unlock()
+	c.Close()
+}
+
+func (w *watcher) close() {
+	w.mu.Lock()
+	w.closed = true
+	conns := w.conns
+	w.conns = map[net.Conn]bool{}
+	w.mu.Unlock()
+	w.ln.Close()
+	for c := range conns {
+		c.Close()
+	}
+}
+
+// accept holds the connections of members that watch us; the first line
+// names the dialer, which this end watches in turn.
+func (w *watcher) accept() {
+	for {
+		c, err := w.ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			if !w.track(c) {
+				return
+			}
+			_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			name, err := bufio.NewReader(c).ReadString('\n')
+			if err != nil {
+				w.untrack(c)
+				return
+			}
+			_ = c.SetReadDeadline(time.Time{})
+			w.hold(c, strings.TrimSpace(name))
+		}()
+	}
+}
+
+// hold reads c until its end, then suspects name.
+func (w *watcher) hold(c net.Conn, name string) {
+	_, _ = io.Copy(io.Discard, c)
+	w.untrack(c)
+	w.suspect(name)
+}
+
+// watch makes sure this node watches mem, if it is its turn to dial (the
+// lower name dials) and mem gossips a watch address.
+func (w *watcher) watch(mem cluster.Member) {
+	if mem.Name == w.m.cfg.Name || mem.Meta.Watch == "" || w.m.cfg.Name > mem.Name {
+		return
+	}
+	w.mu.Lock()
+	if w.closed || w.dialing[mem.Name] {
+		w.mu.Unlock()
+		return
+	}
+	w.dialing[mem.Name] = true
+	w.mu.Unlock()
+	go w.dialLoop(mem.Name)
+}
+
+// dialLoop keeps a watch connection to name while it is a member.
+func (w *watcher) dialLoop(name string) {
+	defer func() {
+		w.mu.Lock()
+		delete(w.dialing, name)
+		w.mu.Unlock()
+	}()
+	for {
+		mem, ok := w.m.member(name)
+		if !ok || w.isClosed() {
+			return
+		}
+		d := net.Dialer{Timeout: time.Second}
+		c, err := d.Dial("tcp", mem.Meta.Watch)
+		if err == nil && w.track(c) {
+			w.mu.Lock()
+			w.dials++
+			w.mu.Unlock()
+			if _, err = io.WriteString(c, w.m.cfg.Name+"\n"); err == nil {
+				_, _ = io.Copy(io.Discard, c)
+			}
+			w.untrack(c)
+			if w.suspect(name) {
+				return
+			}
+		}
+		select {
+		case <-w.m.done:
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (w *watcher) isClosed() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.closed
+}
+
+// suspect confirms a suspicion of name's death by dialing its gossip
+// address, and declares it dead when a dial is refused. A killed process's
+// sockets are closed one by one as the kernel tears it down, so the watch
+// connection may end a moment before the gossip listener does: a dial that
+// connects is tried again, a few times over watchConfirmTimeout. It
+// reports whether name is dead.
+func (w *watcher) suspect(name string) bool {
+	deadline := time.Now().Add(watchConfirmTimeout)
+	for wait := watchRetryFirst; ; wait *= 2 {
+		if w.isClosed() {
+			return false
+		}
+		mem, ok := w.m.member(name)
+		if !ok {
+			return true // already gone
+		}
+		refused, err := dialRefused(mem.Addr, time.Until(deadline))
+		if refused {
+			kind, st := leftOrDead(mem)
+			mem.State = st
+			w.m.log.Info("member's sockets closed and its gossip port refuses: gone before gossip noticed", "member", name, "how", kind.String())
+			w.m.early.Add(1)
+			w.m.setMember(mem, false)
+			w.m.push(Event{Kind: kind, Member: mem})
+			return true
+		}
+		if err != nil || time.Now().Add(wait).After(deadline) {
+			// Not refused (a timeout, a partition, or it still listens):
+			// gossip's probes decide.
+			w.m.log.Debug("watch connection ended, member still answers", "member", name, "err", err)
+			return false
+		}
+		select {
+		case <-w.m.done:
+			return false
+		case <-time.After(wait):
+		}
+	}
+}
+
+// watchRetryFirst is the first pause between confirming dials (doubling).
+const watchRetryFirst = 10 * time.Millisecond
+
+// dialRefused dials addr once: refused reports a refused connection;
+// err is any other failure (nil when the dial connected).
+func dialRefused(addr string, timeout time.Duration) (refused bool, err error) {
+	if timeout <= 0 {
+		return false, context.DeadlineExceeded
+	}
+	d := net.Dialer{Timeout: timeout}
+	c, err := d.Dial("tcp", addr)
+	if err == nil {
+		c.Close()
+		return false, nil
+	}
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		return true, nil
+	}
+	return false, err
+}
