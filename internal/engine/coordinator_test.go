@@ -27,24 +27,9 @@ import (
 )
 
 // Tests of the coordinator and shard actor shells on the in-memory lease
-// store (held to DynamoDB Local by lease's contract test) and a fake idle
-// stream: restarts, crashes, stops.
-
-type idleShards struct{ ids []string }
-
-func (s idleShards) ListShards(context.Context) ([]stream.Shard, error) {
-	var out []stream.Shard
-	for _, id := range s.ids {
-		out = append(out, stream.Shard{ID: id})
-	}
-	return out, nil
-}
-func (idleShards) Iterator(context.Context, string, stream.Position) (string, error) {
-	return "it", nil
-}
-func (idleShards) GetRecords(context.Context, string, int32) (stream.Batch, error) {
-	return stream.Batch{NextIterator: "it"}, nil
-}
+// store (held to DynamoDB Local by lease's contract test) and the
+// in-memory stream (held to kinesalite by stream's), here idle: restarts,
+// crashes, stops.
 
 type fakeGossip struct {
 	me        string
@@ -89,10 +74,12 @@ type shellEnv struct {
 	gs    *fakeGossip
 }
 
+// testDeps are the deps of a node reading an idle stream of the shards
+// ids (shardId-000000000000 and on).
 func testDeps(store lease.Store, ids []string, proc *actor.Props, log *slog.Logger) *Deps {
 	b := backoff.Policy{Base: 20 * time.Millisecond, Cap: 200 * time.Millisecond}
 	return &Deps{
-		Owner: "me", Store: store, Stream: idleShards{ids}, Processor: proc,
+		Owner: "me", Store: store, Stream: stream.NewMemStream("test", len(ids)), Processor: proc,
 		Machine: shardfsm.Config{
 			MaxRecords: 100, MinFetchInterval: 200 * time.Millisecond, IdleTimeBetweenReads: 200 * time.Millisecond,
 			ParentPollInterval: 200 * time.Millisecond, RenewInterval: time.Second, CheckpointInterval: time.Second,
