@@ -13,9 +13,12 @@ import (
 	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	kintypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
+
+	"github.com/kinactor/kinactor/internal/awswait"
 )
 
 func TestServers(t *testing.T) {
+	SkipShort(t)
 	for _, kind := range Kinds {
 		t.Run(string(kind), func(t *testing.T) {
 			t.Parallel()
@@ -72,11 +75,8 @@ func exerciseKinesis(ctx context.Context, t *testing.T, c *kinesis.Client) {
 	// Create delays are zero, but creation is still asynchronous: the server
 	// answers CREATING and flips to ACTIVE on a later tick. Wait as a client
 	// of real Kinesis must.
-	if err := kinesis.NewStreamExistsWaiter(c, func(o *kinesis.StreamExistsWaiterOptions) {
-		o.MinDelay = 20 * time.Millisecond
-		o.MaxDelay = 200 * time.Millisecond
-	}).Wait(ctx, &kinesis.DescribeStreamInput{StreamName: name}, 30*time.Second); err != nil {
-		t.Fatalf("stream never became ACTIVE: %v", err)
+	if _, err := awswait.Stream(ctx, c, *name, 30*time.Second); err != nil {
+		t.Fatal(err)
 	}
 	d, err := c.DescribeStreamSummary(ctx, &kinesis.DescribeStreamSummaryInput{StreamName: name})
 	if err != nil {
@@ -108,11 +108,8 @@ func exerciseDynamoDB(ctx context.Context, t *testing.T, c *dynamodb.Client) {
 	// CreateTable answers CREATING even with a zero create delay (dynalite
 	// flips the table to ACTIVE on a later tick, and a PutItem before that
 	// fails with ResourceNotFoundException): wait for ACTIVE.
-	if err := dynamodb.NewTableExistsWaiter(c, func(o *dynamodb.TableExistsWaiterOptions) {
-		o.MinDelay = 20 * time.Millisecond
-		o.MaxDelay = 200 * time.Millisecond
-	}).Wait(ctx, &dynamodb.DescribeTableInput{TableName: table}, 30*time.Second); err != nil {
-		t.Fatalf("table never became ACTIVE: %v", err)
+	if err := awswait.Table(ctx, c, *table, 30*time.Second); err != nil {
+		t.Fatal(err)
 	}
 	put := &dynamodb.PutItemInput{
 		TableName:           table,
@@ -165,6 +162,7 @@ func TestTakenPort(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	SkipShort(t)
 	t.Cleanup(func() { l.Close() }) // after the parallel subtests
 	port := l.Addr().(*net.TCPAddr).Port
 	for _, kind := range Kinds {
