@@ -287,16 +287,8 @@ func TestProduceNodeStatus(t *testing.T) {
 	})
 
 	code, body := httpGet(t, base+"/status")
-	var st struct {
-		Node    string            `json:"node"`
-		Members []json.RawMessage `json:"members"`
-		Shards  []struct {
-			Shard string `json:"shard"`
-			State string `json:"state"`
-		} `json:"shards"`
-	}
-	if code != 200 || json.Unmarshal([]byte(body), &st) != nil || st.Node != ready.Node || len(st.Members) == 0 {
-		t.Fatalf("/status: %d %s", code, body)
+	if st, err := decodeNodeStatus([]byte(body)); code != 200 || err != nil || st.Node != ready.Node || len(st.Members) == 0 {
+		t.Fatalf("/status: %d %s (%v)", code, body, err)
 	}
 	if code, body := httpGet(t, base+"/metrics"); code != 200 || !strings.Contains(body, "kinactor_records_processed_total") {
 		t.Fatalf("/metrics: %d, kinactor_records_processed_total missing", code)

@@ -3,167 +3,21 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"strconv"
+	"slices"
 	"strings"
-	"sync"
 	"text/tabwriter"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
-	"github.com/aws/aws-sdk-go-v2/service/kinesis"
-
-	"github.com/kinactor/kinactor/internal/ledger"
+	"github.com/kinactor/kinactor/internal/awswait"
 	"github.com/kinactor/kinactor/internal/testenv/clusterrun"
 	"github.com/kinactor/kinactor/internal/testenv/localaws"
 )
-
-// localEnv is a local Kinesis and DynamoDB server pair and what a node
-// process needs to reach them.
-type localEnv struct {
-	kin, ddb *localaws.Server
-	env      []string // for the node processes
-	kc       *kinesis.Client
-}
-
-// startLocalEnv starts kinesalite and DynamoDB Local (or dynalite) in
-// parallel.
-func startLocalEnv(ctx context.Context, dir string, dynalite bool, serverLog io.Writer) (*localEnv, error) {
-	dk := localaws.DynamoDBLocal
-	if dynalite {
-		dk = localaws.Dynalite
-	}
-	var (
-		wg         sync.WaitGroup
-		e          localEnv
-		kErr, dErr error
-	)
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		e.kin, kErr = localaws.Start(ctx, localaws.Kinesalite, localaws.Options{Dir: dir, Log: serverLog})
-	}()
-	go func() {
-		defer wg.Done()
-		e.ddb, dErr = localaws.Start(ctx, dk, localaws.Options{Dir: dir, Log: serverLog})
-	}()
-	wg.Wait()
-	if err := errors.Join(kErr, dErr); err != nil {
-		_ = e.stop()
-		return nil, fmt.Errorf("starting local servers (install them with `make deps`; run from the repository or pass --dir): %w", err)
-	}
-	e.env = []string{
-		"AWS_ENDPOINT_URL_KINESIS=" + e.kin.Endpoint,
-		"AWS_ENDPOINT_URL_DYNAMODB=" + e.ddb.Endpoint,
-		"AWS_REGION=us-east-1", "AWS_ACCESS_KEY_ID=local", "AWS_SECRET_ACCESS_KEY=local",
-		"AWS_SESSION_TOKEN=", "AWS_PROFILE=", "AWS_ENDPOINT_URL=", "AWS_EC2_METADATA_DISABLED=true",
-	}
-	e.kc = kinesis.NewFromConfig(aws.Config{
-		Region:      "us-east-1",
-		Credentials: credentials.NewStaticCredentialsProvider("local", "local", ""),
-	}, func(o *kinesis.Options) { o.BaseEndpoint = aws.String(e.kin.Endpoint) })
-	return &e, nil
-}
-
-func (e *localEnv) stop() error { return errors.Join(e.kin.Stop(), e.ddb.Stop()) } // Stop is nil-safe
-
-// waitFlowing polls the ledgers until each of shards has a record
-// processed by a node other than victim after at.
-func waitFlowing(ctx context.Context, c *clusterrun.Cluster, victim string, shards []string, at time.Time, timeout time.Duration) error {
-	return pollFor(ctx, timeout, func() error {
-		es, err := ledger.ReadDir(c.LedgerDir())
-		if err != nil {
-			return err
-		}
-		again := map[string]bool{}
-		for _, e := range es {
-			if e.Node != victim && e.TS > at.UnixMilli() {
-				again[e.Shard] = true
-			}
-		}
-		for _, s := range shards {
-			if !again[s] {
-				return fmt.Errorf("no record of %s processed by another node since %s stopped", s, victim)
-			}
-		}
-		return nil
-	})
-}
-
-// waitAllProcessed polls the ledgers until every produced record is in
-// one, and returns the analysis.
-func waitAllProcessed(ctx context.Context, c *clusterrun.Cluster, produced map[string]int, timeout time.Duration) (clusterrun.Report, error) {
-	var rep clusterrun.Report
-	err := pollFor(ctx, timeout, func() error {
-		es, err := ledger.ReadDir(c.LedgerDir())
-		if err != nil {
-			return err
-		}
-		rep = clusterrun.Analyze(es, produced, c.Events())
-		if rep.Lost > 0 {
-			return fmt.Errorf("%d of %d records in no ledger, e.g. %v", rep.Lost, rep.Produced, rep.LostSamples)
-		}
-		return nil
-	})
-	return rep, err
-}
-
-// pollFor calls f every 100ms until it returns nil, ctx is done or timeout
-// passes (then the last error is returned).
-func pollFor(ctx context.Context, timeout time.Duration, f func() error) error {
-	deadline := time.Now().Add(timeout)
-	t := time.NewTicker(100 * time.Millisecond)
-	defer t.Stop()
-	for {
-		err := f()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not within %s: %w", timeout, err)
-		}
-		select {
-		case <-ctx.Done():
-			return errors.Join(ctx.Err(), err)
-		case <-t.C:
-		}
-	}
-}
-
-// sumCounter sums the samples of a Prometheus counter in text format, in
-// total and by the value of label byLabel.
-func sumCounter(text, name, byLabel string) (float64, map[string]float64) {
-	total, by := 0.0, map[string]float64{}
-	for line := range strings.SplitSeq(text, "\n") {
-		if !strings.HasPrefix(line, name) {
-			continue
-		}
-		rest := line[len(name):]
-		if rest == "" || (rest[0] != '{' && rest[0] != ' ') {
-			continue // another metric with this prefix
-		}
-		f := strings.Fields(line)
-		v, err := strconv.ParseFloat(f[len(f)-1], 64)
-		if err != nil {
-			continue
-		}
-		total += v
-		if i := strings.Index(rest, byLabel+`="`); i >= 0 {
-			lv := rest[i+len(byLabel)+2:]
-			if j := strings.IndexByte(lv, '"'); j >= 0 {
-				by[lv[:j]] += v
-			}
-		}
-	}
-	return total, by
-}
 
 // benchResult is what failover-bench reports (--json prints it).
 type benchResult struct {
@@ -259,19 +113,24 @@ func runFailoverBench(ctx context.Context, args []string, stdout, stderr io.Writ
 		defer os.RemoveAll(wd)
 	}
 
-	env, err := startLocalEnv(ctx, *dir, *dynalite, nil)
+	dynamo := localaws.DynamoDBLocal
+	if *dynalite {
+		dynamo = localaws.Dynalite
+	}
+	env, err := startLocalEnv(ctx, *dir, dynamo, nil)
 	if err != nil {
 		return fmt.Errorf("failover-bench: %w", err)
 	}
-	defer env.stop()
+	defer env.Stop()
+	kc := env.KinesisClient()
 	const name = "kinactor-failover-bench"
-	if err := ensureStream(ctx, env.kc, name, int32(*shards)); err != nil {
+	if _, err := awswait.EnsureStream(ctx, kc, name, int32(*shards), time.Minute); err != nil {
 		return fmt.Errorf("failover-bench: %w", err)
 	}
 	logf("servers up, stream %s with %d shards", name, *shards)
 
 	// One node creates the lease rows, then the others join.
-	c, err := clusterrun.Start(ctx, clusterrun.Options{Bin: bin, Dir: wd, App: name, Stream: name, Env: env.env, Nodes: 1})
+	c, err := clusterrun.Start(ctx, clusterrun.Options{Bin: bin, Dir: wd, App: name, Stream: name, Env: env.Environ(), Nodes: 1})
 	if err != nil {
 		return fmt.Errorf("failover-bench: %w", err)
 	}
@@ -288,7 +147,7 @@ func runFailoverBench(ctx context.Context, args []string, stdout, stderr io.Writ
 		return failed(err)
 	}
 	runStart := time.Now()
-	prod := clusterrun.StartProducer(env.kc, name, *keys, *rate)
+	prod := clusterrun.StartProducer(kc, name, *keys, *rate)
 	defer prod.Stop()
 	logf("%d nodes balanced; producing %g records/s", *nodes, *rate)
 	if err := waitProduced(ctx, prod, int(2**rate)); err != nil {
@@ -305,9 +164,8 @@ func runFailoverBench(ctx context.Context, args []string, stdout, stderr io.Writ
 			logf("metrics of %s: %v", p.Name, err)
 			return
 		}
-		t, by := sumCounter(m, "kinactor_lease_writes_total", "op")
-		leaseWrites += t
-		for k, v := range by {
+		leaseWrites += m.Sum("kinactor_lease_writes_total")
+		for k, v := range m.SumBy("kinactor_lease_writes_total", "op") {
 			writesByOp[k] += v
 		}
 	}
@@ -318,13 +176,9 @@ func runFailoverBench(ctx context.Context, args []string, stdout, stderr io.Writ
 		graceful := round%5 == 0
 		live := c.Nodes()
 		victim := live[rng.IntN(len(live))]
-		st, err := c.Status(ctx, victim)
+		vs, err := shardsOf(ctx, c, victim)
 		if err != nil {
 			return failed(err)
-		}
-		var vs []string
-		for _, s := range st.Shards {
-			vs = append(vs, s.ShardID)
 		}
 		collect(victim)
 		var at time.Time
@@ -438,19 +292,11 @@ func printBench(w io.Writer, r benchResult) {
 	for op, v := range r.LeaseWritesByOp {
 		ops = append(ops, fmt.Sprintf("%s %.0f", op, v))
 	}
-	sortStrings(ops)
+	slices.Sort(ops)
 	missed := ""
 	if r.MetricsMissed > 0 {
 		missed = fmt.Sprintf("; metrics of %d nodes missed", r.MetricsMissed)
 	}
 	fmt.Fprintf(tw, "lease writes per shard-hour\t%.0f\t(%.0f writes: %s; includes the run's churn%s)\n", r.LeaseWritesPerSH, r.LeaseWrites, strings.Join(ops, ", "), missed)
 	_ = tw.Flush()
-}
-
-func sortStrings(s []string) {
-	for i := 1; i < len(s); i++ {
-		for j := i; j > 0 && s[j] < s[j-1]; j-- {
-			s[j], s[j-1] = s[j-1], s[j]
-		}
-	}
 }

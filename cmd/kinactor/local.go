@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"sync"
 
 	"github.com/kinactor/kinactor/internal/testenv/localaws"
 )
@@ -59,32 +58,15 @@ func runLocal(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 	// Start both in parallel; server output goes to stderr so stdout stays
 	// eval-able.
-	var (
-		wg       sync.WaitGroup
-		kin, ddb *localaws.Server
-		kErr     error
-		dErr     error
-	)
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		kin, kErr = localaws.Start(ctx, kk, localaws.Options{Port: *kinesisPort, Dir: *dir, Log: stderr})
-	}()
-	go func() {
-		defer wg.Done()
-		ddb, dErr = localaws.Start(ctx, dk, localaws.Options{Port: *dynamoPort, Dir: *dir, Log: stderr})
-	}()
-	wg.Wait()
-	stop := func() error {
-		return errors.Join(kin.Stop(), ddb.Stop()) // Stop is nil-safe
-	}
-	if err := errors.Join(kErr, dErr); err != nil {
-		stopErr := stop()
+	env, err := localaws.StartEnv(ctx, kk, localaws.Options{Port: *kinesisPort, Dir: *dir, Log: stderr},
+		dk, localaws.Options{Port: *dynamoPort, Dir: *dir, Log: stderr})
+	if err != nil {
 		if ctx.Err() != nil {
-			return stopErr // interrupted while starting: not a failure
+			return nil // interrupted while starting: not a failure
 		}
-		return errors.Join(err, stopErr)
+		return err
 	}
+	kin, ddb := env.Kinesis, env.DynamoDB
 
 	fmt.Fprintf(stdout, "export AWS_ENDPOINT_URL_KINESIS=%s\n", kin.Endpoint)
 	fmt.Fprintf(stdout, "export AWS_ENDPOINT_URL_DYNAMODB=%s\n", ddb.Endpoint)
@@ -95,10 +77,10 @@ func runLocal(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 	select {
 	case <-ctx.Done():
-		return stop()
+		return env.Stop()
 	case <-kin.Exited():
-		return errors.Join(fmt.Errorf("local: %s exited unexpectedly (%v); log tail:\n%s", kk, kin.ExitErr(), kin.LogTail()), stop())
+		return errors.Join(fmt.Errorf("local: %s exited unexpectedly (%v); log tail:\n%s", kk, kin.ExitErr(), kin.LogTail()), env.Stop())
 	case <-ddb.Exited():
-		return errors.Join(fmt.Errorf("local: %s exited unexpectedly (%v); log tail:\n%s", dk, ddb.ExitErr(), ddb.LogTail()), stop())
+		return errors.Join(fmt.Errorf("local: %s exited unexpectedly (%v); log tail:\n%s", dk, ddb.ExitErr(), ddb.LogTail()), env.Stop())
 	}
 }

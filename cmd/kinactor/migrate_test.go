@@ -61,9 +61,6 @@ func TestMigrateFlagErrors(t *testing.T) {
 // shard with both its parents), and a second run reports the rows as
 // existing.
 func TestMigrateCommand(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts kinesis-mock and dynalite")
-	}
 	env := localaws.StartT(t, localaws.KinesisMock, localaws.Dynalite)
 	setAWSEnv(t, env)
 	ddb := env.DynamoDBClient()
@@ -87,13 +84,7 @@ func TestMigrateCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	poll(t, 30*time.Second, "vm-app ACTIVE", func() (bool, string) {
-		out, err := ddb.DescribeTable(ctx, &dynamodb.DescribeTableInput{TableName: aws.String("vm-app")})
-		if err != nil {
-			return false, err.Error()
-		}
-		return out.Table.TableStatus == dtypes.TableStatusActive, string(out.Table.TableStatus)
-	})
+	localaws.WaitTableT(t, ddb, "vm-app")
 	sv := func(v string) dtypes.AttributeValue { return &dtypes.AttributeValueMemberS{Value: v} }
 	for _, item := range []map[string]dtypes.AttributeValue{
 		{"ShardID": sv("shardId-000000000000"), "AssignedTo": sv("old-1"), "LeaseTimeout": sv(time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)), "Checkpoint": sv("SHARD_END")},

@@ -12,10 +12,11 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 
+	"github.com/kinactor/kinactor/internal/awswait"
 	"github.com/kinactor/kinactor/internal/backoff"
+	"github.com/kinactor/kinactor/internal/putrecords"
 	"github.com/kinactor/kinactor/internal/stream"
 )
 
@@ -25,10 +26,10 @@ import (
 // {"pk":"k7","n":12}, n counting per key from --start.
 //
 // Per-key order: entries a PutRecords call reports as failed are resent
-// alone, in order, until they succeed, before the next batch. A later entry
-// of the same key that succeeded in that call is then ahead of the failed
-// one; to rule that out, use --batch at most --keys (round-robin then puts
-// at most one entry per key in a call).
+// alone, in order, until they succeed, before the next batch
+// (putrecords.Writer). A later entry of the same key that succeeded in that
+// call is then ahead of the failed one; to rule that out, use --batch at
+// most --keys (round-robin then puts at most one entry per key in a call).
 func runProduce(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("produce", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -75,44 +76,27 @@ func runProduce(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return fmt.Errorf("produce: loading AWS config: %w", err)
 	}
 	kc := stream.NewSDKClient(awsCfg)
-	if err := ensureStream(ctx, kc, *streamName, int32(*shards)); err != nil {
+	if _, err := awswait.EnsureStream(ctx, kc, *streamName, int32(*shards), time.Minute); err != nil {
 		return fmt.Errorf("produce: %w", err)
 	}
+	w := putrecords.Writer{Client: kc, Stream: *streamName}
 
 	size := *batch
 	if *rate > 0 && float64(size) > *rate/10 {
 		size = max(1, int(*rate/10)) // about ten calls a second
 	}
-	next := make([]int, *keys)
-	for k := range next {
-		next[k] = *start
-	}
-	written := make([]int, *keys)
+	gen := putrecords.NewNumbered(*keys, *start)
 	began := time.Now()
 	for i := 0; i < *records; {
-		var entries []types.PutRecordsRequestEntry
-		for ; i < *records && len(entries) < size; i++ {
-			k := i % *keys
-			pk := fmt.Sprintf("k%d", k)
-			entries = append(entries, types.PutRecordsRequestEntry{
-				PartitionKey: aws.String(pk),
-				Data:         fmt.Appendf(nil, `{"pk":%q,"n":%d}`, pk, next[k]),
-			})
-			next[k]++
-		}
-		out := entries
+		entries := gen.Next(min(size, *records-i))
+		i += len(entries)
 		if *aggregate > 0 {
-			if out, err = aggregateByKey(entries, *aggregate); err != nil {
+			if entries, err = aggregateByKey(entries, *aggregate); err != nil {
 				return fmt.Errorf("produce: %w", err)
 			}
 		}
-		if err := putAll(ctx, kc, *streamName, out); err != nil {
+		if _, err := w.Put(ctx, entries); err != nil {
 			return fmt.Errorf("produce: %w", err)
-		}
-		for _, e := range entries {
-			var k int
-			fmt.Sscanf(aws.ToString(e.PartitionKey), "k%d", &k)
-			written[k]++
 		}
 		if *rate > 0 && i < *records {
 			due := began.Add(time.Duration(float64(i) / *rate * float64(time.Second)))
@@ -125,7 +109,7 @@ func runProduce(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "key\trecords\tfirst n\tlast n")
 	total := 0
-	for k, n := range written {
+	for k, n := range gen.Made() { // all written: a failed Put returned above
 		total += n
 		if n > 0 {
 			fmt.Fprintf(tw, "k%d\t%d\t%d\t%d\n", k, n, *start, *start+n-1)
@@ -135,70 +119,6 @@ func runProduce(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	_ = tw.Flush()
 	fmt.Fprintf(stdout, "wrote %d records to %s in %s\n", total, *streamName, time.Since(began).Round(time.Millisecond))
 	return nil
-}
-
-// putAll writes entries with PutRecords, resending the failed ones alone,
-// in order, until every entry is written (or 20 attempts).
-func putAll(ctx context.Context, kc *kinesis.Client, streamName string, entries []types.PutRecordsRequestEntry) error {
-	for attempt := 1; len(entries) > 0; attempt++ {
-		out, err := kc.PutRecords(ctx, &kinesis.PutRecordsInput{StreamName: aws.String(streamName), Records: entries})
-		if err != nil {
-			return fmt.Errorf("PutRecords: %w", err)
-		}
-		var failed []types.PutRecordsRequestEntry
-		var why string
-		for i, r := range out.Records {
-			if r.ErrorCode != nil {
-				failed = append(failed, entries[i])
-				why = aws.ToString(r.ErrorCode) + ": " + aws.ToString(r.ErrorMessage)
-			}
-		}
-		if len(failed) > 0 {
-			if attempt == 20 {
-				return fmt.Errorf("PutRecords: %d records still failing after %d attempts (%s)", len(failed), attempt, why)
-			}
-			if err := backoff.Sleep(ctx, min(time.Duration(attempt)*100*time.Millisecond, 2*time.Second)); err != nil {
-				return err
-			}
-		}
-		entries = failed
-	}
-	return nil
-}
-
-// ensureStream creates the stream with shards shards if it does not exist,
-// and waits until it is ACTIVE.
-func ensureStream(ctx context.Context, kc *kinesis.Client, name string, shards int32) error {
-	_, err := kc.DescribeStreamSummary(ctx, &kinesis.DescribeStreamSummaryInput{StreamName: aws.String(name)})
-	var nf *types.ResourceNotFoundException
-	if errors.As(err, &nf) {
-		_, err = kc.CreateStream(ctx, &kinesis.CreateStreamInput{StreamName: aws.String(name), ShardCount: aws.Int32(shards)})
-		var inUse *types.ResourceInUseException
-		if err != nil && !errors.As(err, &inUse) {
-			return fmt.Errorf("creating stream %s: %w", name, err)
-		}
-	} else if err != nil {
-		return fmt.Errorf("stream %s: %w", name, err)
-	}
-	return waitActive(ctx, kc, name, 60*time.Second)
-}
-
-// waitActive polls until the stream is ACTIVE.
-func waitActive(ctx context.Context, kc *kinesis.Client, name string, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	for {
-		out, err := kc.DescribeStreamSummary(ctx, &kinesis.DescribeStreamSummaryInput{StreamName: aws.String(name)})
-		if err == nil && out.StreamDescriptionSummary.StreamStatus == types.StreamStatusActive {
-			return nil
-		}
-		if serr := backoff.Sleep(ctx, 100*time.Millisecond); serr != nil {
-			if err == nil {
-				err = fmt.Errorf("status %s", out.StreamDescriptionSummary.StreamStatus)
-			}
-			return fmt.Errorf("stream %s not ACTIVE within %s: %w", name, timeout, errors.Join(err, serr))
-		}
-	}
 }
 
 // aggregateByKey packs the entries of each partition key, in order, into

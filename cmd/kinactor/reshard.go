@@ -16,7 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 
-	"github.com/kinactor/kinactor/internal/backoff"
+	"github.com/kinactor/kinactor/internal/awswait"
 	"github.com/kinactor/kinactor/internal/stream"
 )
 
@@ -131,20 +131,9 @@ func runReshard(ctx context.Context, args []string, stdout, stderr io.Writer) er
 
 	// Wait until ACTIVE with the new shards listed (right after the call the
 	// stream may still report ACTIVE and the old shards).
-	wctx, cancel := context.WithTimeout(ctx, *timeout)
-	defer cancel()
-	var after []stream.Shard
-	for {
-		if err := waitActive(wctx, kc, *streamName, *timeout); err != nil {
-			return fmt.Errorf("reshard: %w", err)
-		}
-		after, err = sc.ListShards(wctx)
-		if err == nil && len(after) > len(before) {
-			break
-		}
-		if serr := backoff.Sleep(wctx, 100*time.Millisecond); serr != nil {
-			return fmt.Errorf("reshard: new shards not listed within %s: %w", *timeout, errors.Join(err, serr))
-		}
+	after, err := awswait.Shards(ctx, kc, sc, *streamName, *timeout, func(after []stream.Shard) bool { return len(after) > len(before) })
+	if err != nil {
+		return fmt.Errorf("reshard: %w", err)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "shard\tstate\tparents\tstarting hash key\tending hash key")

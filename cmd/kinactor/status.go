@@ -9,7 +9,7 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"sort"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -17,6 +17,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 
+	"github.com/kinactor/kinactor"
+	"github.com/kinactor/kinactor/cluster"
 	"github.com/kinactor/kinactor/internal/lease"
 	"github.com/kinactor/kinactor/internal/stream"
 )
@@ -84,7 +86,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			ids = append(ids, l.Key) // a lease of a shard past retention
 		}
 	}
-	sort.Strings(ids)
+	slices.Sort(ids)
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "shard\tstate\towner\tcounter\tcheckpoint\tparents\tchildren")
 	for _, id := range ids {
@@ -113,7 +115,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			children = l.ChildShardIDs
 		}
 		for _, s := range stream.ChildrenFromList(shards, id) {
-			if !contains(children, s.ID) {
+			if !slices.Contains(children, s.ID) {
 				children = append(children, s.ID)
 			}
 		}
@@ -137,12 +139,12 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 // printNodeStatus prints a node's /status: its members, its health (when it
 // reports unhealthy services or refused shards), and its shards with their
 // lag, time since progress and stall.
-func printNodeStatus(w io.Writer, st nodeStatusJSON) error {
+func printNodeStatus(w io.Writer, st kinactor.NodeStatus) error {
 	fmt.Fprintf(w, "node %s sees %s:\n", st.Node, pluralCount(len(st.Members), "member"))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "member\taddr\tstate")
 	for _, m := range st.Members {
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", m.Name, dashIfEmpty(m.Addr), dashIfEmpty(m.State))
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", m.Name, dashIfEmpty(m.Addr), m.State)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -170,13 +172,8 @@ func printNodeStatus(w io.Writer, st nodeStatusJSON) error {
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "shard\tactor state\tcheckpoint\tbehind latest\tsince progress\tstall")
 	for _, s := range st.Shards {
-		behind, since := "-", "-"
-		if s.MillisBehindLatest != nil {
-			behind = shortDuration(time.Duration(*s.MillisBehindLatest) * time.Millisecond)
-		}
-		if s.SinceProgress != nil {
-			since = shortDuration(time.Duration(*s.SinceProgress * float64(time.Second)))
-		}
+		behind := shortDuration(time.Duration(s.MillisBehindLatest) * time.Millisecond)
+		since := shortDuration(time.Duration(s.SinceProgress * float64(time.Second)))
 		stall := "-"
 		if s.Stalled {
 			stall = "STALLED"
@@ -184,7 +181,7 @@ func printNodeStatus(w io.Writer, st nodeStatusJSON) error {
 				stall += " (" + s.StallCause + ")"
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", s.Shard, dashIfEmpty(s.State), abbrevSeq(s.Checkpoint), behind, since, stall)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", s.ShardID, dashIfEmpty(s.State), abbrevSeq(s.Checkpoint), behind, since, stall)
 	}
 	return tw.Flush()
 }
@@ -222,31 +219,9 @@ func shortDuration(d time.Duration) string {
 	return fmt.Sprintf("%dd%02dh", int(d/(24*time.Hour)), int(d%(24*time.Hour)/time.Hour))
 }
 
-// nodeStatusJSON is the shape of a node's /status (kinactor.NodeStatus,
-// its shards actors.ShardStatus). The lag and progress fields are pointers:
-// nil when the node is older and does not report them ("-" is printed).
-type nodeStatusJSON struct {
-	Node    string `json:"node"`
-	Members []struct {
-		Name  string `json:"name"`
-		Addr  string `json:"addr"`
-		State string `json:"state"`
-	} `json:"members"`
-	Shards []struct {
-		Shard              string   `json:"shard"`
-		State              string   `json:"state"`
-		Checkpoint         string   `json:"checkpoint"`
-		MillisBehindLatest *int64   `json:"millis_behind_latest"`
-		SinceProgress      *float64 `json:"since_progress_seconds"`
-		Stalled            bool     `json:"stalled"`
-		StallCause         string   `json:"stall_cause"`
-	} `json:"shards"`
-	Unhealthy []string `json:"unhealthy"`
-	Refused   []string `json:"refused"`
-}
-
-func fetchNodeStatus(ctx context.Context, addr string) (nodeStatusJSON, error) {
-	var st nodeStatusJSON
+// fetchNodeStatus gets the node's /status at addr (host:port or a URL).
+func fetchNodeStatus(ctx context.Context, addr string) (kinactor.NodeStatus, error) {
+	var st kinactor.NodeStatus
 	url := addr
 	if !strings.Contains(url, "://") {
 		url = "http://" + addr
@@ -267,10 +242,43 @@ func fetchNodeStatus(ctx context.Context, addr string) (nodeStatusJSON, error) {
 	if resp.StatusCode != http.StatusOK {
 		return st, fmt.Errorf("GET /status: %s: %s", resp.Status, strings.TrimSpace(string(body)))
 	}
-	if err := json.Unmarshal(body, &st); err != nil {
+	if st, err = decodeNodeStatus(body); err != nil {
 		return st, fmt.Errorf("GET /status: %w", err)
 	}
 	return st, nil
+}
+
+// decodeNodeStatus decodes a /status body. cluster.Member writes its state
+// as a word ("alive", "suspect", ...) but reads none back, so the words are
+// decoded here.
+func decodeNodeStatus(body []byte) (kinactor.NodeStatus, error) {
+	var st kinactor.NodeStatus
+	var states struct {
+		Members []struct {
+			State string `json:"state"`
+		} `json:"members"`
+	}
+	if err := json.Unmarshal(body, &st); err != nil {
+		return st, err
+	}
+	if err := json.Unmarshal(body, &states); err != nil {
+		return st, err
+	}
+	for i, m := range states.Members {
+		st.Members[i].State = memberState(m.State)
+	}
+	return st, nil
+}
+
+// memberState is the cluster.State whose String is word; an unknown word
+// gives an invalid state, printed as State(-1).
+func memberState(word string) cluster.State {
+	for s := cluster.StateAlive; s <= cluster.StateLeft; s++ {
+		if s.String() == word {
+			return s
+		}
+	}
+	return -1
 }
 
 // abbrevSeq shortens a sequence number to its first 8 and last 6 digits;
@@ -290,13 +298,4 @@ func joinOrDash(ss []string) string {
 		return "-"
 	}
 	return strings.Join(ss, ",")
-}
-
-func contains(ss []string, s string) bool {
-	for _, x := range ss {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }

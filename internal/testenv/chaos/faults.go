@@ -15,6 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 
+	"github.com/kinactor/kinactor/internal/awswait"
 	"github.com/kinactor/kinactor/internal/backoff"
 	"github.com/kinactor/kinactor/internal/stream"
 	"github.com/kinactor/kinactor/internal/testenv/clusterrun"
@@ -338,20 +339,14 @@ func (r *runner) merge(ctx context.Context, f Fault) (string, error) {
 // waitNewShards waits until the stream is ACTIVE and its open shards are
 // no longer openBefore in number.
 func (r *runner) waitNewShards(ctx context.Context, openBefore int) error {
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		if err := r.waitActive(ctx); err != nil {
-			return err
+	_, err := awswait.Shards(ctx, r.kc, r.sc, Name, 2*time.Minute, func(all []stream.Shard) bool {
+		open := 0
+		for _, s := range all {
+			if !s.Closed() {
+				open++
+			}
 		}
-		open, err := r.openShards(ctx)
-		if err == nil && len(open) != openBefore {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("new shards not listed within 2m (last error: %v)", err)
-		}
-		if err := backoff.Sleep(ctx, 200*time.Millisecond); err != nil {
-			return err
-		}
-	}
+		return open != openBefore
+	})
+	return err
 }

@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -17,8 +16,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
-	ktypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 
+	"github.com/kinactor/kinactor/internal/awswait"
 	"github.com/kinactor/kinactor/internal/backoff"
 	"github.com/kinactor/kinactor/internal/lease"
 	"github.com/kinactor/kinactor/internal/ledger"
@@ -76,8 +75,8 @@ type runner struct {
 	rng     *rand.Rand
 	http    *http.Client
 
-	kin, ddb       *localaws.Server
-	kinURL, ddbURL string // what the proxies forward to
+	env            *localaws.Env // nil with UseEnv
+	kinURL, ddbURL string        // what the proxies forward to
 	kc             *kinesis.Client
 	sc             *stream.Client
 	store          *lease.DynamoStore
@@ -112,8 +111,7 @@ func (r *runner) cleanup() {
 		r.c.Close()
 	}
 	r.closeProxies()
-	_ = r.kin.Stop() // nil-safe
-	_ = r.ddb.Stop()
+	_ = r.env.Stop() // nil-safe
 }
 
 func awsConfig() aws.Config {
@@ -134,23 +132,13 @@ func (r *runner) setup(ctx context.Context) error {
 				kk = localaws.KinesisMock
 			}
 		}
-		var wg sync.WaitGroup
-		var kErr, dErr error
-		wg.Add(2)
-		go func() {
-			defer wg.Done()
-			r.kin, kErr = localaws.Start(ctx, kk, localaws.Options{Dir: r.o.ToolsDir})
-		}()
-		go func() {
-			defer wg.Done()
-			r.ddb, dErr = localaws.Start(ctx, localaws.Kind(r.s.DynamoDB), localaws.Options{Dir: r.o.ToolsDir})
-		}()
-		wg.Wait()
-		if err := errors.Join(kErr, dErr); err != nil {
+		var err error
+		r.env, err = localaws.StartEnv(ctx, kk, localaws.Options{Dir: r.o.ToolsDir}, localaws.Kind(r.s.DynamoDB), localaws.Options{Dir: r.o.ToolsDir})
+		if err != nil {
 			return fmt.Errorf("chaos: starting local servers (install them with `make deps`): %w", err)
 		}
-		kinURL, ddbURL = r.kin.Endpoint, r.ddb.Endpoint
-		r.logf("servers: %s at %s, %s at %s", r.kin.Kind, kinURL, r.ddb.Kind, ddbURL)
+		kinURL, ddbURL = r.env.Kinesis.Endpoint, r.env.DynamoDB.Endpoint
+		r.logf("servers: %s at %s, %s at %s", r.env.Kinesis.Kind, kinURL, r.env.DynamoDB.Kind, ddbURL)
 	}
 	r.kinURL, r.ddbURL = kinURL, ddbURL
 	// The runner's own clients go to the servers directly: the faults are
@@ -162,15 +150,13 @@ func (r *runner) setup(ctx context.Context) error {
 	r.sc = stream.NewClient(stream.NewSDKClient(kcfg), Name, "")
 	ddb := dynamodb.NewFromConfig(cfg, func(o *dynamodb.Options) { o.BaseEndpoint = aws.String(ddbURL) })
 	r.store = lease.NewDynamoStore(ddb, Name)
-	if err := r.createStream(ctx); err != nil {
-		return err
+	if _, err := awswait.EnsureStream(ctx, r.kc, Name, int32(r.s.Shards), 2*time.Minute); err != nil {
+		return fmt.Errorf("chaos: %w", err)
 	}
 	r.logf("stream %s with %d shards; every node gets its own kinesis and dynamodb fault proxy", Name, r.s.Shards)
 
-	env := []string{
-		"AWS_REGION=us-east-1", "AWS_ACCESS_KEY_ID=local", "AWS_SECRET_ACCESS_KEY=local",
-		"AWS_SESSION_TOKEN=", "AWS_PROFILE=", "AWS_ENDPOINT_URL=", "AWS_EC2_METADATA_DISABLED=true",
-	}
+	// The endpoints are the node's proxies (nodeEnv).
+	env := (&localaws.Env{}).Environ()
 	args := append(append([]string(nil), r.s.NodeArgs...), "--test-faults")
 	// One node creates the lease rows, then the others join.
 	var err error
@@ -179,87 +165,11 @@ func (r *runner) setup(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("chaos: %w", err)
 	}
-	if err := r.waitSettled(ctx, 90*time.Second); err != nil {
-		return err
-	}
-	for i := 1; i < r.s.Nodes; i++ {
-		if _, err := r.c.AddNode(ctx); err != nil {
-			return fmt.Errorf("chaos: %w", err)
-		}
-	}
-	if err := r.waitSettled(ctx, 90*time.Second); err != nil {
-		return err
+	if err := r.c.Grow(ctx, r.s.Nodes, r.s.Shards, 90*time.Second); err != nil {
+		return fmt.Errorf("chaos: %w", err)
 	}
 	r.logf("%d nodes settled over %d shards", r.s.Nodes, r.s.Shards)
 	return nil
-}
-
-// waitSettled polls the nodes' /status until every shard is owned by
-// exactly one node and no node owns more than ⌈S/N⌉ (the library's
-// bounded-load cap; rendezvous hashing sets no lower bound, so
-// clusterrun.WaitBalanced's ⌊S/N⌋ can fail for good, e.g. 4+4+3+3+2 for 16
-// shards on 5 nodes).
-func (r *runner) waitSettled(ctx context.Context, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		owners, err := r.c.Owners(ctx)
-		if err == nil {
-			err = settled(owners, r.s.Shards, len(r.c.Nodes()))
-		}
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("chaos: ownership not settled within %s: %w", timeout, err)
-		}
-		if err := backoff.Sleep(ctx, 200*time.Millisecond); err != nil {
-			return err
-		}
-	}
-}
-
-func settled(owners map[string][]string, shards, nodes int) error {
-	count := map[string]int{}
-	for s, os := range owners {
-		if len(os) != 1 {
-			return fmt.Errorf("shard %s owned by %v", s, os)
-		}
-		count[os[0]]++
-	}
-	if len(owners) != shards {
-		return fmt.Errorf("%d of %d shards owned", len(owners), shards)
-	}
-	for n, c := range count {
-		if c > (shards+nodes-1)/nodes {
-			return fmt.Errorf("node %s owns %d shards (cap %d): %v", n, c, (shards+nodes-1)/nodes, owners)
-		}
-	}
-	return nil
-}
-
-func (r *runner) createStream(ctx context.Context) error {
-	_, err := r.kc.CreateStream(ctx, &kinesis.CreateStreamInput{StreamName: aws.String(Name), ShardCount: aws.Int32(int32(r.s.Shards))})
-	var inUse *ktypes.ResourceInUseException
-	if err != nil && !errors.As(err, &inUse) {
-		return fmt.Errorf("chaos: creating stream: %w", err)
-	}
-	return r.waitActive(ctx)
-}
-
-func (r *runner) waitActive(ctx context.Context) error {
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		out, err := r.kc.DescribeStreamSummary(ctx, &kinesis.DescribeStreamSummaryInput{StreamName: aws.String(Name)})
-		if err == nil && out.StreamDescriptionSummary.StreamStatus == ktypes.StreamStatusActive {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("chaos: stream not ACTIVE within 2m (last error: %v)", err)
-		}
-		if err := backoff.Sleep(ctx, 200*time.Millisecond); err != nil {
-			return err
-		}
-	}
 }
 
 func (r *runner) run(ctx context.Context) (Report, error) {
@@ -402,26 +312,10 @@ func (r *runner) scrape(ctx context.Context, p *clusterrun.Proc) {
 	if err != nil {
 		return
 	}
-	v := sumMetric(m, "kinactor_lease_writes_total")
+	v := m.Sum("kinactor_lease_writes_total")
 	r.mu.Lock()
 	r.writes[p.Name] = v
 	r.mu.Unlock()
-}
-
-// sumMetric sums the samples of a metric in Prometheus text format.
-func sumMetric(text, name string) float64 {
-	total := 0.0
-	for line := range strings.SplitSeq(text, "\n") {
-		rest, ok := strings.CutPrefix(line, name)
-		if !ok || rest == "" || (rest[0] != '{' && rest[0] != ' ') {
-			continue
-		}
-		f := strings.Fields(line)
-		if v, err := strconv.ParseFloat(f[len(f)-1], 64); err == nil {
-			total += v
-		}
-	}
-	return total
 }
 
 func (r *runner) progressLoop(ctx context.Context) {

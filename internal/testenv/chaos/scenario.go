@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -433,7 +434,7 @@ func randomSchedule(seed uint64, s Scenario) []Fault {
 		if k == Restart && down == 0 {
 			k = "" // the next kind of the mix that needs no node down
 			for j := 1; j <= len(s.Mix); j++ {
-				c := s.Mix[(indexKind(s.Mix, Restart)+j)%len(s.Mix)]
+				c := s.Mix[(slices.Index(s.Mix, Restart)+j)%len(s.Mix)]
 				if c != Restart {
 					k = c
 					break
@@ -470,15 +471,6 @@ func randomSchedule(seed uint64, s Scenario) []Fault {
 		fs = append(fs, f)
 	}
 	return fs
-}
-
-func indexKind(ks []Kind, k Kind) int {
-	for i, v := range ks {
-		if v == k {
-			return i
-		}
-	}
-	return -1
 }
 
 // needsResharding reports whether the schedule splits or merges.

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"slices"
 	"sort"
@@ -344,7 +345,7 @@ func (r Report) WriteTable(w io.Writer) {
 	fmt.Fprintf(tw, "processed at least once\t%d\t\n", r.Processed)
 	fmt.Fprintf(tw, "lost\t%d\t%s\n", r.Lost, strings.Join(r.LostSamples, " "))
 	var by []string
-	for _, k := range sortedKeys(r.DupByFault) {
+	for _, k := range slices.Sorted(maps.Keys(r.DupByFault)) {
 		by = append(by, fmt.Sprintf("%s %d", k, r.DupByFault[k]))
 	}
 	fmt.Fprintf(tw, "duplicates\t%d\t%s\n", r.Duplicates, strings.Join(by, ", "))
@@ -364,7 +365,7 @@ func (r Report) WriteTable(w io.Writer) {
 		}
 		fmt.Fprintf(tw, "longest stall (s)\t%.3f\t%s%s\n", r.LongestStallSec, bound, r.LongestStall)
 		var by []string
-		for _, k := range sortedKeys(r.StallByFault) {
+		for _, k := range slices.Sorted(maps.Keys(r.StallByFault)) {
 			by = append(by, fmt.Sprintf("%s %.3f", k, r.StallByFault[k].Seconds))
 		}
 		fmt.Fprintf(tw, "longest stall by fault (s)\t\t%s\n", strings.Join(by, ", "))
@@ -395,7 +396,7 @@ func (r Report) WriteTable(w io.Writer) {
 		}
 		_ = tw.Flush()
 	}
-	for _, k := range sortedKeys(r.Proxy) {
+	for _, k := range slices.Sorted(maps.Keys(r.Proxy)) {
 		fmt.Fprintf(w, "%s proxy: %s\n", k, r.Proxy[k])
 	}
 	for _, s := range r.OrderSamples {
@@ -407,15 +408,6 @@ func (r Report) WriteTable(w io.Writer) {
 	for _, s := range r.StallSamples {
 		fmt.Fprintf(w, "stall over max_stall: %s\n", s)
 	}
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
 }
 
 // Stall is a time that records of one shard waited in the stream while no
@@ -503,7 +495,7 @@ func findStalls(entries []ledger.Entry, produced map[string]int, written map[str
 	}
 	type rec struct{ w, f int64 } // write and first processing (MaxInt64: never)
 	byShard := map[string][]rec{}
-	for _, pk := range sortedKeys(produced) {
+	for _, pk := range slices.Sorted(maps.Keys(produced)) {
 		ws := written[pk]
 		for n := 1; n <= produced[pk] && n <= len(ws); n++ {
 			end = max(end, ws[n-1])
@@ -523,7 +515,7 @@ func findStalls(entries []ledger.Entry, produced map[string]int, written map[str
 		}
 	}
 	var out []Stall
-	for _, shard := range sortedKeys(byShard) {
+	for _, shard := range slices.Sorted(maps.Keys(byShard)) {
 		rs := byShard[shard]
 		sort.SliceStable(rs, func(i, j int) bool { return rs[i].w < rs[j].w })
 		var times []int64

@@ -3,7 +3,9 @@ package clusterrun
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -236,7 +238,7 @@ func AnalyzeWritten(entries []ledger.Entry, produced map[string]int, events []Ev
 	// Per key, the first processing of n must come after that of every
 	// smaller n (of the records produced). Two nodes appending in the same millisecond cannot be
 	// ordered; such pairs are not counted.
-	for _, pk := range sortedKeys(firsts) {
+	for _, pk := range slices.Sorted(maps.Keys(firsts)) {
 		var top *item
 		for i := range firsts[pk] {
 			it := &firsts[pk][i]
@@ -264,7 +266,7 @@ func AnalyzeWritten(entries []ledger.Entry, produced map[string]int, events []Ev
 	for _, es := range byShard {
 		sort.SliceStable(es, func(i, j int) bool { return es[i].TS < es[j].TS })
 	}
-	shards := sortedKeys(byShard)
+	shards := slices.Sorted(maps.Keys(byShard))
 	var killIdle, termIdle, killDelay, termDelay []time.Duration
 	for _, st := range stops {
 		ev := events[st.i]
@@ -323,13 +325,4 @@ func writtenAt(written map[string][]int64, e *ledger.Entry) (int64, bool) {
 		return 0, false
 	}
 	return ts[d.N-1], true
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
 }

@@ -24,6 +24,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kinactor/kinactor"
 	"github.com/kinactor/kinactor/internal/testenv/localaws"
 )
 
@@ -391,30 +392,11 @@ func (c *Cluster) Events() []Event {
 	return append([]Event(nil), c.events...)
 }
 
-// Member is a member in a node's /status.
-type Member struct {
-	Name  string `json:"name"`
-	Addr  string `json:"addr"`
-	State string `json:"state"`
-}
-
-// ShardStatus is a shard a node owns, in its /status.
-type ShardStatus struct {
-	ShardID    string `json:"shard"`
-	State      string `json:"state"`
-	Checkpoint string `json:"checkpoint"`
-}
-
-// Status is a node's /status.
-type Status struct {
-	Node    string        `json:"node"`
-	Members []Member      `json:"members"`
-	Shards  []ShardStatus `json:"shards"`
-}
-
-// Status gets p's /status.
-func (c *Cluster) Status(ctx context.Context, p *Proc) (Status, error) {
-	var st Status
+// Status gets and decodes p's /status. The members' State is left at
+// its zero value: cluster.Member writes its state as a word but reads none
+// back (`kinactor status` decodes the words itself).
+func (c *Cluster) Status(ctx context.Context, p *Proc) (kinactor.NodeStatus, error) {
+	var st kinactor.NodeStatus
 	b, err := c.get(ctx, p, "/status")
 	if err != nil {
 		return st, err
@@ -423,12 +405,6 @@ func (c *Cluster) Status(ctx context.Context, p *Proc) (Status, error) {
 		return st, fmt.Errorf("clusterrun: %s /status: %w", p.Name, err)
 	}
 	return st, nil
-}
-
-// Metrics gets p's /metrics (Prometheus text format).
-func (c *Cluster) Metrics(ctx context.Context, p *Proc) (string, error) {
-	b, err := c.get(ctx, p, "/metrics")
-	return string(b), err
 }
 
 func (c *Cluster) get(ctx context.Context, p *Proc, path string) ([]byte, error) {

@@ -3,12 +3,16 @@ package clusterrun
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
+
+	"github.com/kinactor/kinactor/internal/putrecords"
 )
 
 // Producer writes records {"pk":"kK","n":N} round-robin over keys k0..k{K-1}
@@ -17,7 +21,7 @@ import (
 //
 // Per-key order holds: a PutRecords call carries at most one record per key
 // (at most Keys records), and the records it reports as failed are resent,
-// in order, before the next call.
+// in order, before the next call (putrecords.Writer).
 type Producer struct {
 	kc     *kinesis.Client
 	stream string
@@ -53,9 +57,19 @@ func StartProducer(kc *kinesis.Client, stream string, keys int, rate float64) *P
 
 func (p *Producer) run(ctx context.Context) error {
 	const tick = 100 * time.Millisecond
+	// The writer does not watch Stop (it is given no ctx that ends): a
+	// batch is either written completely or the producer fails, so the
+	// counts are exact.
+	w := putrecords.Writer{Client: p.kc, Stream: p.stream, MaxAttempts: 50, RetryCalls: true, CallTimeout: 10 * time.Second,
+		OnFailure: func(err error) {
+			p.mu.Lock()
+			p.errs++
+			p.lastErr = err
+			p.mu.Unlock()
+		}}
+	records := putrecords.NewNumbered(p.keys, 1)
 	began := time.Now()
 	sent := 0
-	next := make([]int, p.keys) // last n per key
 	t := time.NewTicker(tick)
 	defer t.Stop()
 	for {
@@ -66,33 +80,22 @@ func (p *Producer) run(ctx context.Context) error {
 		}
 		due := int(time.Since(began).Seconds() * p.rate)
 		for sent < due && ctx.Err() == nil {
-			n := min(due-sent, p.keys)
-			var entries []types.PutRecordsRequestEntry
-			var pks []string
-			for i := 0; i < n; i++ {
-				k := (sent + i) % p.keys
-				pk := fmt.Sprintf("k%d", k)
-				next[k]++
-				entries = append(entries, types.PutRecordsRequestEntry{
-					PartitionKey: aws.String(pk),
-					Data:         fmt.Appendf(nil, `{"pk":%q,"n":%d}`, pk, next[k]),
-				})
-				pks = append(pks, pk)
+			entries := records.Next(min(due-sent, p.keys)) // at most one per key
+			at := time.Now().UnixMilli()
+			if _, err := w.Put(context.Background(), entries); err != nil {
+				return fmt.Errorf("clusterrun: producer: %w", err)
 			}
-			began := time.Now().UnixMilli()
-			if err := p.putAll(entries); err != nil {
-				return err
-			}
-			p.add(pks, began)
-			sent += n
+			p.add(entries, at)
+			sent += len(entries)
 		}
 	}
 }
 
-func (p *Producer) add(pks []string, at int64) {
+func (p *Producer) add(entries []types.PutRecordsRequestEntry, at int64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for _, pk := range pks {
+	for _, e := range entries {
+		pk := aws.ToString(e.PartitionKey)
 		p.produced[pk]++
 		p.written[pk] = append(p.written[pk], at)
 		p.total++
@@ -106,53 +109,16 @@ func (p *Producer) Written() map[string][]int64 {
 	defer p.mu.Unlock()
 	m := make(map[string][]int64, len(p.written))
 	for k, v := range p.written {
-		m[k] = append([]int64(nil), v...)
+		m[k] = slices.Clone(v)
 	}
 	return m
-}
-
-// putAll writes entries, resending failed entries (in order) and failed
-// calls until all are written (at most 50 attempts). It does not watch
-// Stop: a batch is either written completely or the producer fails, so
-// the counts are exact.
-func (p *Producer) putAll(entries []types.PutRecordsRequestEntry) error {
-	for attempt := 1; len(entries) > 0; attempt++ {
-		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		out, err := p.kc.PutRecords(cctx, &kinesis.PutRecordsInput{StreamName: aws.String(p.stream), Records: entries})
-		cancel()
-		if err == nil {
-			var failed []types.PutRecordsRequestEntry
-			for i, r := range out.Records {
-				if r.ErrorCode != nil {
-					failed = append(failed, entries[i])
-					err = fmt.Errorf("%s: %s", aws.ToString(r.ErrorCode), aws.ToString(r.ErrorMessage))
-				}
-			}
-			entries = failed
-		}
-		if err != nil {
-			p.mu.Lock()
-			p.errs++
-			p.lastErr = err
-			p.mu.Unlock()
-			if attempt >= 50 {
-				return fmt.Errorf("clusterrun: producer: PutRecords failing after %d attempts: %w", attempt, err)
-			}
-			<-time.After(min(time.Duration(attempt)*100*time.Millisecond, time.Second))
-		}
-	}
-	return nil
 }
 
 // Produced returns the records written so far per key and in total.
 func (p *Producer) Produced() (map[string]int, int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	m := make(map[string]int, len(p.produced))
-	for k, v := range p.produced {
-		m[k] = v
-	}
-	return m, p.total
+	return maps.Clone(p.produced), p.total
 }
 
 // Errors returns how many PutRecords calls failed (they were retried) and
