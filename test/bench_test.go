@@ -31,9 +31,6 @@ import (
 //
 //	go test -run '^$' -bench Throughput -benchtime 3x ./test/
 func BenchmarkThroughput(b *testing.B) {
-	if testing.Short() {
-		b.Skip("benchmark needs local servers")
-	}
 	perShard := 20000
 	if v := os.Getenv("KINACTOR_BENCH_RECORDS"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -46,7 +43,7 @@ func BenchmarkThroughput(b *testing.B) {
 	kc := env.KinesisClient()
 	for _, shards := range []int{1, 4} {
 		name := fmt.Sprintf("bench-%d", shards)
-		createStreamB(b, kc, name, int32(shards))
+		localaws.CreateStreamT(b, kc, name, int32(shards))
 		fill(b, kc, name, perShard*shards)
 		total := perShard * shards
 
@@ -141,25 +138,6 @@ func bareRead(b *testing.B, kc *kinesis.Client, name, shard string) int {
 		if len(out.Records) == 0 && aws.ToInt64(out.MillisBehindLatest) == 0 {
 			return n
 		}
-	}
-}
-
-func createStreamB(b *testing.B, kc *kinesis.Client, name string, shards int32) {
-	b.Helper()
-	ctx := context.Background()
-	if _, err := kc.CreateStream(ctx, &kinesis.CreateStreamInput{StreamName: aws.String(name), ShardCount: aws.Int32(shards)}); err != nil {
-		b.Fatal(err)
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		out, err := kc.DescribeStreamSummary(ctx, &kinesis.DescribeStreamSummaryInput{StreamName: aws.String(name)})
-		if err == nil && out.StreamDescriptionSummary.StreamStatus == ktypes.StreamStatusActive {
-			return
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("stream %s not active: %v", name, err)
-		}
-		<-time.After(50 * time.Millisecond)
 	}
 }
 

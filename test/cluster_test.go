@@ -84,13 +84,10 @@ func flow(t *testing.T, p *producer) (stop func()) {
 // while records flow. Every move is a graceful handoff: no record is
 // processed twice, and every record is processed.
 func TestClusterJoinAndLeaveAreGraceful(t *testing.T) {
-	if testing.Short() {
-		t.Skip("integration test: starts kinesalite and dynalite")
-	}
 	env := localaws.StartT(t, localaws.Kinesalite, localaws.Dynalite)
 	kc := env.KinesisClient()
 	const name = "cluster"
-	createStream(t, kc, name, 12)
+	localaws.CreateStreamT(t, kc, name, 12)
 	p := newProducer(kc, name, 48)
 	p.put(t, 500)
 	led := newLedger()
@@ -124,7 +121,7 @@ func TestClusterJoinAndLeaveAreGraceful(t *testing.T) {
 	})
 	led.verify(t, total) // exactly once: graceful moves duplicate nothing
 	for _, n := range []*kinactor.Node{n1, n2, n3, n4} {
-		c, s := scrape(t, n).hist("kinactor_handoff_duration_seconds")
+		c, s := scrape(t, n).Hist("kinactor_handoff_duration_seconds")
 		if c > 0 {
 			t.Logf("%s handed off %d shards, mean %.0f ms from request to release", n.WorkerID(), c, 1000*s/float64(c))
 		}

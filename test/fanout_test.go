@@ -16,12 +16,9 @@ import (
 // cut after its first event (as AWS ends subscriptions every 5 minutes): every
 // record is processed exactly once and in order per shard and key.
 func TestNodeWithEnhancedFanOut(t *testing.T) {
-	if testing.Short() {
-		t.Skip("integration test: starts kinesis-mock and dynalite")
-	}
 	env := localaws.StartT(t, localaws.KinesisMock, localaws.Dynalite)
 	const name = "efo"
-	createStream(t, env.KinesisClient(), name, 4)
+	localaws.CreateStreamT(t, env.KinesisClient(), name, 4)
 	p := newProducer(env.KinesisClient(), name, 16)
 	p.put(t, 200)
 
@@ -49,7 +46,7 @@ func TestNodeWithEnhancedFanOut(t *testing.T) {
 	})
 	// per-shard series live while the node runs the shard (a stopped node
 	// shows none)
-	if f := scrape(t, n).sum("kinactor_records_processed_total", "shard", "shardId-000000000000"); f == 0 {
+	if f := scrape(t, n).Sum("kinactor_records_processed_total", "shard", "shardId-000000000000"); f == 0 {
 		t.Fatal("no records counted on shard 0")
 	}
 	stopNode(t, n)

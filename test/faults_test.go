@@ -20,13 +20,10 @@ import (
 // and recovers: no storm of calls, no lease mistaken for lost, and every
 // record processed exactly once.
 func TestNodeBacksOffUnderThrottlingAndErrors(t *testing.T) {
-	if testing.Short() {
-		t.Skip("integration test: starts kinesalite and dynalite")
-	}
 	env := localaws.StartT(t, localaws.Kinesalite, localaws.Dynalite)
 	kc := env.KinesisClient()
 	const name, shards = "faults", 4
-	createStream(t, kc, name, shards)
+	localaws.CreateStreamT(t, kc, name, shards)
 	p := newProducer(kc, name, 16)
 	p.put(t, 2000)
 
@@ -64,14 +61,14 @@ func TestNodeBacksOffUnderThrottlingAndErrors(t *testing.T) {
 
 	kc2, dc := kp.Counts(), dp.Counts()
 	m := scrape(t, n)
-	throttled := m.sum("kinactor_fetch_errors_total", "kind", "throttled")
+	throttled := m.Sum("kinactor_fetch_errors_total", "kind", "throttled")
 	if kc2.Throttled == 0 || dc.Throttled == 0 || dc.Errored == 0 {
 		t.Fatalf("the proxies injected nothing: kinesis %+v, dynamodb %+v", kc2, dc)
 	}
 	if throttled != float64(kc2.Throttled) {
 		t.Errorf("node counted %v throttled fetches, proxy throttled %d", throttled, kc2.Throttled)
 	}
-	if lost := m.sum("kinactor_lease_losses_total"); lost != 0 {
+	if lost := m.Sum("kinactor_lease_losses_total"); lost != 0 {
 		t.Errorf("%v leases lost: throttling or 500s were mistaken for a lost lease", lost)
 	}
 	// No storm: Kinesis allows 5 GetRecords per second per shard; with

@@ -51,29 +51,6 @@ func requireNoError(t testing.TB, err error, what string) {
 	}
 }
 
-// createStream creates a stream and waits until it is ACTIVE.
-func createStream(t *testing.T, kc *kinesis.Client, name string, shards int32) {
-	t.Helper()
-	ctx := context.Background()
-	_, err := kc.CreateStream(ctx, &kinesis.CreateStreamInput{StreamName: aws.String(name), ShardCount: aws.Int32(shards)})
-	requireNoError(t, err, "CreateStream")
-	waitActive(t, kc, name)
-}
-
-func waitActive(t *testing.T, kc *kinesis.Client, name string) {
-	t.Helper()
-	checkFor(t, 60*time.Second, func() error {
-		out, err := kc.DescribeStreamSummary(context.Background(), &kinesis.DescribeStreamSummaryInput{StreamName: aws.String(name)})
-		if err != nil {
-			return err
-		}
-		if s := out.StreamDescriptionSummary.StreamStatus; s != ktypes.StreamStatusActive {
-			return fmt.Errorf("stream %s is %s", name, s)
-		}
-		return nil
-	})
-}
-
 // producer writes records {"pk":"kN","n":M} with n counting up per key.
 type producer struct {
 	kc     *kinesis.Client

@@ -11,6 +11,7 @@ import (
 
 	"github.com/kinactor/kinactor/internal/testenv/chaos"
 	"github.com/kinactor/kinactor/internal/testenv/clusterrun"
+	"github.com/kinactor/kinactor/internal/testenv/localaws"
 )
 
 // The partial-failure tests: a small chaos scenario (3 `kinactor node`
@@ -34,9 +35,7 @@ func impairScenario(duration time.Duration, f chaos.Fault) chaos.Scenario {
 // impairment. The run's processes are all stopped when it returns.
 func runImpair(t *testing.T, s chaos.Scenario) (chaos.Report, chaos.Impair) {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("starts local servers and node processes")
-	}
+	localaws.SkipShort(t) // builds and starts node processes too
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	bin, err := clusterrun.Build(ctx, t.TempDir())

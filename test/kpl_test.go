@@ -61,13 +61,10 @@ func (p *cutoffProcessor) Receive(ctx actor.Context) {
 // node resumes at the next user record, with nothing lost or repeated; a
 // record that only looks aggregated is delivered whole.
 func TestKPLSubSequenceCheckpointAndResume(t *testing.T) {
-	if testing.Short() {
-		t.Skip("integration test: starts kinesalite and DynamoDB Local")
-	}
 	env := localaws.StartT(t, localaws.Kinesalite, localaws.DynamoDBLocal)
 	kc := env.KinesisClient()
 	const name = "kpl"
-	createStream(t, kc, name, 1)
+	localaws.CreateStreamT(t, kc, name, 1)
 	const aggregates, per = 20, 10
 	var entries []ktypes.PutRecordsRequestEntry
 	for a := 0; a < aggregates; a++ {

@@ -144,20 +144,6 @@ func checkCheckpointsAdvance(t *testing.T, store *lease.DynamoStore, sr shardRec
 func sAttr(v string) dtypes.AttributeValue { return &dtypes.AttributeValueMemberS{Value: v} }
 func nAttr(v string) dtypes.AttributeValue { return &dtypes.AttributeValueMemberN{Value: v} }
 
-func waitTableActive(t *testing.T, ddb *dynamodb.Client, table string) {
-	t.Helper()
-	checkFor(t, 30*time.Second, func() error {
-		out, err := ddb.DescribeTable(context.Background(), &dynamodb.DescribeTableInput{TableName: aws.String(table)})
-		if err != nil {
-			return err
-		}
-		if out.Table.TableStatus != dtypes.TableStatusActive {
-			return fmt.Errorf("table %s is %s", table, out.Table.TableStatus)
-		}
-		return nil
-	})
-}
-
 func putItems(t *testing.T, ddb *dynamodb.Client, table string, items ...map[string]dtypes.AttributeValue) {
 	t.Helper()
 	for _, item := range items {
@@ -179,14 +165,11 @@ func putItems(t *testing.T, ddb *dynamodb.Client, table string, items ...map[str
 // that aggregated record would be skipped (resuming inside a KPL record is
 // not built yet); with plain records, as here, nothing is lost.
 func TestMigrationJavaKCLTableReadAsIs(t *testing.T) {
-	if testing.Short() {
-		t.Skip("integration test: starts kinesalite and DynamoDB Local")
-	}
 	env := localaws.StartT(t, localaws.Kinesalite, localaws.DynamoDBLocal)
 	kc, ddb := env.KinesisClient(), env.DynamoDBClient()
 	ctx := context.Background()
 	const streamName, table = "java-stream", "java-kcl-app"
-	createStream(t, kc, streamName, 4)
+	localaws.CreateStreamT(t, kc, streamName, 4)
 	newProducer(kc, streamName, 32).put(t, 400)
 	sr := readAllRecords(t, kc, streamName, 400)
 
@@ -198,7 +181,7 @@ func TestMigrationJavaKCLTableReadAsIs(t *testing.T) {
 		BillingMode:          dtypes.BillingModePayPerRequest,
 	})
 	requireNoError(t, err, "CreateTable")
-	waitTableActive(t, ddb, table)
+	localaws.WaitTableT(t, ddb, table)
 
 	first := map[string]int{} // index of the first record the node must process
 	javaRow := func(i int, checkpoint string, sub int) map[string]dtypes.AttributeValue {
@@ -308,14 +291,11 @@ func TestMigrationJavaKCLTableReadAsIs(t *testing.T) {
 // checkpointed: it starts at TRIM_HORIZON). A second run reports the rows
 // as existing; a table with a live lease is refused unless forced.
 func TestMigrationFromVMwareGoKCL(t *testing.T) {
-	if testing.Short() {
-		t.Skip("integration test: starts kinesalite and DynamoDB Local")
-	}
 	env := localaws.StartT(t, localaws.Kinesalite, localaws.DynamoDBLocal)
 	kc, ddb := env.KinesisClient(), env.DynamoDBClient()
 	ctx := context.Background()
 	const streamName, oldTable, newTable = "vm-stream", "vm-app", "kinactor-from-vm"
-	createStream(t, kc, streamName, 4)
+	localaws.CreateStreamT(t, kc, streamName, 4)
 	newProducer(kc, streamName, 32).put(t, 400)
 	sr := readAllRecords(t, kc, streamName, 400)
 
@@ -328,7 +308,7 @@ func TestMigrationFromVMwareGoKCL(t *testing.T) {
 			ProvisionedThroughput: &dtypes.ProvisionedThroughput{ReadCapacityUnits: aws.Int64(10), WriteCapacityUnits: aws.Int64(10)},
 		})
 		requireNoError(t, err, "CreateTable "+name)
-		waitTableActive(t, ddb, name)
+		localaws.WaitTableT(t, ddb, name)
 	}
 	createVM(oldTable)
 	expired := time.Now().Add(-2 * time.Minute).UTC().Format(time.RFC3339)

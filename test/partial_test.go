@@ -28,12 +28,9 @@ import (
 // the 2 s margin, naming the leases it left to expire (it never returned:
 // the release was retried forever).
 func TestStopWithDynamoDBUnreachableReturns(t *testing.T) {
-	if testing.Short() {
-		t.Skip("integration test: starts kinesalite and dynalite")
-	}
 	env := localaws.StartT(t, localaws.Kinesalite, localaws.Dynalite)
 	kc := env.KinesisClient()
-	createStream(t, kc, "stop-cut", 2)
+	localaws.CreateStreamT(t, kc, "stop-cut", 2)
 	p := newProducer(kc, "stop-cut", 8)
 	p.put(t, 200)
 	proxy, err := faultproxy.Start(faultproxy.DynamoDB, env.DynamoDB.Endpoint, 1)
@@ -81,15 +78,12 @@ func TestStopWithDynamoDBUnreachableReturns(t *testing.T) {
 // cancelled, it is replaced, and the batch is delivered again (retry), or
 // handed to the dead-letter handler (dead-letter with one attempt).
 func TestHungProcessorIsReplaced(t *testing.T) {
-	if testing.Short() {
-		t.Skip("integration test: starts kinesalite and dynalite")
-	}
 	env := localaws.StartT(t, localaws.Kinesalite, localaws.Dynalite)
 	kc := env.KinesisClient()
 	for _, policy := range []kinactor.FailurePolicy{kinactor.PolicyRetry, kinactor.PolicyDeadLetter} {
 		t.Run(string(policy), func(t *testing.T) {
 			name := "hang-" + string(policy)
-			createStream(t, kc, name, 2)
+			localaws.CreateStreamT(t, kc, name, 2)
 			p := newProducer(kc, name, 8)
 			p.put(t, 200)
 			led := newLedger()
@@ -134,7 +128,7 @@ func TestHungProcessorIsReplaced(t *testing.T) {
 			if !cancelled.Load() {
 				t.Fatal("the hung batch's context was never cancelled")
 			}
-			if r := scrape(t, n).sum("kinactor_processor_restarts_total"); r < 1 {
+			if r := scrape(t, n).Sum("kinactor_processor_restarts_total"); r < 1 {
 				t.Fatalf("processor restarts %v, want the hung one replaced", r)
 			}
 			mu.Lock()
@@ -182,12 +176,9 @@ func (a *ambiguousDynamo) UpdateItem(ctx context.Context, in *dynamodb.UpdateIte
 // owner and the counter we would have written, so it is recognised as our
 // own write and the shard carries on (it was dropped as "lease lost").
 func TestAmbiguousWriteIsRecognisedAsOurs(t *testing.T) {
-	if testing.Short() {
-		t.Skip("integration test: starts kinesalite and DynamoDB Local")
-	}
 	env := localaws.StartT(t, localaws.Kinesalite, localaws.DynamoDBLocal)
 	kc := env.KinesisClient()
-	createStream(t, kc, "ambiguous", 1)
+	localaws.CreateStreamT(t, kc, "ambiguous", 1)
 	p := newProducer(kc, "ambiguous", 4)
 	p.put(t, 100)
 	amb := &ambiguousDynamo{DynamoAPI: env.DynamoDBClient()}
@@ -230,7 +221,7 @@ func TestAmbiguousWriteIsRecognisedAsOurs(t *testing.T) {
 		}
 		return nil
 	})
-	if l := scrape(t, n).sum("kinactor_lease_losses_total"); l != 0 {
+	if l := scrape(t, n).Sum("kinactor_lease_losses_total"); l != 0 {
 		t.Fatalf("%v leases lost: our own ambiguous write was taken for another owner's", l)
 	}
 	led.verify(t, 200)

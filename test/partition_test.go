@@ -104,13 +104,10 @@ func (l *writeLog) fencingViolations() (violations []string, takes int) {
 // longer holds the lease is ever accepted. When the partition heals the
 // halves merge and the shards spread evenly again; no record is lost.
 func TestPartitionFencingAndHeal(t *testing.T) {
-	if testing.Short() {
-		t.Skip("integration test: starts kinesalite and dynalite")
-	}
 	env := localaws.StartT(t, localaws.Kinesalite, localaws.Dynalite)
 	kc := env.KinesisClient()
 	const name = "partition"
-	createStream(t, kc, name, 8)
+	localaws.CreateStreamT(t, kc, name, 8)
 	p := newProducer(kc, name, 32)
 	p.put(t, 400)
 	led := newLedger()
@@ -154,7 +151,7 @@ func TestPartitionFencingAndHeal(t *testing.T) {
 	checkFor(t, 60*time.Second, func() error {
 		lost := 0.0
 		for _, n := range all {
-			lost += scrape(t, n).sum("kinactor_lease_losses_total")
+			lost += scrape(t, n).Sum("kinactor_lease_losses_total")
 		}
 		if lost < 8 {
 			return fmt.Errorf("%v leases lost to fenced writes so far, want 8 (every shard moved across the cut)", lost)

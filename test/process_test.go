@@ -18,9 +18,7 @@ import (
 // per-key order holds; it logs how long each of the victim's shards was
 // idle.
 func TestProcessFailover(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts local servers and node processes")
-	}
+	localaws.SkipShort(t) // builds and starts node processes too
 	began := time.Now()
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -38,7 +36,7 @@ func TestProcessFailover(t *testing.T) {
 	requireNoError(t, b.err, "build")
 	kc := env.KinesisClient()
 	const streamName, app, shards = "process-failover", "process-failover", 8
-	createStream(t, kc, streamName, shards)
+	localaws.CreateStreamT(t, kc, streamName, shards)
 
 	c, err := clusterrun.Start(ctx, clusterrun.Options{
 		Bin: b.bin, Dir: dir, App: app, Stream: streamName, Nodes: 1,

@@ -25,13 +25,10 @@ import (
 // second time. The chaos soak found exactly that (a split shard replayed
 // 272 s after its grandchildren were cleaned up).
 func TestFinishedAncestorsAreNotReadAgain(t *testing.T) {
-	if testing.Short() {
-		t.Skip("integration test: starts kinesis-mock and DynamoDB Local")
-	}
 	env := localaws.StartT(t, localaws.KinesisMock, localaws.DynamoDBLocal)
 	kc := env.KinesisClient()
 	const name = "lineage"
-	createStream(t, kc, name, 1)
+	localaws.CreateStreamT(t, kc, name, 1)
 	p := newProducer(kc, name, 16)
 	store := lease.NewDynamoStore(env.DynamoDBClient(), "lineage-app")
 	led := newLedger()
@@ -88,7 +85,7 @@ func TestFinishedAncestorsAreNotReadAgain(t *testing.T) {
 			StreamName: aws.String(name), ShardToSplit: aws.String(s.ID), NewStartingHashKey: aws.String(mid.String()),
 		})
 		requireNoError(t, err, "SplitShard")
-		waitActive(t, kc, name)
+		localaws.WaitStreamT(t, kc, name)
 	}
 
 	p.put(t, 60)
@@ -109,7 +106,7 @@ func TestFinishedAncestorsAreNotReadAgain(t *testing.T) {
 		StreamName: aws.String(name), ShardToMerge: aws.String(gen1[0].ID), AdjacentShardToMerge: aws.String(gen1[1].ID),
 	})
 	requireNoError(t, err, "MergeShards")
-	waitActive(t, kc, name)
+	localaws.WaitStreamT(t, kc, name)
 	gen2 := open()
 	if len(gen2) != 1 {
 		t.Fatalf("%d open shards after the merge, want 1", len(gen2))

@@ -24,13 +24,10 @@ import (
 // checkpointed at SHARD_END, every record is processed exactly once, and
 // every partition key's records are processed in the order written.
 func TestReshardWhileRecordsFlow(t *testing.T) {
-	if testing.Short() {
-		t.Skip("integration test: starts kinesis-mock and DynamoDB Local")
-	}
 	env := localaws.StartT(t, localaws.KinesisMock, localaws.DynamoDBLocal)
 	kc := env.KinesisClient()
 	const name = "reshard"
-	createStream(t, kc, name, 3)
+	localaws.CreateStreamT(t, kc, name, 3)
 	p := newProducer(kc, name, 24)
 	p.put(t, 200)
 
@@ -132,14 +129,14 @@ func TestReshardWhileRecordsFlow(t *testing.T) {
 		StreamName: aws.String(name), ShardToSplit: aws.String(shards[0].ID), NewStartingHashKey: aws.String(mid.String()),
 	})
 	requireNoError(t, err, "SplitShard")
-	waitActive(t, kc, name)
+	localaws.WaitStreamT(t, kc, name)
 	p.put(t, 100)
 	// merge shards 1 and 2 (adjacent)
 	_, err = kc.MergeShards(context.Background(), &kinesis.MergeShardsInput{
 		StreamName: aws.String(name), ShardToMerge: aws.String(shards[1].ID), AdjacentShardToMerge: aws.String(shards[2].ID),
 	})
 	requireNoError(t, err, "MergeShards")
-	waitActive(t, kc, name)
+	localaws.WaitStreamT(t, kc, name)
 	p.put(t, 100)
 	close(stop)
 	wg.Wait()

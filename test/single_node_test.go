@@ -38,12 +38,9 @@ func stopNode(t *testing.T, n *kinactor.Node) {
 // after about half, and a second node resumes from the checkpoints: every
 // record is processed exactly once, in order per shard and per key.
 func TestSingleNodeStopAndResume(t *testing.T) {
-	if testing.Short() {
-		t.Skip("integration test: starts kinesalite and DynamoDB Local")
-	}
 	env := localaws.StartT(t, localaws.Kinesalite, localaws.DynamoDBLocal)
 	kc := env.KinesisClient()
-	createStream(t, kc, "resume", 4)
+	localaws.CreateStreamT(t, kc, "resume", 4)
 	p := newProducer(kc, "resume", 32)
 	p.put(t, 5000)
 
@@ -99,12 +96,9 @@ func TestSingleNodeStopAndResume(t *testing.T) {
 // A processor that panics on one batch three times still ends with every
 // record processed exactly once; the batch is delivered again each time.
 func TestPanickingProcessorGetsSameBatchAgain(t *testing.T) {
-	if testing.Short() {
-		t.Skip("integration test: starts kinesalite and DynamoDB Local")
-	}
 	env := localaws.StartT(t, localaws.Kinesalite, localaws.DynamoDBLocal)
 	kc := env.KinesisClient()
-	createStream(t, kc, "panics", 2)
+	localaws.CreateStreamT(t, kc, "panics", 2)
 	p := newProducer(kc, "panics", 8)
 	p.put(t, 1000)
 
@@ -148,7 +142,7 @@ func TestPanickingProcessorGetsSameBatchAgain(t *testing.T) {
 	if d := deliveries[poison]; d != 4 {
 		t.Errorf("the failing batch was delivered %d times, want 4 (3 panics + 1 success)", d)
 	}
-	if got := scrape(t, n).sum("kinactor_processor_restarts_total"); got != 3 {
+	if got := scrape(t, n).Sum("kinactor_processor_restarts_total"); got != 3 {
 		t.Errorf("processor restarts metric = %v, want 3", got)
 	}
 }

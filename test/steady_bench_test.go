@@ -23,9 +23,6 @@ import (
 //
 //	go test -run '^$' -bench SteadyState -benchtime 1x -timeout 30m ./test/
 func BenchmarkSteadyStateLeaseWrites(b *testing.B) {
-	if testing.Short() {
-		b.Skip("benchmark needs local servers")
-	}
 	window := 5 * time.Minute
 	if s := os.Getenv("KINACTOR_STEADY_WINDOW"); s != "" {
 		d, err := time.ParseDuration(s)
@@ -37,7 +34,7 @@ func BenchmarkSteadyStateLeaseWrites(b *testing.B) {
 	env := localaws.StartT(b, localaws.Kinesalite, localaws.Dynalite)
 	kc := env.KinesisClient()
 	const name, shards = "steady", 12
-	createStreamB(b, kc, name, shards)
+	localaws.CreateStreamT(b, kc, name, shards)
 	p := newProducer(kc, name, 48)
 
 	var nodes []*kinactor.Node
@@ -68,7 +65,7 @@ func BenchmarkSteadyStateLeaseWrites(b *testing.B) {
 	writes := func() float64 {
 		total := 0.0
 		for _, n := range nodes {
-			total += scrape(b, n).sum("kinactor_lease_writes_total")
+			total += scrape(b, n).Sum("kinactor_lease_writes_total")
 		}
 		return total
 	}

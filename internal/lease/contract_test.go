@@ -23,9 +23,6 @@ func TestStoreContract(t *testing.T) {
 	})
 	t.Run("dynamodb-local", func(t *testing.T) {
 		t.Parallel()
-		if testing.Short() {
-			t.Skip("starts DynamoDB Local")
-		}
 		env := localaws.StartT(t, "", localaws.DynamoDBLocal)
 		client := env.DynamoDBClient()
 		var n atomic.Int64

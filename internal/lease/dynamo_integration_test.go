@@ -21,9 +21,6 @@ import (
 // TestDynamoIntegration runs the store against real DynamoDB wire-protocol
 // servers: AWS's DynamoDB Local and dynalite. Each subtest uses its own table.
 func TestDynamoIntegration(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts local DynamoDB servers")
-	}
 	for _, kind := range []localaws.Kind{localaws.DynamoDBLocal, localaws.Dynalite} {
 		t.Run(string(kind), func(t *testing.T) {
 			t.Parallel()

@@ -14,8 +14,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
-	ktypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 
+	"github.com/kinactor/kinactor/internal/awswait"
 	"github.com/kinactor/kinactor/internal/lease"
 	"github.com/kinactor/kinactor/internal/stream"
 	"github.com/kinactor/kinactor/internal/testenv/localaws"
@@ -35,19 +35,7 @@ func createVMwareTable(t *testing.T, ddb *dynamodb.Client, name string, rows ...
 	if err != nil {
 		t.Fatalf("CreateTable %s: %v", name, err)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		out, err := ddb.DescribeTable(ctx, &dynamodb.DescribeTableInput{TableName: aws.String(name)})
-		if err == nil && out.Table.TableStatus == types.TableStatusActive {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("table %s not ACTIVE: %v", name, err)
-		}
-		<-tick.C
-	}
+	localaws.WaitTableT(t, ddb, name)
 	for _, r := range rows {
 		if _, err := ddb.PutItem(ctx, &dynamodb.PutItemInput{TableName: aws.String(name), Item: r}); err != nil {
 			t.Fatalf("PutItem: %v", err)
@@ -74,9 +62,6 @@ func vmwareRow(shard, owner string, timeout time.Time, checkpoint, parent string
 }
 
 func TestMigrateFromVMware(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts dynalite")
-	}
 	env := localaws.StartT(t, "", localaws.Dynalite)
 	ddb := env.DynamoDBClient()
 	ctx := context.Background()
@@ -210,37 +195,17 @@ func TestMigrateFromVMware(t *testing.T) {
 // shards), and returns them.
 func waitShards(t *testing.T, kc *kinesis.Client, name string, n int) []stream.Shard {
 	t.Helper()
-	ctx := context.Background()
-	c := stream.NewClient(kc, name, "")
-	deadline := time.Now().Add(30 * time.Second)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		var (
-			shards []stream.Shard
-			status ktypes.StreamStatus
-		)
-		out, err := kc.DescribeStreamSummary(ctx, &kinesis.DescribeStreamSummaryInput{StreamName: aws.String(name)})
-		if err == nil {
-			status = out.StreamDescriptionSummary.StreamStatus
-			shards, err = c.ListShards(ctx)
-		}
-		if err == nil && status == ktypes.StreamStatusActive && len(shards) == n {
-			return shards
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("stream %s: not ACTIVE with %d shards in time (status %s, %d shards, err %v)", name, n, status, len(shards), err)
-		}
-		<-tick.C
+	shards, err := awswait.Shards(context.Background(), kc, stream.NewClient(kc, name, ""), name, 30*time.Second,
+		func(shards []stream.Shard) bool { return len(shards) == n })
+	if err != nil {
+		t.Fatalf("stream %s: not ACTIVE with %d shards in time (%d shards): %v", name, n, len(shards), err)
 	}
+	return shards
 }
 
 // A shard made by MergeShards has two parents, but vmware-go-kcl's table
 // stores only ParentShardId: the adjacent parent must come from the stream.
 func TestMigrateMergedShardParents(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts kinesis-mock and dynalite")
-	}
 	env := localaws.StartT(t, localaws.KinesisMock, localaws.Dynalite)
 	kc, ddb := env.KinesisClient(), env.DynamoDBClient()
 	ctx := context.Background()

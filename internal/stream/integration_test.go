@@ -20,46 +20,26 @@ import (
 )
 
 // These tests run against real local servers started by localaws; they are
-// skipped with -short.
+// skipped with -short (localaws.StartT skips them).
 
 func startKinesis(t *testing.T, kind localaws.Kind) *kinesis.Client {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("integration test: needs local Kinesis servers")
-	}
 	env := localaws.StartT(t, kind, "")
 	return env.KinesisClient()
 }
 
 // createStream creates a stream with shards shards, waits for it to be
-// ACTIVE and returns its ARN.
+// ACTIVE and returns its ARN (localaws.CreateStreamT).
 func createStream(t testing.TB, kc *kinesis.Client, name string, shards int32) string {
 	t.Helper()
-	ctx := context.Background()
-	if _, err := kc.CreateStream(ctx, &kinesis.CreateStreamInput{StreamName: aws.String(name), ShardCount: aws.Int32(shards)}); err != nil {
-		t.Fatalf("CreateStream %s: %v", name, err)
-	}
-	return waitActive(t, kc, name)
+	return localaws.CreateStreamT(t, kc, name, shards)
 }
 
-// waitActive polls DescribeStreamSummary until the stream is ACTIVE.
+// waitActive waits until the stream is ACTIVE and returns its ARN
+// (localaws.WaitStreamT).
 func waitActive(t testing.TB, kc *kinesis.Client, name string) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		out, err := kc.DescribeStreamSummary(ctx, &kinesis.DescribeStreamSummaryInput{StreamName: aws.String(name)})
-		if err == nil && out.StreamDescriptionSummary.StreamStatus == types.StreamStatusActive {
-			return aws.ToString(out.StreamDescriptionSummary.StreamARN)
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("stream %s not ACTIVE in time (last error %v)", name, err)
-		case <-tick.C:
-		}
-	}
+	return localaws.WaitStreamT(t, kc, name)
 }
 
 // put is one record put, with where it went.
