@@ -211,8 +211,8 @@ func (s *DynamoStore) EnsureTable(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.waitTimeout)
 	defer cancel()
 
-	desc, err := s.describe(ctx)
-	if errors.Is(err, ErrNotFound) {
+	switch desc, err := s.describe(ctx); {
+	case errors.Is(err, ErrNotFound):
 		err = s.retry(ctx, "create table", s.table, func(ctx context.Context) error {
 			_, err := s.api.CreateTable(ctx, &dynamodb.CreateTableInput{
 				TableName:            aws.String(s.table),
@@ -230,26 +230,63 @@ func (s *DynamoStore) EnsureTable(ctx context.Context) error {
 			return err
 		}
 		s.log.Info("lease table created", "table", s.table)
-		desc, err = s.describe(ctx)
-	}
-	for n := 1; ; n++ {
-		if err != nil && !errors.Is(err, ErrNotFound) { // not found: eventual consistency right after create
+	case err != nil:
+		return err
+	default:
+		if err := checkKeySchema(s.table, desc); err != nil || desc.TableStatus == types.TableStatusActive {
 			return err
 		}
-		if err == nil {
-			if err := checkKeySchema(s.table, desc); err != nil {
-				return err
-			}
-			if desc.TableStatus == types.TableStatusActive {
-				return nil
-			}
-		}
-		delay := min(100*time.Millisecond*time.Duration(n), time.Second)
-		if err := backoff.Sleep(ctx, delay); err != nil {
-			return fmt.Errorf("lease: table %s not ACTIVE: %w", s.table, err)
-		}
-		desc, err = s.describe(ctx)
 	}
+	return s.waitActive(ctx)
+}
+
+// waitActive waits until the table is ACTIVE, with the SDK's waiter: from
+// 100 ms to 1 s between describes, until ctx (which has a deadline) ends.
+// Its describes go through
+// the store's retries (tableDescriber). Right after the create a describe
+// may still say ResourceNotFound (eventual consistency), which the waiter
+// waits out; a table whose key is not ours is an error at once.
+func (s *DynamoStore) waitActive(ctx context.Context) error {
+	w := dynamodb.NewTableExistsWaiter(tableDescriber{s}, func(o *dynamodb.TableExistsWaiterOptions) {
+		o.MinDelay, o.MaxDelay = 100*time.Millisecond, time.Second
+		exists := o.Retryable
+		o.Retryable = func(ctx context.Context, in *dynamodb.DescribeTableInput, out *dynamodb.DescribeTableOutput, err error) (bool, error) {
+			if err == nil && out.Table == nil {
+				return false, errors.New("DescribeTable returned no table")
+			}
+			if err == nil {
+				if err := checkKeySchema(s.table, out.Table); err != nil {
+					return false, err
+				}
+			}
+			return exists(ctx, in, out, err)
+		}
+	})
+	// ctx ends the wait, not the waiter's clock: its error then says so.
+	deadline, _ := ctx.Deadline()
+	wait := max(time.Until(deadline), 0) + time.Second
+	if err := w.Wait(ctx, &dynamodb.DescribeTableInput{TableName: aws.String(s.table)}, wait); err != nil {
+		if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+			err = fmt.Errorf("%w: %w", cerr, err)
+		}
+		return fmt.Errorf("lease: table %s not ACTIVE: %w", s.table, err)
+	}
+	return nil
+}
+
+// tableDescriber is DescribeTable for the waiter, through the store's
+// retries and attempt bound (the SDK's retryer off); ResourceNotFound comes
+// back as the SDK's error, for the waiter to wait out.
+type tableDescriber struct{ s *DynamoStore }
+
+func (d tableDescriber) DescribeTable(ctx context.Context, in *dynamodb.DescribeTableInput, optFns ...func(*dynamodb.Options)) (*dynamodb.DescribeTableOutput, error) {
+	var out *dynamodb.DescribeTableOutput
+	err := d.s.retry(ctx, "describe table", d.s.table, func(ctx context.Context) error {
+		var err error
+		out, err = d.s.api.DescribeTable(ctx, in, append(optFns, noSDKRetries)...)
+		return err
+	})
+	return out, err
 }
 
 func (s *DynamoStore) describe(ctx context.Context) (*types.TableDescription, error) {
