@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -243,12 +242,9 @@ func TestStopReleasesOrNamesWhatIsLeft(t *testing.T) {
 
 	e2 := startShell(t, 2, funcProps(), nil, false)
 	e2.waitRunning(t, 2, 10*time.Second)
-	var mu sync.Mutex
-	e2.store.Fail = func(op, key string) error { // DynamoDB gone
-		mu.Lock()
-		defer mu.Unlock()
+	e2.store.SetFail(func(op, key string) error { // DynamoDB gone
 		return fmt.Errorf("%s %s: connection refused", op, key)
-	}
+	})
 	done = make(chan []string, 1)
 	e2.sys.Root.Send(e2.coord, StopAll{Done: done, Timeout: 2 * time.Second})
 	select {

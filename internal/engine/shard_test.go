@@ -791,12 +791,12 @@ func TestShardWaitsForParents(t *testing.T) {
 		t.Fatal(err)
 	}
 	var checks atomic.Int32
-	r.store.Fail = func(op, key string) error { // set before the actors run
+	r.store.SetFail(func(op, key string) error {
 		if op == "get" && key == "parent" {
 			checks.Add(1)
 		}
 		return nil
-	}
+	})
 	r.put("a")
 	r.start()
 	eventually(t, time.Second, "a few parent checks", func() bool { return checks.Load() >= 3 })

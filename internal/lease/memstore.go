@@ -11,13 +11,11 @@ import (
 // the same conditions on owner and counter, the same sentinel errors, the
 // same rows as written (contract_test.go holds both to one set of cases,
 // DynamoStore against DynamoDB Local). It is for fast tests of the actor
-// shells; it is safe for concurrent use. Fail, when set, is called before
-// every operation with its name (OpCreate, ..., "get", "list") and the key;
-// a non-nil error is returned instead of doing it (fault injection).
+// shells; it is safe for concurrent use (SetFail included).
 type MemStore struct {
-	mu   sync.Mutex
-	rows map[string]Lease
-	Fail func(op, key string) error
+	mu     sync.Mutex
+	rows   map[string]Lease
+	failFn func(op, key string) error
 }
 
 var _ Store = (*MemStore)(nil)
@@ -25,9 +23,22 @@ var _ Store = (*MemStore)(nil)
 // NewMemStore returns an empty store.
 func NewMemStore() *MemStore { return &MemStore{rows: map[string]Lease{}} }
 
+// SetFail injects faults: f, when not nil, is called before every
+// operation with its name (OpCreate, ..., "get", "list") and the key; a
+// non-nil error is returned instead of doing it. It may be set while the
+// store is in use.
+func (s *MemStore) SetFail(f func(op, key string) error) {
+	s.mu.Lock()
+	s.failFn = f
+	s.mu.Unlock()
+}
+
 func (s *MemStore) fail(op, key string) error {
-	if s.Fail != nil {
-		return s.Fail(op, key)
+	s.mu.Lock()
+	f := s.failFn
+	s.mu.Unlock()
+	if f != nil {
+		return f(op, key)
 	}
 	return nil
 }
