@@ -471,6 +471,7 @@ func (c *coordinator) run(ctx actor.Context, eff ownership.Effect) {
 			e.Msg.At = time.Now().UnixMilli()
 		}
 		b, _ := json.Marshal(e.Msg)
+		c.sentBytes(e.Msg.Type, len(b))
 		gs := c.cfg.Gossip
 		go func() {
 			if err := gs.Send(e.To, b); err != nil {
@@ -479,6 +480,7 @@ func (c *coordinator) run(ctx actor.Context, eff ownership.Effect) {
 		}()
 	case ownership.Broadcast:
 		b, _ := json.Marshal(e.Msg)
+		c.sentBytes(e.Msg.Type, len(b))
 		c.cfg.Gossip.Broadcast(b)
 	case ownership.PublishMeta:
 		select { // the newest meta wins
@@ -607,4 +609,11 @@ func sameMembers(a, b []cluster.Member) bool {
 		}
 	}
 	return true
+}
+
+// sentBytes counts the payload bytes of an ownership message sent.
+func (c *coordinator) sentBytes(typ string, n int) {
+	if m := c.deps.Metrics; m != nil {
+		m.GossipSentBytes.WithLabelValues(typ).Add(float64(n))
+	}
 }

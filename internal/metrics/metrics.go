@@ -36,6 +36,7 @@ type Metrics struct {
 	HandoffDuration    prometheus.Histogram   // seconds from asking a shard to hand off to its release
 	ShardUnowned       prometheus.Histogram   // seconds a shard had no owner before this node took it
 	KPLRecords         *prometheus.CounterVec // kind: user_record, out_of_range, malformed
+	GossipSentBytes    *prometheus.CounterVec // type: the ownership message type (hb, rel, ...)
 	// SinceProgress is kinactor_shard_seconds_since_progress{shard}: for
 	// each shard this node runs, how long ago it last made progress (a
 	// fetch or a processor answer); read at scrape time from the source
@@ -96,6 +97,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		OwnershipChanges:   prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "ownership_changes_total", Help: "Leases this node took, released or lost."}),
 		HandoffDuration:    prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "handoff_duration_seconds", Help: "From asking a shard to hand off until its lease was released.", Buckets: lat}),
 		KPLRecords:         prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "kpl_records_total", Help: "KPL aggregates: user records delivered, dropped as outside the shard's hash range, and aggregates delivered whole as malformed."}, []string{"kind"}),
+		GossipSentBytes:    prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "gossip_sent_bytes_total", Help: "Payload bytes of the ownership messages this node sent to other members (heartbeats with progress: hb; releases: released; shard lists: shards), by message type; a broadcast counts once."}, []string{"type"}),
 		ShardUnowned:       prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "shard_unowned_seconds", Help: "How long a shard had no owner before this node took it: from the release (sender's clock) or from seeing its owner die.", Buckets: lat}),
 	}
 	m.SinceProgress = &progressCollector{desc: prometheus.NewDesc(ns+"_shard_seconds_since_progress",
@@ -106,7 +108,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	reg.MustRegister(m.RecordsProcessed, m.BytesProcessed, m.MillisBehindLatest, m.GetRecordsLatency,
 		m.ProcessingLatency, m.FetchErrors, m.CheckpointsWritten, m.CheckpointsRefused, m.LeaseWrites,
 		m.LeasesHeld, m.LeaseLosses, m.ProcessorRestarts, m.ProcessorFailures, m.ShardStates,
-		m.ShardsFinished, m.LeaseTakes, m.ClusterMembers, m.OwnershipChanges, m.HandoffDuration, m.ShardUnowned, m.KPLRecords,
+		m.ShardsFinished, m.LeaseTakes, m.ClusterMembers, m.OwnershipChanges, m.HandoffDuration, m.ShardUnowned, m.KPLRecords, m.GossipSentBytes,
 		m.SinceProgress)
 	return m
 }
