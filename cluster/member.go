@@ -130,19 +130,29 @@ func (s State) String() string {
 	return fmt.Sprintf("State(%d)", int(s))
 }
 
+// MarshalText writes the state as its word ("alive", ...).
+func (s State) MarshalText() ([]byte, error) {
+	if s < StateAlive || s > StateLeft {
+		return nil, fmt.Errorf("cluster: invalid member state %d", int(s))
+	}
+	return []byte(s.String()), nil
+}
+
+// UnmarshalText reads a state's word; another word is an error naming it.
+func (s *State) UnmarshalText(b []byte) error {
+	for st := StateAlive; st <= StateLeft; st++ {
+		if st.String() == string(b) {
+			*s = st
+			return nil
+		}
+	}
+	return fmt.Errorf("cluster: member state %q is none of alive, suspect, dead, left", b)
+}
+
 // Member is one node as gossip sees it.
 type Member struct {
 	Name  string `json:"name"`
 	Addr  string `json:"addr"` // gossip host:port
-	State State  `json:"-"`
+	State State  `json:"state"`
 	Meta  Meta   `json:"meta"`
-}
-
-// MarshalJSON writes the state as a word.
-func (m Member) MarshalJSON() ([]byte, error) {
-	type plain Member
-	return json.Marshal(struct {
-		plain
-		State string `json:"state"`
-	}{plain(m), m.State.String()})
 }

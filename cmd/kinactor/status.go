@@ -18,7 +18,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 
 	"github.com/kinactor/kinactor"
-	"github.com/kinactor/kinactor/cluster"
 	"github.com/kinactor/kinactor/internal/lease"
 	"github.com/kinactor/kinactor/internal/stream"
 )
@@ -248,37 +247,11 @@ func fetchNodeStatus(ctx context.Context, addr string) (kinactor.NodeStatus, err
 	return st, nil
 }
 
-// decodeNodeStatus decodes a /status body. cluster.Member writes its state
-// as a word ("alive", "suspect", ...) but reads none back, so the words are
-// decoded here.
+// decodeNodeStatus decodes a /status body.
 func decodeNodeStatus(body []byte) (kinactor.NodeStatus, error) {
 	var st kinactor.NodeStatus
-	var states struct {
-		Members []struct {
-			State string `json:"state"`
-		} `json:"members"`
-	}
-	if err := json.Unmarshal(body, &st); err != nil {
-		return st, err
-	}
-	if err := json.Unmarshal(body, &states); err != nil {
-		return st, err
-	}
-	for i, m := range states.Members {
-		st.Members[i].State = memberState(m.State)
-	}
-	return st, nil
-}
-
-// memberState is the cluster.State whose String is word; an unknown word
-// gives an invalid state, printed as State(-1).
-func memberState(word string) cluster.State {
-	for s := cluster.StateAlive; s <= cluster.StateLeft; s++ {
-		if s.String() == word {
-			return s
-		}
-	}
-	return -1
+	err := json.Unmarshal(body, &st)
+	return st, err
 }
 
 // abbrevSeq shortens a sequence number to its first 8 and last 6 digits;

@@ -392,9 +392,7 @@ func (c *Cluster) Events() []Event {
 	return append([]Event(nil), c.events...)
 }
 
-// Status gets and decodes p's /status. The members' State is left at
-// its zero value: cluster.Member writes its state as a word but reads none
-// back (`kinactor status` decodes the words itself).
+// Status gets and decodes p's /status.
 func (c *Cluster) Status(ctx context.Context, p *Proc) (kinactor.NodeStatus, error) {
 	var st kinactor.NodeStatus
 	b, err := c.get(ctx, p, "/status")
