@@ -197,6 +197,26 @@ func (c *Cluster) Dir() string { return c.opts.Dir }
 // a replacement gets a new name), joining the gossip addresses of the
 // running nodes, and waits until it has written its ready file.
 func (c *Cluster) AddNode(ctx context.Context) (*Proc, error) {
+	return c.AddNodeWith(ctx, NodeOptions{})
+}
+
+// NodeOptions vary one node of AddNodeWith.
+type NodeOptions struct {
+	// DefaultName leaves --name out: the node picks its own name
+	// (hostname-pid-random), as a restarted deployment does. Proc.Name is
+	// that name once the node is ready; its log and ready file are named
+	// n<k>.
+	DefaultName bool
+	// Single runs the node without gossip (no --bind, no --join).
+	Single bool
+	// Alone starts a gossip cluster of its own (no --join).
+	Alone bool
+	// Args are appended after Options.ExtraArgs.
+	Args []string
+}
+
+// AddNodeWith starts a node as AddNode does, varied by o.
+func (c *Cluster) AddNodeWith(ctx context.Context, o NodeOptions) (*Proc, error) {
 	c.mu.Lock()
 	c.counter++
 	name := fmt.Sprintf("n%d", c.counter)
@@ -211,13 +231,20 @@ func (c *Cluster) AddNode(ctx context.Context) (*Proc, error) {
 	ready := filepath.Join(c.opts.Dir, "ready", name+".json")
 	logPath := filepath.Join(c.opts.Dir, "logs", name+".log")
 	args := []string{"node", "--app", c.opts.App, "--stream", c.opts.Stream,
-		"--bind", "127.0.0.1:0", "--http", "127.0.0.1:0",
+		"--http", "127.0.0.1:0",
 		"--processor", "ledger", "--ledger-dir", c.opts.LedgerDir(),
-		"--ready-file", ready, "--name", name}
-	if len(join) > 0 {
-		args = append(args, "--join", strings.Join(join, ","))
+		"--ready-file", ready}
+	if !o.DefaultName {
+		args = append(args, "--name", name)
+	}
+	if !o.Single {
+		args = append(args, "--bind", "127.0.0.1:0")
+		if len(join) > 0 && !o.Alone {
+			args = append(args, "--join", strings.Join(join, ","))
+		}
 	}
 	args = append(args, c.opts.ExtraArgs...)
+	args = append(args, o.Args...)
 	lf, err := os.Create(logPath)
 	if err != nil {
 		return nil, fmt.Errorf("clusterrun: %w", err)
@@ -264,7 +291,10 @@ func (c *Cluster) AddNode(ctx context.Context) (*Proc, error) {
 			if err := json.Unmarshal(b, &r); err == nil && r.HTTP != "" {
 				c.mu.Lock()
 				p.Gossip, p.HTTP, p.Started = r.Gossip, r.HTTP, time.Now()
-				c.events = append(c.events, Event{Kind: EventStart, Node: name, At: p.Started})
+				if r.Node != "" && r.Node != p.Name {
+					p.Name = r.Node // the node's own name (DefaultName)
+				}
+				c.events = append(c.events, Event{Kind: EventStart, Node: p.Name, At: p.Started})
 				c.mu.Unlock()
 				return p, nil
 			}
