@@ -34,6 +34,13 @@ type benchResult struct {
 	DupPerGraceful   float64            `json:"duplicates_per_graceful_move"`
 	DupAfterTerms    int                `json:"duplicates_after_graceful_stops"`
 	DupAfterKills    int                `json:"duplicates_after_kills"`
+	KillMoves        int                `json:"kill_moves"`
+	DupPerKillMove   float64            `json:"duplicates_per_kill_move"`
+	DupMedianKill    int                `json:"duplicates_per_kill_move_median"`
+	DupMaxKill       int                `json:"duplicates_per_kill_move_max"`
+	DupTimeKill      statsJSON          `json:"duplicates_per_kill_move_sec_of_records"`
+	EarlyDetection   bool               `json:"early_detection"`
+	WorstMoves       []string           `json:"costliest_kill_moves"`
 	DupOther         int                `json:"duplicates_other"`
 	DupAfterJoins    int                `json:"duplicates_after_joins"`
 	Lost             int                `json:"lost"`
@@ -69,6 +76,7 @@ func runFailoverBench(ctx context.Context, args []string, stdout, stderr io.Writ
 	seed := fs.Uint64("seed", 1, "seed for picking victims")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	dynalite := fs.Bool("dynalite", false, "use dynalite instead of DynamoDB Local")
+	early := fs.Bool("early-detection", true, "run the nodes with early crash detection (false: gossip's probes alone)")
 	dir := fs.String("dir", "", "tools/localaws directory (default: $"+localaws.EnvDir+", else found from the working directory's module)")
 	workDir := fs.String("work-dir", "", "directory for ledgers and node logs (default: a temporary directory, removed afterwards)")
 	fs.Usage = func() {
@@ -130,7 +138,8 @@ func runFailoverBench(ctx context.Context, args []string, stdout, stderr io.Writ
 	logf("servers up, stream %s with %d shards", name, *shards)
 
 	// One node creates the lease rows, then the others join.
-	c, err := clusterrun.Start(ctx, clusterrun.Options{Bin: bin, Dir: wd, App: name, Stream: name, Env: env.Environ(), Nodes: 1})
+	c, err := clusterrun.Start(ctx, clusterrun.Options{Bin: bin, Dir: wd, App: name, Stream: name, Env: env.Environ(), Nodes: 1,
+		ExtraArgs: []string{fmt.Sprintf("--early-detection=%t", *early)}})
 	if err != nil {
 		return fmt.Errorf("failover-bench: %w", err)
 	}
@@ -242,6 +251,18 @@ func runFailoverBench(ctx context.Context, args []string, stdout, stderr io.Writ
 	if res.GracefulMoves > 0 {
 		res.DupPerGraceful = float64(rep.DupAfterTerms) / float64(res.GracefulMoves)
 	}
+	res.EarlyDetection = *early
+	res.KillMoves = len(rep.KillDups)
+	if res.KillMoves > 0 {
+		total := 0
+		for _, d := range rep.KillDups {
+			total += d
+		}
+		res.DupPerKillMove = float64(total) / float64(res.KillMoves)
+		res.DupMedianKill, res.DupMaxKill = clusterrun.MedianInt(rep.KillDups), slices.Max(rep.KillDups)
+		res.DupTimeKill = toStatsJSON(rep.KillDupTime)
+	}
+	res.WorstMoves = worstKillMoves(rep, c.Events(), 3)
 	if runHours > 0 {
 		res.LeaseWritesPerSH = leaseWrites / float64(*shards) / runHours
 	}
@@ -272,8 +293,34 @@ func waitProduced(ctx context.Context, prod *clusterrun.Producer, n int) error {
 	})
 }
 
+// worstKillMoves describes the n moves after kills with the most
+// duplicates (none without duplicates).
+func worstKillMoves(rep clusterrun.Report, events []clusterrun.Event, n int) []string {
+	var ms []clusterrun.Move
+	for _, m := range rep.Moves {
+		if m.Kind == clusterrun.EventKill && m.Dups > 0 {
+			ms = append(ms, m)
+		}
+	}
+	slices.SortStableFunc(ms, func(a, b clusterrun.Move) int { return b.Dups - a.Dups })
+	var out []string
+	for _, m := range ms[:min(n, len(ms))] {
+		at := ""
+		if m.Event < len(events) {
+			at = events[m.Event].At.Format("15:04:05.000") + " "
+		}
+		out = append(out, fmt.Sprintf("%skill of %s: %s to %s, %d duplicates (%.2fs of its records), idle %.2fs",
+			at, m.From, m.Shard, m.To, m.Dups, m.DupTime.Seconds(), m.Idle.Seconds()))
+	}
+	return out
+}
+
 func printBench(w io.Writer, r benchResult) {
-	fmt.Fprintf(w, "failover-bench: %d nodes, %d shards, %g records/s, seed %d, %.0fs\n\n", r.Nodes, r.Shards, r.Rate, r.Seed, r.DurationSec)
+	early := "on"
+	if !r.EarlyDetection {
+		early = "off"
+	}
+	fmt.Fprintf(w, "failover-bench: %d nodes, %d shards, %g records/s, seed %d, early detection %s, %.0fs\n\n", r.Nodes, r.Shards, r.Rate, r.Seed, early, r.DurationSec)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "\tcount\tshards moved\tidle p50 (s)\tidle p99 (s)\tidle max (s)\t")
 	fmt.Fprintf(tw, "kills (SIGKILL)\t%d\t%d\t%.3f\t%.3f\t%.3f\t\n", r.Kills, r.KillIdle.N, r.KillIdle.P50, r.KillIdle.P99, r.KillIdle.Max)
@@ -283,8 +330,17 @@ func printBench(w io.Writer, r benchResult) {
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "duplicates per graceful move\t%.2f\t(%d duplicates after graceful stops, %d shards moved)\n", r.DupPerGraceful, r.DupAfterTerms, r.GracefulMoves)
 	fmt.Fprintf(tw, "duplicates after kills\t%d\t(%d of them after the replacement joined and before the next stop)\n", r.DupAfterKills, r.DupAfterJoins)
+	fmt.Fprintf(tw, "duplicates per shard moved by a kill\t%.2f\t(median %d, max %d over %d moves; median %.2fs of that shard's records, max %.2fs)\n",
+		r.DupPerKillMove, r.DupMedianKill, r.DupMaxKill, r.KillMoves, r.DupTimeKill.P50, r.DupTimeKill.Max)
 	if r.DupOther > 0 {
 		fmt.Fprintf(tw, "duplicates before any stop\t%d\t\n", r.DupOther)
+	}
+	for i, m := range r.WorstMoves {
+		what := ""
+		if i == 0 {
+			what = "costliest moves after kills"
+		}
+		fmt.Fprintf(tw, "%s\t\t%s\n", what, m)
 	}
 	fmt.Fprintf(tw, "lost\t%d\t(of %d produced; %d processed)\n", r.Lost, r.Produced, r.Processed)
 	fmt.Fprintf(tw, "per-key order violations\t%d\t\n", r.OrderViolations)

@@ -282,6 +282,16 @@ func (m *Machine) onView(now time.Time, e ViewChanged, out *effects) {
 	if len(e.Joined)+len(e.Gone) > 0 {
 		m.requestSync(now, out)
 	}
+	if len(e.Joined) > 0 {
+		// A newcomer may now be among our shards' successors: it gets
+		// their counters and progress at once, not at the next change.
+		for _, k := range sortedKeys(m.run) {
+			if l, ok := m.leases[k]; ok && l.Owner == m.cfg.Me {
+				m.queueBeat(l)
+			}
+		}
+		m.flushBeats(now, out)
+	}
 }
 
 func sameView(a, b map[string]*memberInfo) bool {

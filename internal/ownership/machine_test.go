@@ -1112,6 +1112,45 @@ func TestHeartbeatsCarryAcknowledgedProgress(t *testing.T) {
 	}
 }
 
+// A member that joins and becomes a successor of our shards gets their
+// counters and acknowledged progress in the same step, not at the next
+// change: killed right after a node joined, the owner had told the
+// newcomer, which took its shards, nothing (41 records replayed where the
+// median was 0).
+func TestNewcomerGetsProgressAtOnce(t *testing.T) {
+	a := newX(t, "a", true)
+	a.step(Started{})
+	a.step(ViewChanged{Members: members("a", "b", "c")})
+	mine := a.takeAll(a.read(rows(12, "")))
+	for i, l := range mine {
+		a.step(ShardAcked{Key: l.Key, Checkpoint: lease.Checkpoint{SequenceNumber: fmt.Sprintf("%056d", 100+i)}})
+	}
+	a.tick(time.Second) // the progress goes to b and c
+	effs := a.step(ViewChanged{Members: members("a", "b", "c", "d"), Joined: []string{"d"}})
+	toD := map[string]Beat{}
+	for _, e := range effs {
+		if s, ok := e.(Send); ok && s.To == "d" && s.Msg.Type == MsgHeartbeat {
+			for _, b := range s.Msg.Leases {
+				toD[b.Shard] = b
+			}
+		}
+	}
+	want := 0
+	for i, l := range mine {
+		if l.Owner != "a" || !slices.Contains(firstN(a.m.successors(l.Key, "a"), 2), "d") {
+			continue
+		}
+		want++
+		b, ok := toD[l.Key]
+		if !ok || b.Seq != fmt.Sprintf("%056d", 100+i) || b.Counter != l.Counter {
+			t.Errorf("%s: d is a successor, heartbeat to it %+v (sent: %v)", l.Key, b, ok)
+		}
+	}
+	if want == 0 {
+		t.Fatal("d is no successor of a's shards: the test shows nothing")
+	}
+}
+
 // ---- proof of death ------------------------------------------------------------
 
 // A lease of an owner outside the view is taken at once once the owner is

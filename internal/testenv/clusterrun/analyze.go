@@ -13,8 +13,9 @@ import (
 	"github.com/kinactor/kinactor/internal/ledger"
 )
 
-// Move is one shard the victim of a kill or term processed last before the
-// event, and how long the shard went without processing afterwards.
+// Move is one shard the victim of a kill, term or pause processed last
+// before the event, how long the shard went without processing afterwards,
+// and what the move cost in duplicates.
 type Move struct {
 	Event int // index in the events given to Analyze
 	Kind  EventKind
@@ -29,6 +30,12 @@ type Move struct {
 	// when write times are unknown). At low rates most of Idle is waiting
 	// for the next record to be written; Delay leaves that out.
 	Delay time.Duration
+	// Dups counts the shard's records processed again after the event (and
+	// before the next kill, term or pause); DupTime is that many records in
+	// time at the shard's rate over the 10 s before the event (0 without
+	// records then): "the last DupTime of the shard was replayed".
+	Dups    int
+	DupTime time.Duration
 }
 
 // Stats summarizes durations.
@@ -78,23 +85,30 @@ type Report struct {
 	DupByEvent      []int
 	DupAfterKills   int
 	DupAfterTerms   int
+	DupAfterPauses  int // includes what the paused node delivered after it woke
 	DupUnattributed int
 	// DupByLastEvent attributes each repeat processing to the nearest
 	// event of any kind at or before it (start, kill or term; "" when
 	// none), which tells a kill's duplicates from those of the rebalance
 	// when a replacement starts.
-	DupByLastEvent    map[EventKind]int
-	OrderViolations   int
-	OrderSamples      []string // up to 20
-	Moves             []Move
-	KillIdle          Stats
-	TermIdle          Stats
-	KillDelay         Stats // Move.Delay after kills
-	TermDelay         Stats // Move.Delay after terms
-	Kills, Terms      int
-	MaxIdle           time.Duration // the longest Idle of any move
-	MaxIdleShard      string
-	EventsWithoutMove int // kills and terms after which no shard of the victim had data
+	DupByLastEvent  map[EventKind]int
+	OrderViolations int
+	OrderSamples    []string // up to 20
+	Moves           []Move
+	KillIdle        Stats
+	TermIdle        Stats
+	PauseIdle       Stats
+	// KillDupTime and PauseDupTime summarize Move.DupTime over the moves
+	// after kills and after pauses; KillDups and PauseDups list Move.Dups.
+	KillDupTime, PauseDupTime Stats
+	KillDups, PauseDups       []int
+	KillDelay                 Stats // Move.Delay after kills
+	TermDelay                 Stats // Move.Delay after terms
+	Kills, Terms              int
+	Pauses                    int
+	MaxIdle                   time.Duration // the longest Idle of any move
+	MaxIdleShard              string
+	EventsWithoutMove         int // kills and terms after which no shard of the victim had data
 }
 
 // OK reports whether nothing was lost and the per-key order held.
@@ -103,10 +117,19 @@ func (r Report) OK() bool { return r.Lost == 0 && r.OrderViolations == 0 }
 // String is a multi-line summary.
 func (r Report) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "produced %d, processed %d distinct (%d ledger lines), lost %d, duplicates %d (after kills %d, after graceful stops %d, other %d), order violations %d\n",
-		r.Produced, r.Processed, r.Lines, r.Lost, r.Duplicates, r.DupAfterKills, r.DupAfterTerms, r.DupUnattributed, r.OrderViolations)
+	fmt.Fprintf(&b, "produced %d, processed %d distinct (%d ledger lines), lost %d, duplicates %d (after kills %d, after graceful stops %d, after pauses %d, other %d), order violations %d\n",
+		r.Produced, r.Processed, r.Lines, r.Lost, r.Duplicates, r.DupAfterKills, r.DupAfterTerms, r.DupAfterPauses, r.DupUnattributed, r.OrderViolations)
 	fmt.Fprintf(&b, "idle after kill (%d kills): %s\n", r.Kills, r.KillIdle)
 	fmt.Fprintf(&b, "idle after graceful stop (%d stops): %s\n", r.Terms, r.TermIdle)
+	if r.Pauses > 0 {
+		fmt.Fprintf(&b, "idle after pause (%d pauses): %s\n", r.Pauses, r.PauseIdle)
+	}
+	if len(r.KillDups) > 0 {
+		fmt.Fprintf(&b, "duplicates per shard moved by a kill: median %d (%.2fs of its records), max %d\n", MedianInt(r.KillDups), r.KillDupTime.P50.Seconds(), slices.Max(r.KillDups))
+	}
+	if len(r.PauseDups) > 0 {
+		fmt.Fprintf(&b, "duplicates per shard moved by a pause: median %d (%.2fs of its records), max %d\n", MedianInt(r.PauseDups), r.PauseDupTime.P50.Seconds(), slices.Max(r.PauseDups))
+	}
 	if len(r.LostSamples) > 0 {
 		fmt.Fprintf(&b, "lost (sample): %s\n", strings.Join(r.LostSamples, " "))
 	}
@@ -172,6 +195,8 @@ func AnalyzeWritten(entries []ledger.Entry, produced map[string]int, events []Ev
 			r.Kills++
 		case EventTerm:
 			r.Terms++
+		case EventPause:
+			r.Pauses++
 		default:
 			continue
 		}
@@ -185,10 +210,13 @@ func AnalyzeWritten(entries []ledger.Entry, produced map[string]int, events []Ev
 	sort.SliceStable(all, func(i, j int) bool { return all[i].at < all[j].at })
 
 	seen := map[recKey]int{}
-	firsts := map[string][]item{} // pk → first processings in processing order
+	firsts := map[string][]item{}     // pk → first processings in processing order
+	dupAt := map[int]map[string]int{} // stop's event index → shard → duplicates
+	firstTS := map[string][]int64{}   // shard → ts of its records' first processings
 	for _, it := range items {
 		seen[it.key]++
 		if seen[it.key] == 1 {
+			firstTS[it.e.Shard] = append(firstTS[it.e.Shard], it.e.TS)
 			if it.key.n >= 1 && it.key.n <= produced[it.key.pk] {
 				firsts[it.key.pk] = append(firsts[it.key.pk], it)
 			}
@@ -206,10 +234,17 @@ func AnalyzeWritten(entries []ledger.Entry, produced map[string]int, events []Ev
 			continue
 		}
 		r.DupByEvent[stops[j].i]++
-		if events[stops[j].i].Kind == EventKill {
+		if dupAt[stops[j].i] == nil {
+			dupAt[stops[j].i] = map[string]int{}
+		}
+		dupAt[stops[j].i][it.e.Shard]++
+		switch events[stops[j].i].Kind {
+		case EventKill:
 			r.DupAfterKills++
-		} else {
+		case EventTerm:
 			r.DupAfterTerms++
+		case EventPause:
+			r.DupAfterPauses++
 		}
 	}
 	for k := range seen {
@@ -267,7 +302,7 @@ func AnalyzeWritten(entries []ledger.Entry, produced map[string]int, events []Ev
 		sort.SliceStable(es, func(i, j int) bool { return es[i].TS < es[j].TS })
 	}
 	shards := slices.Sorted(maps.Keys(byShard))
-	var killIdle, termIdle, killDelay, termDelay []time.Duration
+	var killIdle, termIdle, pauseIdle, killDelay, termDelay, killDup, pauseDup []time.Duration
 	for _, st := range stops {
 		ev := events[st.i]
 		moved := false
@@ -287,14 +322,25 @@ func AnalyzeWritten(entries []ledger.Entry, produced map[string]int, events []Ev
 				if at, ok := writtenAt(written, e); ok && at > st.at {
 					m.Delay = time.Duration(max(0, e.TS-at)) * time.Millisecond
 				}
+				m.Dups = dupAt[st.i][s]
+				if rate := rateBefore(firstTS[s], st.at); rate > 0 {
+					m.DupTime = time.Duration(math.Round(float64(m.Dups)/rate*1000)) * time.Millisecond
+				}
 				r.Moves = append(r.Moves, m)
 				moved = true
-				if ev.Kind == EventKill {
+				switch ev.Kind {
+				case EventKill:
 					killIdle = append(killIdle, m.Idle)
 					killDelay = append(killDelay, m.Delay)
-				} else {
+					killDup = append(killDup, m.DupTime)
+					r.KillDups = append(r.KillDups, m.Dups)
+				case EventTerm:
 					termIdle = append(termIdle, m.Idle)
 					termDelay = append(termDelay, m.Delay)
+				case EventPause:
+					pauseIdle = append(pauseIdle, m.Idle)
+					pauseDup = append(pauseDup, m.DupTime)
+					r.PauseDups = append(r.PauseDups, m.Dups)
 				}
 				if m.Idle > r.MaxIdle {
 					r.MaxIdle, r.MaxIdleShard = m.Idle, s
@@ -306,9 +352,36 @@ func AnalyzeWritten(entries []ledger.Entry, produced map[string]int, events []Ev
 			r.EventsWithoutMove++
 		}
 	}
-	r.KillIdle, r.TermIdle = statsOf(killIdle), statsOf(termIdle)
+	r.KillIdle, r.TermIdle, r.PauseIdle = statsOf(killIdle), statsOf(termIdle), statsOf(pauseIdle)
+	r.KillDupTime, r.PauseDupTime = statsOf(killDup), statsOf(pauseDup)
 	r.KillDelay, r.TermDelay = statsOf(killDelay), statsOf(termDelay)
 	return r
+}
+
+// rateBefore is the records per second of a shard over the 10 s before at
+// (or since its first record, if later), from the sorted ts of its records'
+// first processings; 0 without records then.
+func rateBefore(ts []int64, at int64) float64 {
+	if len(ts) == 0 || ts[0] >= at {
+		return 0
+	}
+	from := max(at-10_000, ts[0])
+	lo := sort.Search(len(ts), func(i int) bool { return ts[i] >= from })
+	hi := sort.Search(len(ts), func(i int) bool { return ts[i] >= at })
+	if hi-lo == 0 || at == from {
+		return 0
+	}
+	return float64(hi-lo) / (float64(at-from) / 1000)
+}
+
+// MedianInt is the median (lower middle) of ns; 0 for none.
+func MedianInt(ns []int) int {
+	if len(ns) == 0 {
+		return 0
+	}
+	s := slices.Clone(ns)
+	slices.Sort(s)
+	return s[(len(s)-1)/2]
 }
 
 // writtenAt looks up when the ledger entry's record was written.

@@ -71,6 +71,9 @@ func TestAnalyze(t *testing.T) {
 	check("MaxIdle", r.MaxIdle, 1300*time.Millisecond)
 	check("EventsWithoutMove", r.EventsWithoutMove, 2)
 	check("KillDelay without write times", r.KillDelay, r.KillIdle)
+	// n1 processed A at 2 records in 0.9 s before its kill; one came again.
+	check("KillDups", fmt.Sprint(r.KillDups), "[1]")
+	check("KillDupTime", r.KillDupTime.P50, 450*time.Millisecond)
 	if r.OK() {
 		t.Error("OK with a lost record")
 	}
@@ -83,6 +86,37 @@ func TestAnalyze(t *testing.T) {
 	check("KillIdle with write times", w.KillIdle, r.KillIdle)
 	check("KillDelay", w.KillDelay, Stats{N: 1, P50: 1300 * time.Millisecond, P99: 1300 * time.Millisecond, Max: 1300 * time.Millisecond})
 	check("TermDelay", w.TermDelay, Stats{N: 2, P50: 100 * time.Millisecond, P99: 500 * time.Millisecond, Max: 500 * time.Millisecond})
+}
+
+// A pause is a stop like a kill: the paused node's shards move, and what
+// it delivers after it wakes counts as the pause's duplicates.
+func TestAnalyzePause(t *testing.T) {
+	events := []Event{
+		{Kind: EventStart, Node: "n1", At: time.UnixMilli(9_000)},
+		{Kind: EventStart, Node: "n2", At: time.UnixMilli(9_000)},
+		{Kind: EventPause, Node: "n1", At: time.UnixMilli(20_000)},
+		{Kind: EventResume, Node: "n1", At: time.UnixMilli(40_000)},
+	}
+	var es []ledger.Entry
+	for i := 1; i <= 10; i++ { // one record a second on A, by n1
+		es = append(es, entry("n1", "A", int64(9_000+1000*i), "k0", i))
+	}
+	es = append(es,
+		entry("n2", "A", 21_300, "k0", 10), // the new owner resumes one record early
+		entry("n2", "A", 21_300, "k0", 11),
+		entry("n1", "A", 40_010, "k0", 11), // the woken node's batch in flight
+	)
+	r := Analyze(es, map[string]int{"k0": 11}, events)
+	t.Log(r.String())
+	if r.Pauses != 1 || r.DupAfterPauses != 2 || r.DupAfterKills != 0 || r.DupUnattributed != 0 {
+		t.Errorf("pauses %d, duplicates after pauses %d, after kills %d, unattributed %d; want 1, 2, 0, 0", r.Pauses, r.DupAfterPauses, r.DupAfterKills, r.DupUnattributed)
+	}
+	if len(r.Moves) != 1 || r.Moves[0].Kind != EventPause || r.Moves[0].To != "n2" || r.Moves[0].Idle != 1300*time.Millisecond {
+		t.Errorf("moves %+v, want A from n1 to n2 after the pause, idle 1.3s", r.Moves)
+	}
+	if fmt.Sprint(r.PauseDups) != "[2]" || r.PauseDupTime.P50 != 2*time.Second || r.PauseIdle.N != 1 {
+		t.Errorf("pause duplicates %v (%v of records), idle %v; want [2] (2s), n=1", r.PauseDups, r.PauseDupTime.P50, r.PauseIdle)
+	}
 }
 
 func TestAnalyzeSameMillisecondOtherNode(t *testing.T) {
