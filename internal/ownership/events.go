@@ -340,7 +340,15 @@ func (m *Machine) onMessage(now time.Time, e MessageReceived, out *effects) {
 	case MsgHeartbeat:
 		for _, b := range g.Leases {
 			old, ok := m.leases[b.Shard]
-			if !ok || b.Counter < old.Counter {
+			if !ok {
+				// Not read yet (a node that just started): the progress is
+				// kept all the same; Resume holds it to the row once read.
+				if !IsForeignKey(b.Shard) {
+					m.hearProgress(e.From, b)
+				}
+				continue
+			}
+			if b.Counter < old.Counter {
 				continue
 			}
 			if b.Counter > old.Counter || old.Owner != e.From {
@@ -389,7 +397,8 @@ func Resume(l lease.Lease, heard heardProgress, known bool) (lease.Checkpoint, b
 }
 
 // queueBeat remembers a lease this node holds at l.Counter, with what its
-// processor acknowledged, for its successors.
+// processor acknowledged, for its first two successors (who take it by
+// expiry) and its heir (who takes it at once if this node dies).
 func (m *Machine) queueBeat(l lease.Lease) {
 	if !m.cfg.Clustered {
 		return
@@ -398,7 +407,11 @@ func (m *Machine) queueBeat(l lease.Lease) {
 	if cp, ok := m.acked[l.Key]; ok && !cp.IsSentinel() {
 		beat.Seq, beat.Sub = cp.SequenceNumber, cp.SubSequenceNumber
 	}
-	for _, to := range firstN(m.successors(l.Key, m.cfg.Me), 2) {
+	dests := firstN(m.successors(l.Key, m.cfg.Me), 2)
+	if h := m.heir(l.Key); h != "" && !slices.Contains(dests, h) {
+		dests = append(dests, h)
+	}
+	for _, to := range dests {
 		b := m.beats[to]
 		if b == nil {
 			b = map[string]Beat{}

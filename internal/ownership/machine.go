@@ -6,7 +6,7 @@
 // (read the table, create or delete rows, take a lease, spawn or hand off a
 // shard actor, gossip, publish this node's meta, probe a service). It does
 // no I/O, starts no goroutines and reads no clock; the coordinator actor
-// (package actors) is the thin shell that executes the effects and turns
+// (package internal/engine) is the thin shell that executes the effects and turns
 // their results back into events.
 //
 // The rules, in one place:
@@ -20,8 +20,7 @@
 //     row no longer show (past retention), the way the Java KCL collects
 //     garbage leases, so their children stop waiting for them.
 //   - Assignment: eligible shards over the live, non-draining members of the
-//     same application, by cluster.Assign (weighted rendezvous, bounded
-//     load). Members that say in gossip that they are unhealthy are left
+//     same application, by Assign (weighted rendezvous, bounded load). Members that say in gossip that they are unhealthy are left
 //     out, unless every member is (a service-wide outage must not move
 //     anything); a shard a member refuses goes to the best-scoring member
 //     that does not, if there is one.
@@ -37,6 +36,36 @@
 //     this node's monotonic clock when it arrived; a take is conditional on
 //     the counter observed, so a late observation costs a failed take, never
 //     a stolen lease.
+//   - Progress: every HeartbeatInterval (250 ms) while anything changed, a
+//     holder sends each lease's counter, with the position its processor
+//     acknowledged under that counter (what the next checkpoint would
+//     write), to the lease's first two successors (who take it by expiry)
+//     and its heir (who would take it at once if the holder died: with the
+//     load bound, not always a successor), one message per destination. A
+//     newcomer gets them in the step it joins.
+//   - Resuming: a node taking a lease from a dead owner (gone from the view,
+//     or proven dead) resumes from the later of the row's checkpoint and the
+//     position that owner sent for exactly the counter the take is
+//     conditional on, and writes it with the take (Resume). Nothing is
+//     skipped, by this argument: the take succeeds only if the counter has
+//     not moved since it was read, so the owner wrote nothing after the
+//     news was sent under that counter; the owner sent only positions its
+//     shard machine accepted as acknowledged, and the shard machine accepts
+//     only positions it delivered, in this shard, to a processor that
+//     answered for them (a checkpoint beyond what was delivered is refused
+//     and never sent); so the position is one the processor had done. News
+//     under another counter, from another sender, not later than the row,
+//     or for a finished shard loses to the row. Positions are checked for
+//     their form only: that a position is of this shard rests on it coming
+//     from a member of this application (gossip label, secret key).
+//   - Proof of death: a lease held by an owner outside the view (a restart
+//     under new names, a single node with no gossip) is taken at once only
+//     if the owner is proven dead: another member now has its gossip address
+//     (seen in the view), or the shell's ProveDead finds that its process is
+//     gone from this host or that its gossip address refuses connections
+//     (the row keeps the holder's address, host and process id). Short of a
+//     proof, expiry as above; a failed proof is tried again after
+//     ProofRetry.
 //   - Lost leases: a lease this node lost to a fenced write is not taken
 //     back by judging its taker dead (both halves of a partition would take
 //     it back and forth), only by expiry, until the lease has moved on or
@@ -466,7 +495,12 @@ type Machine struct {
 	assign      map[string]string
 	assignDirty bool
 	assignments int // how many times it was computed
-	dirty       map[string]bool
+	// heirs is the assignment this node's death would leave (computed
+	// over cands without it, when a heartbeat needs it after a change):
+	// who would take each shard at once. They get its heartbeats too.
+	heirs      map[string]string
+	heirsStale bool
+	dirty      map[string]bool
 
 	// syncs
 	syncing     bool

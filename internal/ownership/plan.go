@@ -126,6 +126,7 @@ func (m *Machine) ensureAssignment() {
 	}
 	m.assign = a
 	m.assignments++
+	m.heirsStale = true
 	for k := range m.eligible {
 		m.dirty[k] = true
 	}
@@ -169,6 +170,29 @@ func rendezvous(key string, cs []candidate, skip ...string) []string {
 func (m *Machine) successors(key, holder string) []string {
 	m.ensureAssignment()
 	return rendezvous(key, m.cands, holder)
+}
+
+// heir is who would take key at once if this node died now: its owner in
+// the assignment over the healthy candidates without this node. With the
+// load bound that need not be the first successor (a full successor
+// passes the shard on), so the heir gets this node's heartbeats too.
+func (m *Machine) heir(key string) string {
+	m.ensureAssignment()
+	if m.heirsStale || m.heirs == nil {
+		m.heirsStale = false
+		cands := make([]Candidate, 0, len(m.cands))
+		for _, c := range m.cands {
+			if c.name != m.cfg.Me {
+				cands = append(cands, Candidate{Name: c.name, Weight: c.weight})
+			}
+		}
+		keys := make([]string, 0, len(m.eligible))
+		for k := range m.eligible {
+			keys = append(keys, k)
+		}
+		m.heirs = Assign(keys, cands)
+	}
+	return m.heirs[key]
 }
 
 // plan evaluates the shards whose inputs changed.

@@ -636,6 +636,7 @@ func TestCheckpointValidation(t *testing.T) {
 				}
 				must[CheckpointRefusedEffect](t, effs)
 				none[WriteCheckpoint](t, effs)
+				none[Acked](t, effs) // never gossiped as progress
 				return
 			}
 			if refused {
@@ -650,6 +651,9 @@ func TestCheckpointValidation(t *testing.T) {
 			}
 			if !ok || wc.Checkpoint.SequenceNumber != c.wantCP {
 				t.Fatalf("write %v, want %s", wc, c.wantCP)
+			}
+			if ack := must[Acked](t, effs); ack.Checkpoint != wc.Checkpoint {
+				t.Fatalf("progress %v gossiped for a checkpoint %v", ack.Checkpoint, wc.Checkpoint)
 			}
 		})
 	}
