@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/kinactor/kinactor/internal/awswait"
+	"github.com/kinactor/kinactor/internal/backoff"
 	"github.com/kinactor/kinactor/internal/testenv/clusterrun"
 	"github.com/kinactor/kinactor/internal/testenv/localaws"
 )
@@ -40,6 +41,7 @@ type benchResult struct {
 	DupMaxKill       int                `json:"duplicates_per_kill_move_max"`
 	DupTimeKill      statsJSON          `json:"duplicates_per_kill_move_sec_of_records"`
 	EarlyDetection   bool               `json:"early_detection"`
+	SettleSec        float64            `json:"settle_sec"`
 	WorstMoves       []string           `json:"costliest_kill_moves"`
 	DupOther         int                `json:"duplicates_other"`
 	DupAfterJoins    int                `json:"duplicates_after_joins"`
@@ -77,6 +79,8 @@ func runFailoverBench(ctx context.Context, args []string, stdout, stderr io.Writ
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	dynalite := fs.Bool("dynalite", false, "use dynalite instead of DynamoDB Local")
 	early := fs.Bool("early-detection", true, "run the nodes with early crash detection (false: gossip's probes alone)")
+	settle := fs.Duration("settle", 0, "let records flow this long after each rebalance before the next stop (0: stop at once; a crash right after a join is the hardest case)")
+	nodeBin := fs.String("node-bin", "", "the kinactor binary the nodes run (default: this one), e.g. an older build to compare")
 	dir := fs.String("dir", "", "tools/localaws directory (default: $"+localaws.EnvDir+", else found from the working directory's module)")
 	workDir := fs.String("work-dir", "", "directory for ledgers and node logs (default: a temporary directory, removed afterwards)")
 	fs.Usage = func() {
@@ -113,6 +117,9 @@ func runFailoverBench(ctx context.Context, args []string, stdout, stderr io.Writ
 	if err != nil {
 		return fmt.Errorf("failover-bench: %w", err)
 	}
+	if *nodeBin != "" {
+		bin = *nodeBin
+	}
 	wd := *workDir
 	if wd == "" {
 		if wd, err = os.MkdirTemp("", "kinactor-failover-bench-"); err != nil {
@@ -137,9 +144,13 @@ func runFailoverBench(ctx context.Context, args []string, stdout, stderr io.Writ
 	}
 	logf("servers up, stream %s with %d shards", name, *shards)
 
+	var earlyArgs []string
+	if !*early {
+		earlyArgs = []string{"--early-detection=false"}
+	}
 	// One node creates the lease rows, then the others join.
 	c, err := clusterrun.Start(ctx, clusterrun.Options{Bin: bin, Dir: wd, App: name, Stream: name, Env: env.Environ(), Nodes: 1,
-		ExtraArgs: []string{fmt.Sprintf("--early-detection=%t", *early)}})
+		ExtraArgs: earlyArgs})
 	if err != nil {
 		return fmt.Errorf("failover-bench: %w", err)
 	}
@@ -219,6 +230,11 @@ func runFailoverBench(ctx context.Context, args []string, stdout, stderr io.Writ
 		}
 		logf("round %d: %s %s (%d shards), all flowing again after %.2fs; %s joined, balanced after %.2fs",
 			round, how, victim.Name, len(vs), flowing.Seconds(), p.Name, time.Since(joined).Seconds())
+		if *settle > 0 {
+			if err := backoff.Sleep(ctx, *settle); err != nil {
+				return failed(err)
+			}
+		}
 	}
 
 	produced, err := prod.Stop()
@@ -251,7 +267,7 @@ func runFailoverBench(ctx context.Context, args []string, stdout, stderr io.Writ
 	if res.GracefulMoves > 0 {
 		res.DupPerGraceful = float64(rep.DupAfterTerms) / float64(res.GracefulMoves)
 	}
-	res.EarlyDetection = *early
+	res.EarlyDetection, res.SettleSec = *early, settle.Seconds()
 	res.KillMoves = len(rep.KillDups)
 	if res.KillMoves > 0 {
 		total := 0
@@ -320,7 +336,7 @@ func printBench(w io.Writer, r benchResult) {
 	if !r.EarlyDetection {
 		early = "off"
 	}
-	fmt.Fprintf(w, "failover-bench: %d nodes, %d shards, %g records/s, seed %d, early detection %s, %.0fs\n\n", r.Nodes, r.Shards, r.Rate, r.Seed, early, r.DurationSec)
+	fmt.Fprintf(w, "failover-bench: %d nodes, %d shards, %g records/s, seed %d, early detection %s, settle %gs, %.0fs\n\n", r.Nodes, r.Shards, r.Rate, r.Seed, early, r.SettleSec, r.DurationSec)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "\tcount\tshards moved\tidle p50 (s)\tidle p99 (s)\tidle max (s)\t")
 	fmt.Fprintf(tw, "kills (SIGKILL)\t%d\t%d\t%.3f\t%.3f\t%.3f\t\n", r.Kills, r.KillIdle.N, r.KillIdle.P50, r.KillIdle.P99, r.KillIdle.Max)
