@@ -55,6 +55,7 @@ type Node struct {
 
 	membership *gossip.Membership
 	fanOut     *stream.FanOut
+	pauses     *engine.PauseWatch
 
 	stopOnce sync.Once
 	stopped  chan struct{} // closed when Stop has finished
@@ -216,6 +217,11 @@ func (n *Node) Start(ctx context.Context) error {
 		n.membership, gs = ms, ms
 	}
 	deps.Identity = engine.SelfIdentity(n.gossipAddrLocked())
+	// The pause watch ticks from before the first shard starts; its
+	// ticker goroutine ends in stop (or below, if Start fails).
+	n.pauses = engine.NewPauseWatch(0)
+	n.pauses.Start()
+	deps.Pauses = n.pauses
 	quiet := slog.New(levelFilter{h: log.Handler(), min: slog.LevelWarn}).With("component", "protoactor")
 	n.sys = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return quiet }))
 	n.coord, err = n.sys.Root.SpawnNamed(engine.NewCoordinatorProps(engine.CoordinatorConfig{
@@ -233,6 +239,7 @@ func (n *Node) Start(ctx context.Context) error {
 		if n.membership != nil {
 			_ = n.membership.Shutdown()
 		}
+		n.pauses.Stop()
 		return fmt.Errorf("kinactor: spawning the coordinator: %w", err)
 	}
 	fwd.set(n.sys, n.coord, n.membership)
@@ -365,6 +372,7 @@ func (n *Node) stop(ctx context.Context) {
 	// protoactor's Shutdown stops no actors by itself.
 	n.sys.Root.Stop(n.coord)
 	n.sys.Shutdown()
+	n.pauses.Stop()
 	if n.fanOut != nil {
 		n.fanOut.Close()
 	}

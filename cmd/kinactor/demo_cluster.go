@@ -192,8 +192,18 @@ func printClusterSummary(w io.Writer, took time.Duration, rep clusterrun.Report,
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "  records produced\t%d\n", rep.Produced)
 	fmt.Fprintf(tw, "  records processed\t%d\t(distinct; %d ledger lines)\n", rep.Processed, rep.Lines)
-	fmt.Fprintf(tw, "  duplicates\t%d\t(%d after the kill, %d after graceful stops, %d other; %d of them after a node joined)\n",
-		rep.Duplicates, rep.DupAfterKills, rep.DupAfterTerms, rep.DupUnattributed, rep.DupByLastEvent[clusterrun.EventStart])
+	fmt.Fprintf(tw, "  duplicates\t%d\t(%d after the kill, %d after graceful stops, %d after pauses, %d other; %d of them after a node joined)\n",
+		rep.Duplicates, rep.DupAfterKills, rep.DupAfterTerms, rep.DupAfterPauses, rep.DupUnattributed, rep.DupByLastEvent[clusterrun.EventStart])
+	if rep.Kills > 0 {
+		fmt.Fprintf(tw, "  duplicates per kill\t%.1f\t(%d kills)\n", float64(rep.DupAfterKills)/float64(rep.Kills), rep.Kills)
+	}
+	if len(rep.KillDups) > 0 {
+		fmt.Fprintf(tw, "  duplicates per shard moved by the kill\t%d\t(median; max %d, over %d shards; median %.2fs of that shard's records)\n",
+			clusterrun.MedianInt(rep.KillDups), slices.Max(rep.KillDups), len(rep.KillDups), rep.KillDupTime.P50.Seconds())
+	}
+	if rep.Pauses > 0 {
+		fmt.Fprintf(tw, "  duplicates per pause\t%.1f\t(%d pauses)\n", float64(rep.DupAfterPauses)/float64(rep.Pauses), rep.Pauses)
+	}
 	fmt.Fprintf(tw, "  lost\t%d\t\n", rep.Lost)
 	fmt.Fprintf(tw, "  per-key order violations\t%d\t\n", rep.OrderViolations)
 	fmt.Fprintf(tw, "  idle after the kill\t%.2fs\t(longest of the %d shards that moved)\n", rep.KillIdle.Max.Seconds(), rep.KillIdle.N)

@@ -54,6 +54,8 @@ type Deps struct {
 	// Identity is where this node runs, written with every take (others
 	// prove it dead by it).
 	Identity lease.Identity
+	// Pauses tells shard actors that the process was paused (nil: never).
+	Pauses *PauseWatch
 }
 
 // Messages between the coordinator and shard actors.
@@ -129,6 +131,7 @@ type shardActor struct {
 	told      bool // LeaseLost or ShardEnded was sent to the processor: see finish
 	stopping  bool
 	restarted atomic.Int64
+	epoch     uint64 // the pause epoch this shard last verified its lease in
 }
 
 // NewShardProps returns the props of a shard actor for a lease this node
@@ -269,6 +272,19 @@ func (a *shardActor) countFetchError(err error) {
 func (a *shardActor) step(ctx actor.Context, ev shardfsm.Event) {
 	if a.finished {
 		return
+	}
+	if pw := a.deps.Pauses; pw != nil {
+		if e := pw.Mark(); e != a.epoch {
+			a.epoch = e
+			if a.m.State() != 0 { // a machine started after the pause has nothing to verify
+				for _, eff := range a.m.Step(time.Now(), shardfsm.Paused{For: pw.Gap()}) {
+					a.run(ctx, eff)
+				}
+				if a.finished {
+					return
+				}
+			}
+		}
 	}
 	for _, eff := range a.m.Step(time.Now(), ev) {
 		a.run(ctx, eff)
@@ -416,6 +432,8 @@ func (a *shardActor) run(ctx actor.Context, eff shardfsm.Effect) {
 		// it keeps its name, and the new one gets a name of its own.
 		ctx.Stop(a.proc)
 		a.proc = ctx.Spawn(a.deps.Processor)
+	case shardfsm.VerifyingLease:
+		a.log.Info("the process was paused: verifying the lease before delivering more", "paused", e.Paused.Round(time.Millisecond))
 	case shardfsm.Acked:
 		if p := ctx.Parent(); p != nil {
 			ctx.Send(p, shardAcked{shardID: a.lease.Key, cp: e.Checkpoint})

@@ -62,6 +62,11 @@ type (
 		BatchID uint64
 		Err     error
 	}
+	// Paused: this process was stopped for a while (SIGSTOP, a frozen VM, a
+	// long stop-the-world pause), long enough for gossip to have declared
+	// it dead and another node to have taken the lease. Nothing more is
+	// delivered until a lease write sent after the pause succeeds.
+	Paused struct{ For time.Duration }
 )
 
 func (Start) isEvent()            {}
@@ -78,6 +83,7 @@ func (ChildrenFound) isEvent()    {}
 func (StoreDone) isEvent()        {}
 func (StopRequested) isEvent()    {}
 func (DeadLettered) isEvent()     {}
+func (Paused) isEvent()           {}
 
 // ---- Effects --------------------------------------------------------------
 
@@ -156,6 +162,9 @@ type (
 	// successors, so that a new owner after a crash need not read again
 	// what was already processed).
 	Acked struct{ Checkpoint lease.Checkpoint }
+	// VerifyingLease reports that deliveries wait for a lease write after
+	// a pause of the process (for logs).
+	VerifyingLease struct{ Paused time.Duration }
 	// CheckpointRefusedEffect reports a refused checkpoint request (for
 	// metrics and logs); a Notify with messages.CheckpointRefused precedes it.
 	CheckpointRefusedEffect struct{ Err error }
@@ -189,6 +198,7 @@ func (DeadLetterBatch) isEffect()         {}
 func (ReplaceProcessor) isEffect()        {}
 func (Stalled) isEffect()                 {}
 func (Acked) isEffect()                   {}
+func (VerifyingLease) isEffect()          {}
 func (CheckpointRefusedEffect) isEffect() {}
 func (ProcessorFailure) isEffect()        {}
 func (Finished) isEffect()                {}

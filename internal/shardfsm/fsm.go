@@ -273,6 +273,12 @@ type Machine struct {
 	inFlight      *delivery
 	awaitShutdown bool // ShutdownRequested sent, ack not yet received
 
+	// after a pause: nothing is delivered until a write sent at or after
+	// verifyFrom succeeds (the lease is still ours)
+	verifying      bool
+	verifyFrom     time.Time
+	heldRedelivery bool // a redelivery came due while verifying
+
 	w leaseWrites // lease-table writes: one at a time
 
 	// progress
@@ -377,8 +383,55 @@ func (m *Machine) Step(now time.Time, ev Event) []Effect {
 		m.onStop(now, &out)
 	case DeadLettered:
 		m.onDeadLettered(now, e, &out)
+	case Paused:
+		m.onPaused(now, e, &out)
 	}
 	return out
+}
+
+// onPaused: another node may hold the lease by now (gossip declared this
+// one dead while it was stopped). Deliver nothing until a lease write sent
+// from now on succeeds: a renewal at once, or the checkpoint pending.
+// Whatever the processor had in flight it may finish; its checkpoint is a
+// write like any other, fenced on the counter.
+func (m *Machine) onPaused(now time.Time, e Paused, out *effects) {
+	if m.state == 0 || m.state == ShuttingDown {
+		return // not started, or only writing its last checkpoint and release
+	}
+	m.verifying, m.verifyFrom = true, now
+	out.add(VerifyingLease{Paused: e.For})
+	if m.w.pendingCP != nil {
+		m.w.forceCP = true
+	} else {
+		m.w.pendingRenew = true
+	}
+	m.pump(now, out)
+}
+
+// verified ends a verification after a pause: the held batch (or
+// redelivery) goes to the processor.
+func (m *Machine) verified(now time.Time, out *effects) {
+	m.verifying = false
+	if m.state != Processing {
+		return
+	}
+	if m.heldRedelivery {
+		m.heldRedelivery = false
+		m.redeliver(now, out)
+		return
+	}
+	if m.inFlight == nil && m.buffered != nil {
+		b := *m.buffered
+		m.buffered = nil
+		if !m.deliver(now, b, out) {
+			return
+		}
+		if m.shardEnded {
+			m.maybeEndShard(now, out)
+			return
+		}
+		m.scheduleFetch(now, out)
+	}
 }
 
 type effects []Effect
@@ -740,6 +793,10 @@ func (m *Machine) deliver(now time.Time, b stream.Batch, out *effects) bool {
 	if m.fenced(now, out) {
 		return false
 	}
+	if m.verifying {
+		m.buffered = &b // held until the lease is known to be ours
+		return false
+	}
 	m.nextBatchID++
 	recs := b.Records
 	d := &delivery{batch: messages.Records{ShardID: m.shardID, BatchID: m.nextBatchID, Records: recs, MillisBehindLatest: b.MillisBehindLatest, Attempt: 1}}
@@ -850,6 +907,10 @@ func (m *Machine) redeliver(now time.Time, out *effects) {
 		return
 	}
 	if m.fenced(now, out) {
+		return
+	}
+	if m.verifying {
+		m.heldRedelivery = true
 		return
 	}
 	d.waiting = false

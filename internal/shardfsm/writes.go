@@ -141,9 +141,13 @@ func (m *Machine) onStoreDone(now time.Time, e StoreDone, out *effects) {
 		m.timer(out, TimerStoreRetry, m.cfg.ErrorBackoff.Delay(m.w.failures, m.cfg.Rand))
 		return
 	}
+	sentAt := m.w.sentAt
 	m.w.succeeded(now)
 	if e.Op != OpRelease {
 		m.armLeaseTimers(now, out)
+	}
+	if m.verifying && !sentAt.Before(m.verifyFrom) {
+		defer m.verified(now, out) // after the write's own bookkeeping
 	}
 	if m.stalled == "dynamodb" {
 		m.stalled = ""

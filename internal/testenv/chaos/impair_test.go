@@ -196,6 +196,9 @@ func TestPauseAfterWaking(t *testing.T) {
 	if r.Duplicates != 4 || !reflect.DeepEqual(r.DupByFault, map[string]int{"pause": 4}) {
 		t.Fatalf("duplicates %d by fault %v", r.Duplicates, r.DupByFault)
 	}
+	if !reflect.DeepEqual(r.DupPerFault, map[string]float64{"pause": 4}) {
+		t.Fatalf("duplicates per fault %v, want pause 4 (one pause)", r.DupPerFault)
+	}
 	var b strings.Builder
 	r.WriteTable(&b)
 	if !strings.Contains(b.String(), "2 shards lost; after waking 3 batches (4 records) and 1 checkpoints on them") {

@@ -117,6 +117,13 @@ type Report struct {
 	// DupByFault attributes each repeat processing to the kind of the
 	// nearest fault at or before it ("none" when no fault came before).
 	DupByFault map[string]int `json:"duplicates_by_fault"`
+	// DupPerFault is DupByFault divided by the number of faults of that
+	// kind (duplicates per kill, per pause, ...).
+	DupPerFault map[string]float64 `json:"duplicates_per_fault"`
+	// KillMoveDups and PauseMoveDups: the duplicates of each shard that
+	// moved after a kill or a pause (clusterrun.Move.Dups, DupTime).
+	KillMoveDups  MoveDups `json:"duplicates_per_shard_moved_by_kill"`
+	PauseMoveDups MoveDups `json:"duplicates_per_shard_moved_by_pause"`
 
 	OrderOK         bool     `json:"order_ok"`
 	OrderViolations int      `json:"order_violations"`
@@ -126,7 +133,7 @@ type Report struct {
 	CheckpointsBackward int      `json:"checkpoints_backwards"`
 	BackwardSamples     []string `json:"backwards_samples,omitempty"`
 
-	// Idle is over every shard moved after a kill or a stop: how long it
+	// Idle is over every shard moved after a kill, a stop or a pause: how long it
 	// went without processing.
 	IdleN    int     `json:"idle_n"`
 	IdleP50  float64 `json:"idle_p50_s"`
@@ -181,6 +188,31 @@ type Report struct {
 
 	Failures []string `json:"failures,omitempty"`
 	OK       bool     `json:"ok"`
+}
+
+// MoveDups summarizes the duplicates per moved shard: how many moves, the
+// median and largest count, and the same in seconds of the shard's records.
+type MoveDups struct {
+	Moves     int     `json:"moves"`
+	Median    int     `json:"median"`
+	Max       int     `json:"max"`
+	MedianSec float64 `json:"median_s"`
+	MaxSec    float64 `json:"max_s"`
+}
+
+func moveDups(counts []int, times clusterrun.Stats) MoveDups {
+	if len(counts) == 0 {
+		return MoveDups{}
+	}
+	return MoveDups{Moves: len(counts), Median: clusterrun.MedianInt(counts), Max: slices.Max(counts),
+		MedianSec: times.P50.Seconds(), MaxSec: times.Max.Seconds()}
+}
+
+func (d MoveDups) String() string {
+	if d.Moves == 0 {
+		return "no moves"
+	}
+	return fmt.Sprintf("median %d (%.2fs of records), max %d (%.2fs), over %d shards moved", d.Median, d.MedianSec, d.Max, d.MaxSec, d.Moves)
 }
 
 // Stats summarizes idle durations in seconds.
@@ -242,7 +274,7 @@ func Verify(in Input) Report {
 	}
 	if worst != nil {
 		r.LongestIdle = fmt.Sprintf("%s idle %.3fs after the %s of %s at %s, then processed by %s",
-			worst.Shard, worst.Idle.Seconds(), map[clusterrun.EventKind]string{clusterrun.EventKill: "kill", clusterrun.EventTerm: "stop"}[worst.Kind], worst.From, events[worst.Event].At.UTC().Format("15:04:05.000"), worst.To)
+			worst.Shard, worst.Idle.Seconds(), map[clusterrun.EventKind]string{clusterrun.EventKill: "kill", clusterrun.EventTerm: "stop", clusterrun.EventPause: "pause"}[worst.Kind], worst.From, events[worst.Event].At.UTC().Format("15:04:05.000"), worst.To)
 	}
 	if len(idle) > 0 {
 		sort.Slice(idle, func(i, j int) bool { return idle[i] < idle[j] })
@@ -253,6 +285,15 @@ func Verify(in Input) Report {
 		r.IdleN, r.IdleP50, r.IdleP99, r.IdleMax = len(idle), rank(0.5).Seconds(), rank(0.99).Seconds(), idle[len(idle)-1].Seconds()
 	}
 	r.DupByFault = attribute(entries, faults)
+	nFaults := map[string]int{}
+	for _, f := range faults {
+		nFaults[string(f.Kind)]++
+	}
+	r.DupPerFault = map[string]float64{}
+	for k, n := range nFaults {
+		r.DupPerFault[k] = float64(r.DupByFault[k]) / float64(n)
+	}
+	r.KillMoveDups, r.PauseMoveDups = moveDups(a.KillDups, a.KillDupTime), moveDups(a.PauseDups, a.PauseDupTime)
 	for _, b := range CheckSamples(samples) {
 		r.CheckpointsBackward++
 		if len(r.BackwardSamples) < 20 {
@@ -349,6 +390,19 @@ func (r Report) WriteTable(w io.Writer) {
 		by = append(by, fmt.Sprintf("%s %d", k, r.DupByFault[k]))
 	}
 	fmt.Fprintf(tw, "duplicates\t%d\t%s\n", r.Duplicates, strings.Join(by, ", "))
+	var per []string
+	for _, k := range slices.Sorted(maps.Keys(r.DupPerFault)) {
+		per = append(per, fmt.Sprintf("%s %.1f", k, r.DupPerFault[k]))
+	}
+	if len(per) > 0 {
+		fmt.Fprintf(tw, "duplicates per fault\t\t%s\n", strings.Join(per, ", "))
+	}
+	if r.KillMoveDups.Moves > 0 {
+		fmt.Fprintf(tw, "duplicates per shard moved by a kill\t\t%s\n", r.KillMoveDups)
+	}
+	if r.PauseMoveDups.Moves > 0 {
+		fmt.Fprintf(tw, "duplicates per shard moved by a pause\t\t%s\n", r.PauseMoveDups)
+	}
 	fmt.Fprintf(tw, "per-key order held\t%v\t%d violations\n", r.OrderOK, r.OrderViolations)
 	fmt.Fprintf(tw, "checkpoints moved backwards\t%d\tin %d samples\n", r.CheckpointsBackward, r.CheckpointSamples)
 	fmt.Fprintf(tw, "idle after kill (s)\tn=%d\tp50 %.3f  p99 %.3f  max %.3f\n", r.KillIdle.N, r.KillIdle.P50, r.KillIdle.P99, r.KillIdle.Max)
