@@ -27,7 +27,7 @@ import (
 )
 
 // checkFor polls f every 50ms until it returns nil or the deadline passes.
-func checkFor(t *testing.T, total time.Duration, f func() error) {
+func checkFor(t testing.TB, total time.Duration, f func() error) {
 	t.Helper()
 	deadline := time.Now().Add(total)
 	tick := time.NewTicker(50 * time.Millisecond)

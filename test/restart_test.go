@@ -23,7 +23,7 @@ type restartRig struct {
 
 const restartShards = 4
 
-func newRestartRig(t *testing.T, name string) *restartRig {
+func newRestartRig(t testing.TB, name string) *restartRig {
 	t.Helper()
 	localaws.SkipShort(t) // builds and starts node processes
 	ctx := context.Background()
@@ -98,7 +98,7 @@ func keys(m map[string]bool) []string {
 }
 
 // takeReasons sums the nodes' lease takes by reason.
-func (r *restartRig) takeReasons(t *testing.T, nodes []*clusterrun.Proc) map[string]float64 {
+func (r *restartRig) takeReasons(t testing.TB, nodes []*clusterrun.Proc) map[string]float64 {
 	t.Helper()
 	total := map[string]float64{}
 	for _, p := range nodes {
@@ -217,4 +217,52 @@ func TestAliveUnreachableOwnerIsTakenOnlyAtExpiry(t *testing.T) {
 		t.Errorf("shards taken %v after the pause, before the lease could expire (%v after the last renewal)", took, expiry)
 	}
 	requireNoError(t, r.c.Kill(owner), "kill the paused owner")
+}
+
+// BenchmarkRestartIdle measures how long every shard stays unprocessed
+// when all of a stream's nodes are killed and new ones (new default names)
+// started: from the first new node's being ready to every shard flowing
+// again, with the default lease timings (expiry 90 s).
+//
+//	go test -run '^$' -bench RestartIdle -benchtime 1x ./test/
+func BenchmarkRestartIdle(b *testing.B) {
+	for _, c := range []struct {
+		name  string
+		nodes int
+		o     clusterrun.NodeOptions
+	}{
+		{"cluster-of-3", 3, clusterrun.NodeOptions{DefaultName: true}},
+		{"single-node", 1, clusterrun.NodeOptions{DefaultName: true, Single: true}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			var idle, sinceKill time.Duration
+			for i := 0; i < b.N; i++ {
+				r := newRestartRig(b, fmt.Sprintf("restart-bench-%d-%d", c.nodes, i))
+				ctx := context.Background()
+				var old []*clusterrun.Proc
+				for j := 0; j < c.nodes; j++ {
+					p, err := r.c.AddNodeWith(ctx, c.o)
+					requireNoError(b, err, "starting a node")
+					old = append(old, p)
+				}
+				t0 := time.Now()
+				checkFor(b, 60*time.Second, func() error { return r.flowing(t0, old) })
+				for _, p := range old {
+					requireNoError(b, r.c.Kill(p), "kill")
+				}
+				killed := time.Now()
+				var fresh []*clusterrun.Proc
+				for j := 0; j < c.nodes; j++ {
+					p, err := r.c.AddNodeWith(ctx, c.o)
+					requireNoError(b, err, "starting a new node")
+					fresh = append(fresh, p)
+				}
+				checkFor(b, restartDeadline, func() error { return r.flowing(killed, fresh) })
+				idle += time.Since(fresh[0].Started)
+				sinceKill += time.Since(killed)
+			}
+			b.ReportMetric(idle.Seconds()/float64(b.N), "s-idle-after-ready")
+			b.ReportMetric(sinceKill.Seconds()/float64(b.N), "s-idle-after-kill")
+		})
+	}
 }

@@ -69,6 +69,13 @@ func BenchmarkSteadyStateLeaseWrites(b *testing.B) {
 		}
 		return total
 	}
+	gossipBytes := func() float64 {
+		total := 0.0
+		for _, n := range nodes {
+			total += scrape(b, n).Sum("kinactor_gossip_sent_bytes_total", "type", "hb")
+		}
+		return total
+	}
 	stop := make(chan struct{})
 	go func() {
 		tick := time.NewTicker(200 * time.Millisecond)
@@ -93,12 +100,14 @@ func BenchmarkSteadyStateLeaseWrites(b *testing.B) {
 	}
 	<-time.After(35 * time.Second)
 	b.ResetTimer()
-	before, start := writes(), time.Now()
+	before, bytesBefore, start := writes(), gossipBytes(), time.Now()
 	<-time.After(window)
-	after, took := writes(), time.Since(start)
+	after, bytesAfter, took := writes(), gossipBytes(), time.Since(start)
 	b.StopTimer()
 	perShardHour := (after - before) / shards / took.Hours()
 	b.ReportMetric(perShardHour, "lease-writes/shard-hour")
+	// every shard is owned by one node: bytes per owned shard per second
+	b.ReportMetric((bytesAfter-bytesBefore)/shards/took.Seconds(), "progress-gossip-B/shard/s")
 	b.ReportMetric(float64(p.produced())/time.Since(start).Seconds(), "records/s")
 	b.Logf("%.0f lease writes in %v over %d shards: %.1f per shard-hour", after-before, took.Round(time.Second), shards, perShardHour)
 }
