@@ -421,16 +421,7 @@ func (m *Machine) verified(now time.Time, out *effects) {
 		return
 	}
 	if m.inFlight == nil && m.buffered != nil {
-		b := *m.buffered
-		m.buffered = nil
-		if !m.deliver(now, b, out) {
-			return
-		}
-		if m.shardEnded {
-			m.maybeEndShard(now, out)
-			return
-		}
-		m.scheduleFetch(now, out)
+		m.next(now, out)
 	}
 }
 
@@ -850,6 +841,12 @@ func (m *Machine) batchDone(now time.Time, out *effects) {
 		m.askShutdown(now, out)
 		return
 	}
+	m.next(now, out)
+}
+
+// next delivers the buffered batch, if any, and reads on (or ends the
+// shard) while the processor is free.
+func (m *Machine) next(now time.Time, out *effects) {
 	if m.buffered != nil {
 		b := *m.buffered
 		m.buffered = nil
