@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"sort"
 	"strconv"
 	"sync"
@@ -14,11 +13,9 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
-	"github.com/hashicorp/memberlist"
 
 	"github.com/kinactor/kinactor"
 	"github.com/kinactor/kinactor/cluster"
-	"github.com/kinactor/kinactor/internal/gossip"
 	"github.com/kinactor/kinactor/internal/testenv/localaws"
 	"github.com/kinactor/kinactor/messages"
 )
@@ -30,44 +27,38 @@ var errCrashed = errors.New("test: this node crashed")
 // fail at once and its processor neither records nor acknowledges.
 type crashSwitch struct{ off atomic.Bool }
 
+// gate runs call unless the switch is off (then the node is gone).
+func gate[T any](sw *crashSwitch, call func() (T, error)) (T, error) {
+	if sw.off.Load() {
+		var zero T
+		return zero, errCrashed
+	}
+	return call()
+}
+
 type crashDynamo struct {
 	kinactor.DynamoDBAPI
 	sw *crashSwitch
 }
 
 func (c crashDynamo) GetItem(ctx context.Context, in *dynamodb.GetItemInput, o ...func(*dynamodb.Options)) (*dynamodb.GetItemOutput, error) {
-	if c.sw.off.Load() {
-		return nil, errCrashed
-	}
-	return c.DynamoDBAPI.GetItem(ctx, in, o...)
+	return gate(c.sw, func() (*dynamodb.GetItemOutput, error) { return c.DynamoDBAPI.GetItem(ctx, in, o...) })
 }
 
 func (c crashDynamo) PutItem(ctx context.Context, in *dynamodb.PutItemInput, o ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error) {
-	if c.sw.off.Load() {
-		return nil, errCrashed
-	}
-	return c.DynamoDBAPI.PutItem(ctx, in, o...)
+	return gate(c.sw, func() (*dynamodb.PutItemOutput, error) { return c.DynamoDBAPI.PutItem(ctx, in, o...) })
 }
 
 func (c crashDynamo) UpdateItem(ctx context.Context, in *dynamodb.UpdateItemInput, o ...func(*dynamodb.Options)) (*dynamodb.UpdateItemOutput, error) {
-	if c.sw.off.Load() {
-		return nil, errCrashed
-	}
-	return c.DynamoDBAPI.UpdateItem(ctx, in, o...)
+	return gate(c.sw, func() (*dynamodb.UpdateItemOutput, error) { return c.DynamoDBAPI.UpdateItem(ctx, in, o...) })
 }
 
 func (c crashDynamo) DeleteItem(ctx context.Context, in *dynamodb.DeleteItemInput, o ...func(*dynamodb.Options)) (*dynamodb.DeleteItemOutput, error) {
-	if c.sw.off.Load() {
-		return nil, errCrashed
-	}
-	return c.DynamoDBAPI.DeleteItem(ctx, in, o...)
+	return gate(c.sw, func() (*dynamodb.DeleteItemOutput, error) { return c.DynamoDBAPI.DeleteItem(ctx, in, o...) })
 }
 
 func (c crashDynamo) Scan(ctx context.Context, in *dynamodb.ScanInput, o ...func(*dynamodb.Options)) (*dynamodb.ScanOutput, error) {
-	if c.sw.off.Load() {
-		return nil, errCrashed
-	}
-	return c.DynamoDBAPI.Scan(ctx, in, o...)
+	return gate(c.sw, func() (*dynamodb.ScanOutput, error) { return c.DynamoDBAPI.Scan(ctx, in, o...) })
 }
 
 type crashKinesis struct {
@@ -76,24 +67,15 @@ type crashKinesis struct {
 }
 
 func (c crashKinesis) ListShards(ctx context.Context, in *kinesis.ListShardsInput, o ...func(*kinesis.Options)) (*kinesis.ListShardsOutput, error) {
-	if c.sw.off.Load() {
-		return nil, errCrashed
-	}
-	return c.KinesisAPI.ListShards(ctx, in, o...)
+	return gate(c.sw, func() (*kinesis.ListShardsOutput, error) { return c.KinesisAPI.ListShards(ctx, in, o...) })
 }
 
 func (c crashKinesis) GetShardIterator(ctx context.Context, in *kinesis.GetShardIteratorInput, o ...func(*kinesis.Options)) (*kinesis.GetShardIteratorOutput, error) {
-	if c.sw.off.Load() {
-		return nil, errCrashed
-	}
-	return c.KinesisAPI.GetShardIterator(ctx, in, o...)
+	return gate(c.sw, func() (*kinesis.GetShardIteratorOutput, error) { return c.KinesisAPI.GetShardIterator(ctx, in, o...) })
 }
 
 func (c crashKinesis) GetRecords(ctx context.Context, in *kinesis.GetRecordsInput, o ...func(*kinesis.Options)) (*kinesis.GetRecordsOutput, error) {
-	if c.sw.off.Load() {
-		return nil, errCrashed
-	}
-	return c.KinesisAPI.GetRecords(ctx, in, o...)
+	return gate(c.sw, func() (*kinesis.GetRecordsOutput, error) { return c.KinesisAPI.GetRecords(ctx, in, o...) })
 }
 
 // delivery is one record handed to a processor.
@@ -139,17 +121,8 @@ func TestKilledNodesShardsResumeFromGossipedProgress(t *testing.T) {
 	p := newProducer(kc, name, 24)
 	log := &deliveryLog{}
 
-	var network memberlist.MockNetwork
 	names := []string{"ca", "cb", "cc"}
-	trs := map[string]*gossip.DropTransport{}
-	addrs := map[string]string{}
-	for _, n := range names {
-		mt := network.NewTransport(n)
-		ip, port, err := mt.FinalAdvertiseAddr("", 0)
-		requireNoError(t, err, "mock transport")
-		addrs[n] = net.JoinHostPort(ip.String(), strconv.Itoa(port))
-		trs[n] = gossip.NewDropTransport(mt)
-	}
+	trs, addrs := mockTransports(t, names...)
 	switches := map[string]*crashSwitch{}
 	nodes := map[string]*kinactor.Node{}
 	var all []*kinactor.Node

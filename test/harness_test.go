@@ -22,6 +22,7 @@ import (
 
 	"github.com/kinactor/kinactor"
 	"github.com/kinactor/kinactor/internal/lease"
+	"github.com/kinactor/kinactor/internal/testenv/clusterrun"
 	"github.com/kinactor/kinactor/internal/testenv/localaws"
 	"github.com/kinactor/kinactor/messages"
 )
@@ -226,4 +227,25 @@ func cmpSeq(a, b string) int {
 		return lease.Checkpoint{SequenceNumber: seq, SubSequenceNumber: n}
 	}
 	return pos(a).Compare(pos(b))
+}
+
+// buildWithServers builds the kinactor binary into dir while the local
+// servers start (both take seconds), and returns the binary and the
+// servers (stopped when the test ends).
+func buildWithServers(t testing.TB, dir string, kinesis, dynamo localaws.Kind) (string, *localaws.Env) {
+	t.Helper()
+	localaws.SkipShort(t) // builds and starts node processes
+	type built struct {
+		bin string
+		err error
+	}
+	bch := make(chan built, 1)
+	go func() {
+		bin, err := clusterrun.Build(context.Background(), dir)
+		bch <- built{bin, err}
+	}()
+	env := localaws.StartT(t, kinesis, dynamo)
+	b := <-bch
+	requireNoError(t, b.err, "build")
+	return b.bin, env
 }

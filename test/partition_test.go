@@ -98,6 +98,24 @@ func (l *writeLog) fencingViolations() (violations []string, takes int) {
 	return violations, takes
 }
 
+// mockTransports puts the named nodes on one in-process memberlist mock
+// network, each behind a transport that can drop traffic to chosen peers;
+// it returns the transports and the nodes' gossip addresses by name.
+func mockTransports(t testing.TB, names ...string) (map[string]*gossip.DropTransport, map[string]string) {
+	t.Helper()
+	var network memberlist.MockNetwork
+	trs := map[string]*gossip.DropTransport{}
+	addrs := map[string]string{}
+	for _, n := range names {
+		mt := network.NewTransport(n)
+		ip, port, err := mt.FinalAdvertiseAddr("", 0)
+		requireNoError(t, err, "mock transport")
+		addrs[n] = net.JoinHostPort(ip.String(), strconv.Itoa(port))
+		trs[n] = gossip.NewDropTransport(mt)
+	}
+	return trs, addrs
+}
+
 // A partition splits four nodes into two halves. Each half declares the
 // other dead and takes its shards through the fenced lease table; the
 // losing side's next write is refused, so no checkpoint from a node that no
@@ -115,17 +133,8 @@ func TestPartitionFencingAndHeal(t *testing.T) {
 
 	// In-process gossip on memberlist's mock network, each node behind a
 	// transport that can drop traffic to chosen peers.
-	var network memberlist.MockNetwork
 	names := []string{"pa", "pb", "pc", "pd"}
-	trs := map[string]*gossip.DropTransport{}
-	addrs := map[string]string{}
-	for _, n := range names {
-		mt := network.NewTransport(n)
-		ip, port, err := mt.FinalAdvertiseAddr("", 0)
-		requireNoError(t, err, "mock transport")
-		addrs[n] = net.JoinHostPort(ip.String(), strconv.Itoa(port))
-		trs[n] = gossip.NewDropTransport(mt)
-	}
+	trs, addrs := mockTransports(t, names...)
 	nodes := map[string]*kinactor.Node{}
 	for _, n := range names {
 		nodes[n] = clusterNode(t, env, name, "partition-app", n, nil, led, func(c *kinactor.Config) {

@@ -18,28 +18,16 @@ import (
 // per-key order holds; it logs how long each of the victim's shards was
 // idle.
 func TestProcessFailover(t *testing.T) {
-	localaws.SkipShort(t) // builds and starts node processes too
 	began := time.Now()
 	ctx := context.Background()
 	dir := t.TempDir()
-	type built struct {
-		bin string
-		err error
-	}
-	bch := make(chan built, 1)
-	go func() {
-		bin, err := clusterrun.Build(ctx, dir)
-		bch <- built{bin, err}
-	}()
-	env := localaws.StartT(t, localaws.Kinesalite, localaws.DynamoDBLocal)
-	b := <-bch
-	requireNoError(t, b.err, "build")
+	bin, env := buildWithServers(t, dir, localaws.Kinesalite, localaws.DynamoDBLocal)
 	kc := env.KinesisClient()
 	const streamName, app, shards = "process-failover", "process-failover", 8
 	localaws.CreateStreamT(t, kc, streamName, shards)
 
 	c, err := clusterrun.Start(ctx, clusterrun.Options{
-		Bin: b.bin, Dir: dir, App: app, Stream: streamName, Nodes: 1,
+		Bin: bin, Dir: dir, App: app, Stream: streamName, Nodes: 1,
 		Env: []string{
 			"AWS_ENDPOINT_URL_KINESIS=" + env.Kinesis.Endpoint,
 			"AWS_ENDPOINT_URL_DYNAMODB=" + env.DynamoDB.Endpoint,

@@ -25,24 +25,12 @@ const restartShards = 4
 
 func newRestartRig(t testing.TB, name string) *restartRig {
 	t.Helper()
-	localaws.SkipShort(t) // builds and starts node processes
 	ctx := context.Background()
 	dir := t.TempDir()
-	type built struct {
-		bin string
-		err error
-	}
-	bch := make(chan built, 1)
-	go func() {
-		bin, err := clusterrun.Build(ctx, dir)
-		bch <- built{bin, err}
-	}()
-	env := localaws.StartT(t, localaws.Kinesalite, localaws.Dynalite)
-	b := <-bch
-	requireNoError(t, b.err, "build")
+	bin, env := buildWithServers(t, dir, localaws.Kinesalite, localaws.Dynalite)
 	kc := env.KinesisClient()
 	localaws.CreateStreamT(t, kc, name, restartShards)
-	c, err := clusterrun.Start(ctx, clusterrun.Options{Bin: b.bin, Dir: dir, App: name, Stream: name, Env: env.Environ(),
+	c, err := clusterrun.Start(ctx, clusterrun.Options{Bin: bin, Dir: dir, App: name, Stream: name, Env: env.Environ(),
 		ExtraArgs: []string{"--sync-interval", "2s"}})
 	requireNoError(t, err, "cluster")
 	r := &restartRig{c: c}
@@ -111,6 +99,38 @@ func (r *restartRig) takeReasons(t testing.TB, nodes []*clusterrun.Proc) map[str
 	return total
 }
 
+// startFlowing starts n nodes varied by o and waits until every shard
+// flows on them.
+func (r *restartRig) startFlowing(t testing.TB, n int, o clusterrun.NodeOptions) []*clusterrun.Proc {
+	t.Helper()
+	var ps []*clusterrun.Proc
+	for i := 0; i < n; i++ {
+		p, err := r.c.AddNodeWith(context.Background(), o)
+		requireNoError(t, err, "starting a node")
+		ps = append(ps, p)
+	}
+	t0 := time.Now()
+	checkFor(t, 60*time.Second, func() error { return r.flowing(t0, ps) })
+	return ps
+}
+
+// killAndReplace SIGKILLs old and starts as many new nodes varied by o;
+// it returns them and when the last kill was done.
+func (r *restartRig) killAndReplace(t testing.TB, old []*clusterrun.Proc, o clusterrun.NodeOptions) ([]*clusterrun.Proc, time.Time) {
+	t.Helper()
+	for _, p := range old {
+		requireNoError(t, r.c.Kill(p), "kill")
+	}
+	killed := time.Now()
+	var fresh []*clusterrun.Proc
+	for range old {
+		p, err := r.c.AddNodeWith(context.Background(), o)
+		requireNoError(t, err, "starting a new node")
+		fresh = append(fresh, p)
+	}
+	return fresh, killed
+}
+
 // restartDeadline: well before the 90 s LeaseExpiry a take by expiry
 // would need (the restart itself is measured in BENCHMARKS.md).
 const restartDeadline = 45 * time.Second
@@ -122,25 +142,8 @@ const restartDeadline = 45 * time.Second
 // their leases to expire.
 func TestWholeClusterKilledAndRestarted(t *testing.T) {
 	r := newRestartRig(t, "restart-cluster")
-	ctx := context.Background()
-	var old []*clusterrun.Proc
-	for i := 0; i < 3; i++ {
-		p, err := r.c.AddNodeWith(ctx, clusterrun.NodeOptions{DefaultName: true})
-		requireNoError(t, err, "starting a node")
-		old = append(old, p)
-	}
-	t0 := time.Now()
-	checkFor(t, 60*time.Second, func() error { return r.flowing(t0, old) })
-	for _, p := range old {
-		requireNoError(t, r.c.Kill(p), "kill")
-	}
-	killed := time.Now()
-	var fresh []*clusterrun.Proc
-	for i := 0; i < 3; i++ {
-		p, err := r.c.AddNodeWith(ctx, clusterrun.NodeOptions{DefaultName: true})
-		requireNoError(t, err, "starting a new node")
-		fresh = append(fresh, p)
-	}
+	o := clusterrun.NodeOptions{DefaultName: true}
+	fresh, killed := r.killAndReplace(t, r.startFlowing(t, 3, o), o)
 	started := fresh[0].Started
 	checkFor(t, restartDeadline, func() error { return r.flowing(killed, fresh) })
 	t.Logf("every shard flowing again %v after the first new node was ready (%v after the kills; new nodes %s, %s, %s)",
@@ -158,15 +161,10 @@ func TestWholeClusterKilledAndRestarted(t *testing.T) {
 // gone from this host) and reads every shard at once.
 func TestSingleNodeKilledAndRestarted(t *testing.T) {
 	r := newRestartRig(t, "restart-single")
-	ctx := context.Background()
-	first, err := r.c.AddNodeWith(ctx, clusterrun.NodeOptions{DefaultName: true, Single: true})
-	requireNoError(t, err, "starting the node")
-	t0 := time.Now()
-	checkFor(t, 60*time.Second, func() error { return r.flowing(t0, []*clusterrun.Proc{first}) })
-	requireNoError(t, r.c.Kill(first), "kill")
-	killed := time.Now()
-	second, err := r.c.AddNodeWith(ctx, clusterrun.NodeOptions{DefaultName: true, Single: true})
-	requireNoError(t, err, "restarting the node")
+	o := clusterrun.NodeOptions{DefaultName: true, Single: true}
+	first := r.startFlowing(t, 1, o)[0]
+	fresh, killed := r.killAndReplace(t, []*clusterrun.Proc{first}, o)
+	second := fresh[0]
 	if second.Name == first.Name {
 		t.Fatalf("the restarted node has its old name %s: the test needs a new one", first.Name)
 	}
@@ -238,25 +236,7 @@ func BenchmarkRestartIdle(b *testing.B) {
 			var idle, sinceKill time.Duration
 			for i := 0; i < b.N; i++ {
 				r := newRestartRig(b, fmt.Sprintf("restart-bench-%d-%d", c.nodes, i))
-				ctx := context.Background()
-				var old []*clusterrun.Proc
-				for j := 0; j < c.nodes; j++ {
-					p, err := r.c.AddNodeWith(ctx, c.o)
-					requireNoError(b, err, "starting a node")
-					old = append(old, p)
-				}
-				t0 := time.Now()
-				checkFor(b, 60*time.Second, func() error { return r.flowing(t0, old) })
-				for _, p := range old {
-					requireNoError(b, r.c.Kill(p), "kill")
-				}
-				killed := time.Now()
-				var fresh []*clusterrun.Proc
-				for j := 0; j < c.nodes; j++ {
-					p, err := r.c.AddNodeWith(ctx, c.o)
-					requireNoError(b, err, "starting a new node")
-					fresh = append(fresh, p)
-				}
+				fresh, killed := r.killAndReplace(b, r.startFlowing(b, c.nodes, c.o), c.o)
 				checkFor(b, restartDeadline, func() error { return r.flowing(killed, fresh) })
 				idle += time.Since(fresh[0].Started)
 				sinceKill += time.Since(killed)
