@@ -158,7 +158,7 @@ type coordinator struct {
 }
 
 // NewCoordinatorProps returns the props of the coordinator: the thin shell
-// of the ownership machine (package actors/internal/ownership), which
+// of the ownership machine (package internal/ownership), which
 // decides what to read, write, take and hand off; the shell carries it out
 // and supervises one shard actor per owned shard. A shard actor that
 // crashes is stopped and its lease (still ours in the table) taken again at

@@ -27,8 +27,8 @@ import (
 // of the whole host sends nothing (gossip's probes find it): none of them
 // is declared dead early.
 
-// watchConfirmTimeout bounds the confirming dial of a gossip address.
-const watchConfirmTimeout = 300 * time.Millisecond
+// watchConfirmTimeout bounds the confirming dials of a gossip address.
+const watchConfirmTimeout = 500 * time.Millisecond
 
 type watcher struct {
 	m  *Membership
@@ -189,7 +189,8 @@ func (w *watcher) isClosed() bool {
 // address, and declares it dead when a dial is refused. A killed process's
 // sockets are closed one by one as the kernel tears it down, so the watch
 // connection may end a moment before the gossip listener does: a dial that
-// connects is tried again, a few times over watchConfirmTimeout. It
+// connects, or fails otherwise (a reset while the listener closes, a
+// timeout), is tried again, a few times over watchConfirmTimeout. It
 // reports whether name is dead.
 func (w *watcher) suspect(name string) bool {
 	deadline := time.Now().Add(watchConfirmTimeout)
@@ -211,10 +212,10 @@ func (w *watcher) suspect(name string) bool {
 			w.m.push(Event{Kind: kind, Member: mem})
 			return true
 		}
-		if err != nil || time.Now().Add(wait).After(deadline) {
-			// Not refused (a timeout, a partition, or it still listens):
-			// gossip's probes decide.
-			w.m.log.Debug("watch connection ended, member still answers", "member", name, "err", err)
+		if time.Now().Add(wait).After(deadline) {
+			// Never refused (it still listens, or no answer at all: a
+			// partition): gossip's probes decide.
+			w.m.log.Debug("watch connection ended, member's gossip port not refusing", "member", name, "last", err)
 			return false
 		}
 		select {

@@ -1,7 +1,7 @@
 // Package shardfsm owns the life of one shard as a pure state machine:
 // Machine.Step takes an event and the current time and returns the effects
 // to carry out. It does no I/O, starts no goroutines and reads no clock; the
-// shard actor (package actors) is the thin shell that executes effects and
+// shard actor (package internal/engine) is the thin shell that executes effects and
 // turns their results and timers back into events.
 //
 // States follow the archived Go KCL's shard consumer:
