@@ -29,16 +29,24 @@ func TestScenarioFiles(t *testing.T) {
 		}
 		kinds := map[Kind]int{}
 		cuts := map[string]int{}
+		shortPauses := 0
 		for i, x := range fs {
 			kinds[x.Kind]++
 			if x.Kind == Cut {
 				cuts[x.Target]++
 			}
-			// A pause must outlast LeaseExpiry + StallTimeout to be
-			// reached; a cut or hang max_stall too, so that a node whose
-			// shards never move fails the run.
+			// A pause must outlast LeaseExpiry + StallTimeout to reach the
+			// self-fence, or else be shorter than LeaseExpiry and long
+			// enough for gossip to declare the node dead (3 s), to reach
+			// the verification of a woken node's leases; a cut or hang must
+			// outlast max_stall, so that a node whose shards never move
+			// fails the run.
 			tm, _ := s.Timings()
-			if x.Kind.impairs() && time.Duration(x.For) <= tm.LeaseExpiry+tm.StallTimeout ||
+			short := x.Kind == Pause && time.Duration(x.For) >= 3*time.Second && time.Duration(x.For) < tm.LeaseExpiry
+			if short {
+				shortPauses++
+			}
+			if x.Kind.impairs() && !short && time.Duration(x.For) <= tm.LeaseExpiry+tm.StallTimeout ||
 				(x.Kind == Cut || x.Kind == Hang) && time.Duration(x.For) <= time.Duration(s.MaxStall) {
 				t.Errorf("%s: %+v is too short (lease expiry %s, stall timeout %s, max_stall %s)", f, x, tm.LeaseExpiry, tm.StallTimeout, time.Duration(s.MaxStall))
 			}
@@ -56,8 +64,8 @@ func TestScenarioFiles(t *testing.T) {
 		}
 		if s.Nodes != 5 || s.Shards != 16 || kinds[Kill] < 2 || kinds[Restart] < 1 || kinds[Stop] < 1 ||
 			kinds[Partition] < 1 || kinds[Throttle] < 1 || kinds[Split] != 1 || kinds[Merge] != 1 ||
-			cuts["dynamodb"] < 1 || cuts["kinesis"] < 1 || kinds[Pause] < 1 {
-			t.Fatalf("short.json: %d nodes, %d shards, faults %v, cuts %v", s.Nodes, s.Shards, kinds, cuts)
+			cuts["dynamodb"] < 1 || cuts["kinesis"] < 1 || kinds[Pause]-shortPauses < 1 || shortPauses < 1 {
+			t.Fatalf("short.json: %d nodes, %d shards, faults %v (%d pauses shorter than LeaseExpiry), cuts %v", s.Nodes, s.Shards, kinds, shortPauses, cuts)
 		}
 		// CI runs it: under 4 minutes of producing, and few enough records
 		// for kinesis-mock.
