@@ -83,9 +83,6 @@ func readShardFanOut(ctx context.Context, f *stream.FanOut, shardID string, want
 }
 
 func TestFanOutKinesisMockEndToEnd(t *testing.T) {
-	if testing.Short() {
-		t.Skip("integration test: needs kinesis-mock")
-	}
 	env := localaws.StartT(t, localaws.KinesisMock, "")
 	tr := &kinesismock.Transport{CutAfter: 2}
 	kc := kinesismock.Client(env, tr)

@@ -36,9 +36,6 @@ func TestStreamContract(t *testing.T) {
 	})
 	t.Run("kinesalite", func(t *testing.T) {
 		t.Parallel()
-		if testing.Short() {
-			t.Skip("starts kinesalite")
-		}
 		kc := localaws.StartT(t, localaws.Kinesalite, "").KinesisClient()
 		var n atomic.Int64
 		for _, c := range streamContractCases {
