@@ -7,7 +7,9 @@
 // The shells hold no decision logic. They turn mailbox messages into
 // machine events and run the effects: every Kinesis, DynamoDB and
 // dead-letter call runs on a goroutine of its own, bounded by a timeout, and
-// comes back as a message, so a mailbox never blocks.
+// comes back as a message, so a mailbox never blocks. Beside them: the
+// proofs of death of lease owners outside the view (proof.go) and the
+// watch that tells shards the process was paused (pausewatch.go).
 //
 // This package must not import the root package or cmd.
 package engine

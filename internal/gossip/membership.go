@@ -1,8 +1,10 @@
 // Package gossip owns cluster membership by gossip (hashicorp/memberlist):
 // joining and re-joining seeds, node meta, membership events delivered in
 // order off memberlist's locks, user messages (reliable sends and
-// broadcasts), and a traffic-dropping transport for partition tests. It
-// proposes who is alive; the fenced lease table decides who owns what.
+// broadcasts), early crash detection (watch.go: a TCP connection per pair
+// of members, a death confirmed by a refused gossip port), and a
+// traffic-dropping transport for partition tests. It proposes who is
+// alive; the fenced lease table decides who owns what.
 //
 // This package must not import the engine, the root package or any AWS
 // client.
