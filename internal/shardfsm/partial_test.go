@@ -295,17 +295,27 @@ func TestStallOnKinesisAndRecovery(t *testing.T) {
 	}
 }
 
-func TestStallOnProcessorOnlyPastProcessTimeout(t *testing.T) {
-	cfg := simConfig()
-	cfg.StallTimeout = 10 * time.Second
-	cfg.ProcessTimeout = 20 * time.Second
+// flowingSim is a shard from TRIM_HORIZON on a stream that has two new
+// records on every fetch.
+func flowingSim(t *testing.T, cfg Config) *sim {
 	s := newSim(t, cfg, lease.Checkpoint{SequenceNumber: lease.CheckpointTrimHorizon})
 	n := 0
 	s.fetch = func(*sim) Event {
 		n++
 		return FetchSucceeded{Batch: stream.Batch{Records: recs(n*10, 2), NextIterator: "it"}}
 	}
-	s.process = func(*sim, messages.Records) (Event, bool) { return nil, false } // hung
+	return s
+}
+
+// hungProcessor never answers.
+func hungProcessor(*sim, messages.Records) (Event, bool) { return nil, false }
+
+func TestStallOnProcessorOnlyPastProcessTimeout(t *testing.T) {
+	cfg := simConfig()
+	cfg.StallTimeout = 10 * time.Second
+	cfg.ProcessTimeout = 20 * time.Second
+	s := flowingSim(t, cfg)
+	s.process = hungProcessor
 	s.step(Start{})
 	s.run(t0.Add(19 * time.Second))
 	if got := stalls(s.effects); len(got) != 0 {
@@ -321,12 +331,7 @@ func TestStallOnDynamoDBWhileWritesFail(t *testing.T) {
 	cfg := simConfig()
 	cfg.StallTimeout = 10 * time.Second
 	cfg.CheckpointInterval = time.Second
-	s := newSim(t, cfg, lease.Checkpoint{SequenceNumber: lease.CheckpointTrimHorizon})
-	n := 0
-	s.fetch = func(*sim) Event {
-		n++
-		return FetchSucceeded{Batch: stream.Batch{Records: recs(n*10, 2), NextIterator: "it"}}
-	}
+	s := flowingSim(t, cfg)
 	s.write = func(s *sim, _ StoreOp) error {
 		if s.now.After(t0.Add(2 * time.Second)) {
 			return errors.New("dynamodb unreachable")
@@ -555,13 +560,8 @@ func TestStopOfStalledProcessorReleasesAtOnce(t *testing.T) {
 	cfg := simConfig()
 	cfg.StallTimeout = 10 * time.Second
 	cfg.ProcessTimeout = 4 * time.Second
-	s := newSim(t, cfg, lease.Checkpoint{SequenceNumber: lease.CheckpointTrimHorizon})
-	n := 0
-	s.fetch = func(*sim) Event {
-		n++
-		return FetchSucceeded{Batch: stream.Batch{Records: recs(n*10, 2), NextIterator: "it"}}
-	}
-	s.process = func(*sim, messages.Records) (Event, bool) { return nil, false } // hung
+	s := flowingSim(t, cfg)
+	s.process = hungProcessor
 	s.step(Start{})
 	s.run(t0.Add(12 * time.Second))
 	if s.m.StalledOn() != "processor" {
