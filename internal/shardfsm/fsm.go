@@ -24,6 +24,20 @@
 // processed. A timer finishes the machine at that moment (outcome Fenced)
 // even when nothing else happens.
 //
+// After a pause: a process that was stopped for a while (event Paused; the
+// shell's pause watch tells) may have been declared dead by gossip and its
+// lease taken, long before LeaseExpiry. It delivers nothing more (a batch
+// read or a redelivery due is held) until a lease write sent after the
+// pause succeeds: fenced on the lease counter, its success proves the lease
+// is still ours; its lease-lost answer finishes the machine (LeaseLost) with
+// nothing more delivered. The verification is never lost: a write sent
+// before the pause proves nothing, and its answer (a success, a failure)
+// leaves the verification in place; the next write goes out at once, the
+// checkpoint pending (even within CheckpointInterval: it counts as the
+// verification), else a renewal. So the first delivery after a pause comes
+// right after a write sent after it succeeds, never a CheckpointInterval or
+// RenewInterval later.
+//
 // Progress: the machine knows when the shard last moved (a successful fetch
 // or iterator, a successful answer of the processor, a successful parent
 // check). No
@@ -273,10 +287,8 @@ type Machine struct {
 	inFlight      *delivery
 	awaitShutdown bool // ShutdownRequested sent, ack not yet received
 
-	// after a pause: nothing is delivered until a write sent at or after
-	// verifyFrom succeeds (the lease is still ours)
-	verifying      bool
-	verifyFrom     time.Time
+	// after a pause nothing is delivered until a write sent after it
+	// succeeds (w.verify)
 	heldRedelivery bool // a redelivery came due while verifying
 
 	w leaseWrites // lease-table writes: one at a time
@@ -391,27 +403,22 @@ func (m *Machine) Step(now time.Time, ev Event) []Effect {
 
 // onPaused: another node may hold the lease by now (gossip declared this
 // one dead while it was stopped). Deliver nothing until a lease write sent
-// from now on succeeds: a renewal at once, or the checkpoint pending.
+// from now on succeeds: the checkpoint pending, else a renewal, at once, or
+// as soon as the write in flight (sent before, it proves nothing) answers.
 // Whatever the processor had in flight it may finish; its checkpoint is a
 // write like any other, fenced on the counter.
 func (m *Machine) onPaused(now time.Time, e Paused, out *effects) {
 	if m.state == 0 || m.state == ShuttingDown {
-		return // not started, or only writing its last checkpoint and release
+		return // not started (Start.VerifyFirst), or only writing its last checkpoint and release
 	}
-	m.verifying, m.verifyFrom = true, now
+	m.w.verifyNow(now)
 	out.add(VerifyingLease{Paused: e.For})
-	if m.w.pendingCP != nil {
-		m.w.forceCP = true
-	} else {
-		m.w.pendingRenew = true
-	}
 	m.pump(now, out)
 }
 
 // verified ends a verification after a pause: the held batch (or
 // redelivery) goes to the processor.
 func (m *Machine) verified(now time.Time, out *effects) {
-	m.verifying = false
 	if m.state != Processing {
 		return
 	}
@@ -784,7 +791,7 @@ func (m *Machine) deliver(now time.Time, b stream.Batch, out *effects) bool {
 	if m.fenced(now, out) {
 		return false
 	}
-	if m.verifying {
+	if m.w.verify {
 		m.buffered = &b // held until the lease is known to be ours
 		return false
 	}
@@ -906,7 +913,7 @@ func (m *Machine) redeliver(now time.Time, out *effects) {
 	if m.fenced(now, out) {
 		return
 	}
-	if m.verifying {
+	if m.w.verify {
 		m.heldRedelivery = true
 		return
 	}

@@ -269,6 +269,7 @@ var events = map[string]Event{
 	"TimerDeadLetter":   TimerFired{Kind: TimerDeadLetter},
 	"FetchEndChildren":  FetchSucceeded{Batch: stream.Batch{ChildShards: []stream.Shard{{ID: "c9"}}}},
 	"ParentsDoneAndErr": ParentsChecked{Done: true, Err: errors.New("partial")},
+	"Paused":            Paused{For: 5 * time.Second},
 }
 
 // next is the state each (state, event) pair must lead to. Pairs not listed

@@ -2,6 +2,7 @@ package shardfsm
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -80,4 +81,117 @@ func TestNothingDeliveredAfterAPauseUntilTheLeaseIsVerified(t *testing.T) {
 			t.Fatalf("redelivered attempt %d, want 2", d.Batch.Attempt)
 		}
 	})
+}
+
+// A verification is never lost. A 5 s pause ended while a lease write was
+// in flight: the verification was only queued, and the old write's success
+// (a renewal), or a checkpoint the processor asked for meanwhile (deferred
+// by CheckpointInterval), dropped it: the shard then delivered nothing for
+// ~25 s, though nobody had taken its lease. Now the verification survives
+// an earlier write's answer and sends the next write at once (a checkpoint
+// queued meanwhile is that write); the first delivery after the pause
+// comes right after a write sent after the pause succeeds, with no wait for
+// CheckpointInterval or RenewInterval.
+func TestAVerificationIsNeverLost(t *testing.T) {
+	for _, inFlight := range []StoreOp{OpRenew, OpCheckpoint} {
+		for _, meanwhile := range []bool{false, true} {
+			for _, answer := range []string{"succeeds", "fails", "lost"} {
+				name := fmt.Sprintf("%s in flight/checkpoint meanwhile=%v/it %s", inFlight, meanwhile, answer)
+				t.Run(name, func(t *testing.T) {
+					verificationNeverLost(t, inFlight, meanwhile, answer)
+				})
+			}
+		}
+	}
+}
+
+func verificationNeverLost(t *testing.T, inFlight StoreOp, meanwhile bool, answer string) {
+	cfg := testConfig()
+	cfg.LeaseExpiry = 90 * time.Second
+	cfg.RenewInterval = 30 * time.Second
+	cfg.CheckpointInterval = time.Minute
+	x := inProcessingCfg(t, cfg) // batch 1 (records 1-3) with the processor
+	fetch := func(from int) []Effect {
+		t.Helper()
+		x.advance(time.Second)
+		must[Fetch](t, x.step(TimerFired{Kind: TimerFetch, Token: x.m.tokens[TimerFetch]}))
+		return x.step(FetchSucceeded{Batch: stream.Batch{Records: recs(from, 2), NextIterator: "it"}})
+	}
+	// The first checkpoint goes out at once.
+	must[WriteCheckpoint](t, x.step(ProcessorReplied{Reply: messages.Processed{BatchID: 1, Checkpoint: messages.CheckpointBatchEnd()}}))
+	if inFlight == OpRenew {
+		x.step(StoreDone{Op: OpCheckpoint}) // the next checkpoint waits a minute
+	}
+	must[Deliver](t, fetch(4)) // batch 2 (records 4-5) with the processor
+	none[Deliver](t, fetch(6)) // batch 3 (records 6-7) buffered
+	if inFlight == OpRenew {
+		x.advance(30 * time.Second)
+		must[Renew](t, x.step(TimerFired{Kind: TimerRenew, Token: x.m.tokens[TimerRenew]}))
+	}
+	// A write is in flight when the process wakes from a 5 s pause.
+	x.advance(5 * time.Second)
+	effs := x.step(Paused{For: 5 * time.Second})
+	must[VerifyingLease](t, effs)
+	noWrite(t, effs)
+	// The processor answers batch 2 meanwhile.
+	reply := messages.Processed{BatchID: 2}
+	if meanwhile {
+		reply.Checkpoint = messages.CheckpointBatchEnd()
+	}
+	effs = x.step(ProcessorReplied{Reply: reply})
+	none[Deliver](t, effs)
+	noWrite(t, effs)
+
+	// The write sent before the pause answers.
+	x.advance(10 * time.Millisecond)
+	switch answer {
+	case "lost":
+		effs = x.step(StoreDone{Op: inFlight, Err: lease.ErrLeaseLost})
+		none[Deliver](t, effs)
+		if _, ok := notified[messages.LeaseLost](effs); !ok {
+			t.Fatalf("processor not told LeaseLost: %s", describe(effs))
+		}
+		if x.m.State() != ShutdownComplete || x.m.Outcome() != LeaseLost {
+			t.Fatalf("state %v outcome %v", x.m.State(), x.m.Outcome())
+		}
+		return
+	case "fails":
+		effs = x.step(StoreDone{Op: inFlight, Err: errors.New("dynamodb unreachable")})
+		none[Deliver](t, effs)
+		noWrite(t, effs)
+		st := timerOf(t, effs, TimerStoreRetry)
+		x.advance(st.After)
+		effs = x.step(TimerFired{Kind: TimerStoreRetry, Token: st.Token})
+	default:
+		effs = x.step(StoreDone{Op: inFlight})
+	}
+	// The verification goes out now: the checkpoint queued meanwhile (or
+	// the failed one again), else a renewal.
+	none[Deliver](t, effs)
+	op, cp := OpRenew, 0
+	switch {
+	case meanwhile:
+		op, cp = OpCheckpoint, 5
+	case inFlight == OpCheckpoint && answer == "fails":
+		op, cp = OpCheckpoint, 3
+	}
+	if op == OpCheckpoint {
+		if wc := must[WriteCheckpoint](t, effs); wc.Checkpoint.SequenceNumber != seq(cp) {
+			t.Fatalf("verification wrote checkpoint %v, want after record %d", wc.Checkpoint, cp)
+		}
+	} else {
+		must[Renew](t, effs)
+	}
+	x.advance(10 * time.Millisecond)
+	d := must[Deliver](t, x.step(StoreDone{Op: op}))
+	if d.Batch.Records[0].SequenceNumber != seq(6) {
+		t.Fatalf("delivered %+v after the verification, want records 6-7", d.Batch)
+	}
+}
+
+func noWrite(t *testing.T, effs []Effect) {
+	t.Helper()
+	none[WriteCheckpoint](t, effs)
+	none[Renew](t, effs)
+	none[Release](t, effs)
 }

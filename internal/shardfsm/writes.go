@@ -17,6 +17,14 @@ import (
 // CheckpointInterval; a due renewal, a stop or a shard end sends the pending
 // one at once (a checkpoint renews the lease too). The times say when the
 // lease was last known good, for renewals and self-fencing.
+//
+// A verification (verify, after a pause of the process or at a start the
+// take of which a pause overlapped) is never lost: only the success of a
+// write sent at or after verifyFrom ends it. Until then it outlives the
+// answer of any write sent before (a success, a failure) and makes the next
+// write go out at once: the pending checkpoint, even within
+// CheckpointInterval (it counts as the verification), else a renewal; while
+// shutting down, the last checkpoint or the release.
 type leaseWrites struct {
 	busy           bool
 	op             StoreOp          // the write in flight, when busy
@@ -25,8 +33,10 @@ type leaseWrites struct {
 	writingCP      *WriteCheckpoint // sent, not yet answered
 	pendingRenew   bool
 	pendingRelease bool
-	forceCP        bool // write the pending checkpoint now (it doubles as the renewal)
-	cpTimer        bool // a TimerCheckpoint is outstanding
+	forceCP        bool      // write the pending checkpoint now (it doubles as the renewal)
+	cpTimer        bool      // a TimerCheckpoint is outstanding
+	verify         bool      // deliveries wait for a write sent at or after verifyFrom to succeed
+	verifyFrom     time.Time // when the verification began
 
 	lastWrite    time.Time // the last successful write was answered
 	lastCPWrite  time.Time // the last successful checkpoint was answered
@@ -36,11 +46,11 @@ type leaseWrites struct {
 }
 
 // checkpointDue reports whether the pending checkpoint is to be sent now:
-// stops, shard ends and renewals do not wait; otherwise at most one per
-// interval.
+// stops, shard ends, renewals and verifications do not wait; otherwise at
+// most one per interval.
 func (w *leaseWrites) checkpointDue(now time.Time, interval time.Duration, shuttingDown bool) bool {
 	cp := w.pendingCP
-	return cp != nil && (shuttingDown || cp.Checkpoint.IsShardEnd() || w.forceCP || interval <= 0 ||
+	return cp != nil && (shuttingDown || cp.Checkpoint.IsShardEnd() || w.forceCP || w.verify || interval <= 0 ||
 		w.lastCPWrite.IsZero() || now.Sub(w.lastCPWrite) >= interval)
 }
 
@@ -49,9 +59,14 @@ func (w *leaseWrites) send(now time.Time, op StoreOp) {
 	w.busy, w.op, w.sentAt = true, op, now
 	if op == OpCheckpoint {
 		w.forceCP = false
+		w.pendingRenew = false // the checkpoint renews (if it fails, it is sent again)
 		w.writingCP, w.pendingCP = w.pendingCP, nil
 	}
 }
+
+// verifyNow begins a verification at now: deliveries wait until a write
+// sent from now on succeeds.
+func (w *leaseWrites) verifyNow(now time.Time) { w.verify, w.verifyFrom = true, now }
 
 // succeeded records the answer to the write in flight as a success at now.
 func (w *leaseWrites) succeeded(now time.Time) {
@@ -91,7 +106,9 @@ func (m *Machine) queueWrite(now time.Time, w *WriteCheckpoint, out *effects) {
 
 // pump issues the next lease-table write when none is in flight. Accepted
 // checkpoints are coalesced: written at most once per CheckpointInterval,
-// except at shard end, when shutting down, or when a renewal is due.
+// except at shard end, when shutting down, or when a renewal or a
+// verification is due. A verification with no checkpoint pending sends a
+// renewal (while shutting down, the release is the write that verifies).
 func (m *Machine) pump(now time.Time, out *effects) {
 	if m.w.busy || m.state == ShutdownComplete {
 		return
@@ -109,7 +126,7 @@ func (m *Machine) pump(now time.Time, out *effects) {
 		}
 	}
 	switch {
-	case m.w.pendingRenew:
+	case m.w.pendingRenew, m.w.verify && m.state != ShuttingDown:
 		m.w.send(now, OpRenew)
 		out.add(Renew{})
 	case m.w.pendingRelease && m.state == ShuttingDown && m.w.pendingCP == nil:
@@ -146,7 +163,11 @@ func (m *Machine) onStoreDone(now time.Time, e StoreDone, out *effects) {
 	if e.Op != OpRelease {
 		m.armLeaseTimers(now, out)
 	}
-	if m.verifying && !sentAt.Before(m.verifyFrom) {
+	if m.w.verify && !sentAt.Before(m.w.verifyFrom) {
+		// Sent after the pause: the lease is still ours. (A write sent
+		// before proves nothing; the verification stays and pump sends the
+		// next write at once.)
+		m.w.verify = false
 		defer m.verified(now, out) // after the write's own bookkeeping
 	}
 	if m.stalled == "dynamodb" {
