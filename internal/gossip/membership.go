@@ -395,6 +395,18 @@ func (m *Membership) stop() {
 // detection, ahead of gossip.
 func (m *Membership) EarlyDeaths() int64 { return m.early.Load() }
 
+// ResetWatchConns closes every early-detection connection this node holds
+// (dialed and accepted), with a TCP reset, as a firewall that REJECTs would
+// reset established connections. It is a fault-injection hook (chaos
+// tests): the peers see their connection end and confirm the suspicion by
+// dialing this node's gossip port; the connections are dialed again. A
+// no-op without early detection.
+func (m *Membership) ResetWatchConns() {
+	if m.watch != nil {
+		m.watch.reset()
+	}
+}
+
 // member returns a live member by name.
 func (m *Membership) member(name string) (cluster.Member, bool) {
 	m.memMu.Lock()

@@ -39,6 +39,10 @@ type watcher struct {
 	dialing map[string]bool // members this node dials (a goroutine each)
 	closed  bool
 	dials   int // watch connections dialed
+
+	// confirm dials a gossip address to confirm a suspicion (dialRefused;
+	// tests replace it, under mu, to make a live member's port refuse).
+	confirm func(addr string, timeout time.Duration) (refused bool, err error)
 }
 
 // redials counts the watch connections dialed after the first to a member.
@@ -53,7 +57,7 @@ func newWatcher(m *Membership, bindHost string) (*watcher, error) {
 	if err != nil {
 		return nil, err
 	}
-	w := &watcher{m: m, ln: ln, conns: map[net.Conn]bool{}, dialing: map[string]bool{}}
+	w := &watcher{m: m, ln: ln, conns: map[net.Conn]bool{}, dialing: map[string]bool{}, confirm: dialRefused}
 	go w.accept()
 	return w, nil
 }
@@ -94,6 +98,22 @@ func (w *watcher) close() {
 	w.mu.Unlock()
 	w.ln.Close()
 	for c := range conns {
+		c.Close()
+	}
+}
+
+// reset closes every watch connection, with a TCP reset where it can.
+func (w *watcher) reset() {
+	w.mu.Lock()
+	conns := make([]net.Conn, 0, len(w.conns))
+	for c := range w.conns {
+		conns = append(conns, c)
+	}
+	w.mu.Unlock()
+	for _, c := range conns {
+		if tc, ok := c.(*net.TCPConn); ok {
+			_ = tc.SetLinger(0) // close with RST, as a REJECT firewall does
+		}
 		c.Close()
 	}
 }
@@ -202,7 +222,10 @@ func (w *watcher) suspect(name string) bool {
 		if !ok {
 			return true // already gone
 		}
-		refused, err := dialRefused(mem.Addr, time.Until(deadline))
+		w.mu.Lock()
+		confirm := w.confirm
+		w.mu.Unlock()
+		refused, err := confirm(mem.Addr, time.Until(deadline))
 		if refused {
 			kind, st := leftOrDead(mem)
 			mem.State = st
