@@ -17,8 +17,21 @@ type Event interface{ isEvent() }
 type (
 	// Start begins the machine's life (the actor has started and holds the
 	// lease). LeaseWrittenAt is when the write that gave us the lease (the
-	// take) was sent; zero: now.
-	Start struct{ LeaseWrittenAt time.Time }
+	// take) was sent; zero: now. The self-fence counts from there: a take
+	// sent longer ago than LeaseExpiry − margin finishes the machine at
+	// once (Fenced).
+	//
+	// VerifyFirst: the process was paused (Pause says how long, or why)
+	// between the take's send and this start, so the take proves nothing
+	// about the time after it: the lease may have been taken meanwhile. The
+	// machine starts verifying: a renewal at once, and nothing delivered
+	// until a lease write sent at or after the start succeeds, as after a
+	// Paused event.
+	Start struct {
+		LeaseWrittenAt time.Time
+		VerifyFirst    bool
+		Pause          Paused
+	}
 	// ParentsChecked reports whether every parent row is at SHARD_END (a
 	// missing row counts as done: the parent expired from the stream).
 	ParentsChecked struct {
@@ -64,9 +77,13 @@ type (
 	}
 	// Paused: this process was stopped for a while (SIGSTOP, a frozen VM, a
 	// long stop-the-world pause), long enough for gossip to have declared
-	// it dead and another node to have taken the lease. Nothing more is
-	// delivered until a lease write sent after the pause succeeds.
-	Paused struct{ For time.Duration }
+	// it dead and another node to have taken the lease, or it learnt that
+	// it was declared dead (Reason says so; For is then 0). Nothing more is
+	// delivered until a lease write sent after the event succeeds.
+	Paused struct {
+		For    time.Duration
+		Reason string // "" for a pause seen on the clocks
+	}
 )
 
 func (Start) isEvent()            {}
@@ -163,8 +180,11 @@ type (
 	// what was already processed).
 	Acked struct{ Checkpoint lease.Checkpoint }
 	// VerifyingLease reports that deliveries wait for a lease write after
-	// a pause of the process (for logs).
-	VerifyingLease struct{ Paused time.Duration }
+	// a pause of the process (for logs): Paused and Reason as in Paused.
+	VerifyingLease struct {
+		Paused time.Duration
+		Reason string
+	}
 	// CheckpointRefusedEffect reports a refused checkpoint request (for
 	// metrics and logs); a Notify with messages.CheckpointRefused precedes it.
 	CheckpointRefusedEffect struct{ Err error }

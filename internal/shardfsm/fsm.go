@@ -30,7 +30,13 @@
 // read or a redelivery due is held) until a lease write sent after the
 // pause succeeds: fenced on the lease counter, its success proves the lease
 // is still ours; its lease-lost answer finishes the machine (LeaseLost) with
-// nothing more delivered. The verification is never lost: a write sent
+// nothing more delivered. The same holds for a shard whose take a pause
+// overlapped (from the take's send to the machine's start: the shell
+// starts the machine with Start.VerifyFirst): its first delivery waits for
+// a lease write sent after its start (a renewal sent at once), and a take
+// sent longer ago than the self-fence (a pause longer than it) finishes the
+// machine at its start (Fenced) with nothing read or written. The
+// verification is never lost: a write sent
 // before the pause proves nothing, and its answer (a success, a failure)
 // leaves the verification in place; the next write goes out at once, the
 // checkpoint pending (even within CheckpointInterval: it counts as the
@@ -356,12 +362,26 @@ func (m *Machine) Step(now time.Time, ev Event) []Effect {
 	switch e := ev.(type) {
 	case Start:
 		if m.state == 0 {
-			m.state = WaitingOnParentShards
 			m.w.heldFrom = e.LeaseWrittenAt
 			if m.w.heldFrom.IsZero() || m.w.heldFrom.After(now) {
 				m.w.heldFrom = now
 			}
+			if m.fenced(now, &out) {
+				// The take is older than the fence (a pause longer than
+				// it between the take and the start): the lease may be
+				// another's. Nothing is read, written or released.
+				return out
+			}
+			m.state = WaitingOnParentShards
 			m.lastProgress, m.lastFetch = now, now
+			if e.VerifyFirst {
+				// A pause overlapped the take: it proves nothing about the
+				// time after it. A renewal at once; nothing is delivered
+				// before it (or a later write) succeeds.
+				m.w.verifyNow(now)
+				out.add(VerifyingLease{Paused: e.Pause.For, Reason: e.Pause.Reason})
+				m.pump(now, &out)
+			}
 			m.armLeaseTimers(now, &out)
 			m.armStallTimer(now, &out)
 			m.waitParents(now, &out)
@@ -412,7 +432,7 @@ func (m *Machine) onPaused(now time.Time, e Paused, out *effects) {
 		return // not started (Start.VerifyFirst), or only writing its last checkpoint and release
 	}
 	m.w.verifyNow(now)
-	out.add(VerifyingLease{Paused: e.For})
+	out.add(VerifyingLease{Paused: e.For, Reason: e.Reason})
 	m.pump(now, out)
 }
 

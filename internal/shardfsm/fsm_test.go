@@ -270,6 +270,8 @@ var events = map[string]Event{
 	"FetchEndChildren":  FetchSucceeded{Batch: stream.Batch{ChildShards: []stream.Shard{{ID: "c9"}}}},
 	"ParentsDoneAndErr": ParentsChecked{Done: true, Err: errors.New("partial")},
 	"Paused":            Paused{For: 5 * time.Second},
+	"DeclaredDead":      Paused{Reason: "declared dead by node-2"},
+	"StartAfterPause":   Start{LeaseWrittenAt: t0, VerifyFirst: true, Pause: Paused{For: 5 * time.Second}},
 }
 
 // next is the state each (state, event) pair must lead to. Pairs not listed

@@ -195,3 +195,96 @@ func noWrite(t *testing.T, effs []Effect) {
 	none[Renew](t, effs)
 	none[Release](t, effs)
 }
+
+// A pause right after a take: the coordinator sent the take, the process
+// was stopped, and the shard actor's first step ran on waking. The take
+// proves nothing about the time after it; the machine started as if
+// nothing had happened and delivered a whole lease's worth (400 of 400
+// records in one run) on a lease another node had taken during the pause.
+// Started after a pause that overlapped the take (Start.VerifyFirst), the
+// machine delivers nothing until a lease write sent after its start
+// succeeds; a take older than the self-fence finishes it at once.
+func TestStartAfterAPauseOverlappingTheTake(t *testing.T) {
+	cfg := testConfig()
+	cfg.LeaseExpiry = 90 * time.Second
+	cfg.RenewInterval = 30 * time.Second
+	cfg.CheckpointInterval = time.Minute
+	start := func(t *testing.T, parents []string, paused time.Duration) (*h, []Effect) {
+		x := &h{t: t, m: New(cfg, "s", parents, lease.Checkpoint{SequenceNumber: lease.CheckpointTrimHorizon}), now: t0}
+		x.advance(paused) // the take was sent at t0
+		effs := x.step(Start{LeaseWrittenAt: t0, VerifyFirst: true, Pause: Paused{For: paused}})
+		return x, effs
+	}
+	read := func(x *h) []Effect {
+		must[Fetch](x.t, x.step(IteratorReady{Iterator: "a"}))
+		return x.step(FetchSucceeded{Batch: stream.Batch{Records: recs(1, 3), NextIterator: "b"}})
+	}
+	t.Run("lease still ours", func(t *testing.T) {
+		x, effs := start(t, nil, 15*time.Second)
+		must[VerifyingLease](t, effs)
+		must[Renew](t, effs) // at once, not RenewInterval after the take
+		must[GetIterator](t, effs)
+		none[Deliver](t, read(x))
+		d := must[Deliver](t, x.step(StoreDone{Op: OpRenew}))
+		if d.Batch.Records[0].SequenceNumber != seq(1) || len(d.Batch.Records) != 3 {
+			t.Fatalf("delivered %+v after the renewal, want records 1-3", d.Batch)
+		}
+	})
+	t.Run("lease lost", func(t *testing.T) {
+		x, _ := start(t, nil, 15*time.Second)
+		none[Deliver](t, read(x))
+		effs := x.step(StoreDone{Op: OpRenew, Err: lease.ErrLeaseLost})
+		none[Deliver](t, effs)
+		if _, ok := notified[messages.LeaseLost](effs); !ok {
+			t.Fatalf("processor not told LeaseLost: %s", describe(effs))
+		}
+		if x.m.State() != ShutdownComplete || x.m.Outcome() != LeaseLost {
+			t.Fatalf("state %v outcome %v", x.m.State(), x.m.Outcome())
+		}
+		for name, ev := range events {
+			for _, e := range x.m.Step(x.now, ev) {
+				if _, ok := e.(Deliver); ok {
+					t.Fatalf("after the loss, %s delivered", name)
+				}
+			}
+		}
+	})
+	t.Run("a failed renewal is retried, then delivers", func(t *testing.T) {
+		x, _ := start(t, nil, 5*time.Second)
+		none[Deliver](t, read(x))
+		effs := x.step(StoreDone{Op: OpRenew, Err: errors.New("dynamodb unreachable")})
+		none[Deliver](t, effs)
+		st := timerOf(t, effs, TimerStoreRetry)
+		x.advance(st.After)
+		must[Renew](t, x.step(TimerFired{Kind: TimerStoreRetry, Token: st.Token}))
+		must[Deliver](t, x.step(StoreDone{Op: OpRenew}))
+	})
+	t.Run("verified while waiting on parents", func(t *testing.T) {
+		x, effs := start(t, []string{"p"}, 5*time.Second)
+		must[Renew](t, effs)
+		must[CheckParents](t, effs)
+		x.step(StoreDone{Op: OpRenew})
+		must[GetIterator](t, x.step(ParentsChecked{Done: true}))
+		must[Deliver](t, read(x))
+	})
+	t.Run("a pause longer than the fence", func(t *testing.T) {
+		// The take was sent 100 s ago (LeaseExpiry 90 s): the lease may be
+		// another's, even without a pause seen.
+		for _, verify := range []bool{true, false} {
+			x := &h{t: t, m: New(cfg, "s", nil, lease.Checkpoint{SequenceNumber: lease.CheckpointTrimHorizon}), now: t0.Add(100 * time.Second)}
+			effs := x.step(Start{LeaseWrittenAt: t0, VerifyFirst: verify, Pause: Paused{For: 100 * time.Second}})
+			if f := must[Finished](t, effs); f.Outcome != Fenced {
+				t.Fatalf("verify=%v: finished %+v", verify, f)
+			}
+			none[GetIterator](t, effs)
+			noWrite(t, effs)
+		}
+	})
+	t.Run("control: no pause", func(t *testing.T) {
+		x := &h{t: t, m: New(cfg, "s", nil, lease.Checkpoint{SequenceNumber: lease.CheckpointTrimHorizon}), now: t0}
+		effs := x.step(Start{LeaseWrittenAt: t0})
+		noWrite(t, effs)
+		none[VerifyingLease](t, effs)
+		must[Deliver](t, read(x))
+	})
+}
