@@ -55,7 +55,7 @@ func BenchmarkEvent(b *testing.B) {
 				l := ls[i%len(ls)]
 				i++
 				now = now.Add(time.Millisecond)
-				m.Step(now, MessageReceived{From: "b", Msg: Message{Type: MsgReleased, Shard: l.Key, Counter: l.Counter + int64(i)}})
+				m.Step(now, MessageReceived{From: "b", Msg: Message{App: app, Type: MsgReleased, Shard: l.Key, Counter: l.Counter + int64(i)}})
 			}
 		})
 		b.Run(fmt.Sprintf("heartbeat/shards=%d", shards), func(b *testing.B) {
@@ -71,7 +71,7 @@ func BenchmarkEvent(b *testing.B) {
 				l := theirs[i%len(theirs)]
 				i++
 				now = now.Add(time.Millisecond)
-				m.Step(now, MessageReceived{From: "b", Msg: Message{Type: MsgHeartbeat, Leases: []Beat{{Shard: l.Key, Counter: l.Counter + int64(i)}}}})
+				m.Step(now, MessageReceived{From: "b", Msg: Message{App: app, Type: MsgHeartbeat, Leases: []Beat{{Shard: l.Key, Counter: l.Counter + int64(i)}}}})
 			}
 		})
 		b.Run(fmt.Sprintf("shard-write/shards=%d", shards), func(b *testing.B) {

@@ -137,7 +137,7 @@ func (m *Machine) onRows(now time.Time, e RowsDone, out *effects) {
 	}
 	if e.Changed {
 		if m.cfg.Clustered {
-			out.add(Broadcast{Msg: Message{Type: MsgShards}})
+			out.add(Broadcast{Msg: Message{App: m.cfg.App, Type: MsgShards}})
 		}
 		m.resync = false
 		m.requestSync(now, out)
@@ -158,10 +158,14 @@ func (m *Machine) applyRows(now, from time.Time, rows []lease.Lease) {
 	for _, l := range rows {
 		seen[l.Key] = true
 		old, had := m.leases[l.Key]
-		if had && old.Counter > l.Counter && m.heardAt[l.Key].After(from) {
+		heardSince := m.heardAt[l.Key].After(from)
+		if had && old.Counter > l.Counter && heardSince {
 			continue // the read is older than what we heard since it began
 		}
-		m.setLease(now, l, had, old)
+		// Nothing heard of the row since the read began: the read is the
+		// authority, even with a lower counter than we heard before it
+		// (a row deleted and created again, or a wrong word by gossip).
+		m.setLease(now, l, had, old, !heardSince)
 	}
 	for k := range m.leases {
 		if !seen[k] && !m.heardAt[k].After(from) {
@@ -182,11 +186,14 @@ func (m *Machine) applyRows(now, from time.Time, rows []lease.Lease) {
 func (m *Machine) heard(now time.Time, l lease.Lease) {
 	old, had := m.leases[l.Key]
 	m.heardAt[l.Key] = now
-	m.setLease(now, l, had, old)
+	m.setLease(now, l, had, old, false)
 }
 
-// setLease stores a row and marks what it changes.
-func (m *Machine) setLease(now time.Time, l lease.Lease, had bool, old lease.Lease) {
+// setLease stores a row and marks what it changes. authority: l comes
+// from a read of the table that began after the last news of the row by
+// gossip or our own writes, so the expiry tracker takes it even when its
+// counter is lower than the one it holds.
+func (m *Machine) setLease(now time.Time, l lease.Lease, had bool, old lease.Lease, authority bool) {
 	m.leases[l.Key] = l
 	el := !IsForeignKey(l.Key) && !l.Checkpoint.IsShardEnd()
 	if el != m.eligible[l.Key] {
@@ -197,7 +204,7 @@ func (m *Machine) setLease(now time.Time, l lease.Lease, had bool, old lease.Lea
 			delete(m.eligible, l.Key)
 		}
 	}
-	if m.expiry.observe(l.Key, l.Owner, l.Counter, now) || !had || old.Owner != l.Owner || old.Counter != l.Counter {
+	if m.expiry.observe(l.Key, l.Owner, l.Counter, now, authority) || !had || old.Owner != l.Owner || old.Counter != l.Counter {
 		m.dirty[l.Key] = true
 	}
 }
@@ -312,13 +319,11 @@ func (m *Machine) onMessage(now time.Time, e MessageReceived, out *effects) {
 		return
 	}
 	g := e.Msg
-	if _, ok := m.members[e.From]; !ok && g.Type == MsgHeartbeat {
-		// Not a member of this application in our view (yet): its word on
-		// who holds what is doubtful. A release or a change of rows is
-		// taken from anyone: it only brings a conditional take or a read.
+	if reason := m.refusal(e); reason != "" {
+		out.add(Refused{From: e.From, Type: g.Type, Reason: reason})
 		return
 	}
-	if _, ok := m.members[e.From]; ok && g.Draining && !m.draining[e.From] {
+	if g.Draining && !m.draining[e.From] {
 		m.draining[e.From] = true
 		m.assignDirty = true
 	}
@@ -326,9 +331,6 @@ func (m *Machine) onMessage(now time.Time, e MessageReceived, out *effects) {
 	case MsgReleased:
 		l, ok := m.leases[g.Shard]
 		if ok && l.Counter > g.Counter {
-			return
-		}
-		if !ok && (g.Shard == "" || IsForeignKey(g.Shard)) {
 			return
 		}
 		// Unknown yet (the first read is still under way): keep what we
@@ -343,9 +345,7 @@ func (m *Machine) onMessage(now time.Time, e MessageReceived, out *effects) {
 			if !ok {
 				// Not read yet (a node that just started): the progress is
 				// kept all the same; Resume holds it to the row once read.
-				if !IsForeignKey(b.Shard) {
-					m.hearProgress(e.From, b)
-				}
+				m.hearProgress(e.From, b)
 				continue
 			}
 			if b.Counter < old.Counter {
@@ -359,6 +359,38 @@ func (m *Machine) onMessage(now time.Time, e MessageReceived, out *effects) {
 			m.hearProgress(e.From, b)
 		}
 	}
+}
+
+// refusal says why a gossip message must not be used ("" when it may): it
+// is for another application (every stream has a shardId-000000000003,
+// and nodes of other applications may share the seeds and label), its
+// sender is not a member of this application in the view, its type is
+// unknown, or it names a key that is not a shard id of this stream. A
+// message is refused whole: its sender is not to be trusted with the rest.
+func (m *Machine) refusal(e MessageReceived) string {
+	g := e.Msg
+	if g.App != m.cfg.App {
+		return RefusedApp
+	}
+	if _, ok := m.members[e.From]; !ok {
+		return RefusedStranger
+	}
+	switch g.Type {
+	case MsgReleased:
+		if !IsShardID(g.Shard) {
+			return RefusedKey
+		}
+	case MsgHeartbeat:
+		for _, b := range g.Leases {
+			if !IsShardID(b.Shard) {
+				return RefusedKey
+			}
+		}
+	case MsgShards:
+	default:
+		return RefusedType
+	}
+	return ""
 }
 
 // hearProgress keeps what a holder said its processor acknowledged, for
@@ -435,7 +467,7 @@ func (m *Machine) flushBeats(now time.Time, out *effects) {
 		return
 	}
 	for _, to := range sortedKeys(m.beats) {
-		msg := Message{Type: MsgHeartbeat}
+		msg := Message{App: m.cfg.App, Type: MsgHeartbeat}
 		for _, k := range sortedKeys(m.beats[to]) {
 			msg.Leases = append(msg.Leases, m.beats[to][k])
 		}
@@ -534,7 +566,7 @@ func (m *Machine) onFinished(now time.Time, e ShardFinished, out *effects) {
 		released()
 		if to := m.assign[e.Key]; m.cfg.Clustered && to != "" && to != m.cfg.Me {
 			// Tell the new owner at once, so it need not wait for a read.
-			out.add(Send{To: to, Msg: Message{Type: MsgReleased, Shard: e.Key, Counter: e.Counter, Draining: m.stopping}})
+			out.add(Send{To: to, Msg: Message{App: m.cfg.App, Type: MsgReleased, Shard: e.Key, Counter: e.Counter, Draining: m.stopping}})
 		}
 	case shardfsm.ShardEnd:
 		delete(m.failures, e.Key)
@@ -547,7 +579,7 @@ func (m *Machine) onFinished(now time.Time, e ShardFinished, out *effects) {
 		// Children become eligible now; the discovering node creates their
 		// rows, and everyone reads the table.
 		if m.cfg.Clustered {
-			out.add(Broadcast{Msg: Message{Type: MsgShards}})
+			out.add(Broadcast{Msg: Message{App: m.cfg.App, Type: MsgShards}})
 		}
 		m.requestSync(now, out)
 	case shardfsm.LeaseLost:

@@ -30,12 +30,20 @@ func newExpiryTracker() *expiryTracker {
 // observe records that key was seen with owner at counter at now, and
 // reports whether that is news (owner or counter changed, or first sight):
 // then the standstill starts again at now.
-func (t *expiryTracker) observe(key, owner string, counter int64, now time.Time) bool {
+//
+// The tracker never goes backwards on gossip: an observation with a lower
+// counter than the one held (a delayed heartbeat, a late release) is
+// dropped. authority marks a read of the table that began after the last
+// gossip news of the row arrived: it replaces the observation even with a
+// lower counter, since rows can be deleted and created again, and a wrong
+// word (a release at counter 500 of a row held at 5) must not stop the
+// lease from ever expiring.
+func (t *expiryTracker) observe(key, owner string, counter int64, now time.Time, authority bool) bool {
 	o, ok := t.obs[key]
 	if ok && o.owner == owner && o.counter == counter {
 		return false
 	}
-	if ok && counter < o.counter {
+	if ok && counter < o.counter && !authority {
 		return false // an older observation arriving late (a delayed heartbeat)
 	}
 	t.obs[key] = observation{owner: owner, counter: counter, since: now}

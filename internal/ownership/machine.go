@@ -35,7 +35,23 @@
 //     of the table and from the holders' heartbeats (gossip), each timed by
 //     this node's monotonic clock when it arrived; a take is conditional on
 //     the counter observed, so a late observation costs a failed take, never
-//     a stolen lease.
+//     a stolen lease. The observations never go backwards on gossip: a
+//     heartbeat or release with a lower counter than the one held is
+//     dropped. A read of the table that began after the last gossip news
+//     of a row arrived is the authority and replaces it even with a lower
+//     counter (rows are deleted and created again; a wrong word must not
+//     stop a lease from ever expiring).
+//   - Gossip messages: every message says which application it is for
+//     (Message.App, from Config.App: the table and stream). A message is
+//     used only if it is for this application, its sender is a member of
+//     this application in the view, its type is known and every key it
+//     names is a shard id of this stream (IsShardID); otherwise it is
+//     refused whole, and counted: the machine emits Refused{Reason} and the
+//     shell counts kinactor_gossip_refused_total{reason}. (Nodes of other
+//     applications may share the seeds and label, and every stream has a
+//     shardId-000000000003.) A heartbeat is meant for one member: a failed
+//     direct send of it is dropped, never broadcast; a release may fall
+//     back to a broadcast, since strangers refuse it.
 //   - Progress: every HeartbeatInterval (250 ms) while anything changed, a
 //     holder sends each lease's counter, with the position its processor
 //     acknowledged under that counter (what the next checkpoint would
@@ -320,8 +336,15 @@ type Shard struct {
 	EndingHashKey   string
 }
 
-// Message is what coordinators tell each other by gossip.
+// Message is what coordinators tell each other by gossip. The machine
+// fills App in every message it sends; a message received is refused
+// (see Refused) unless it is for this application, comes from a member of
+// this application in the view and names only shard ids of this stream.
 type Message struct {
+	// App is the application the message is for (Config.App: the lease
+	// table and stream). Nodes of other applications may share the gossip
+	// seeds and label, and every stream has a shardId-000000000003.
+	App string `json:"a"`
 	// Type is "released" (Shard was released at Counter), "shards" (rows
 	// were created or deleted: read the table) or "hb" (heartbeats:
 	// Leases were written at these counters).
@@ -350,6 +373,16 @@ const (
 	MsgReleased  = "released"
 	MsgShards    = "shards"
 	MsgHeartbeat = "hb"
+)
+
+// Why a gossip message was refused (the Refused effect's Reason, the
+// kinactor_gossip_refused_total label).
+const (
+	RefusedApp       = "app"       // Message.App is not this application's
+	RefusedStranger  = "stranger"  // the sender is not a member of this application in the view
+	RefusedKey       = "key"       // it names a key that is not a shard id of this stream
+	RefusedType      = "type"      // an unknown message type
+	RefusedMalformed = "malformed" // (the shell) the payload does not decode
 )
 
 // ---- Effects ------------------------------------------------------------
@@ -410,6 +443,13 @@ type (
 	// StopDone: the graceful stop is over; Left lists the shards that were
 	// still running (leases left to expire).
 	StopDone struct{ Left []string }
+	// Refused: a gossip message was refused, for Reason (one of the
+	// Refused* constants); nothing of it was used. The shell counts it
+	// (kinactor_gossip_refused_total{reason}); it is no log line, since a
+	// stranger can send any number of them.
+	Refused struct {
+		From, Type, Reason string
+	}
 	// Note is a decision worth a log line (the shell logs it at Level).
 	Note struct {
 		Level int // -4 debug, 0 info, 4 warn, 8 error (slog levels)
@@ -429,6 +469,7 @@ func (PublishMeta) isEffect() {}
 func (Probe) isEffect()       {}
 func (ProveDead) isEffect()   {}
 func (StopDone) isEffect()    {}
+func (Refused) isEffect()     {}
 func (Note) isEffect()        {}
 
 type effects []Effect

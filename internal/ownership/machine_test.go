@@ -281,7 +281,7 @@ func TestHeartbeatsKeepLeasesAliveAndTimeTheExpiry(t *testing.T) {
 	for range 10 { // b renews every 3s for 30s
 		n.tick(3 * time.Second)
 		c++
-		if got := takes(n.step(MessageReceived{From: "b", Msg: Message{Type: MsgHeartbeat, Leases: []Beat{{Shard: k, Counter: c}}}})); len(got) != 0 {
+		if got := takes(n.step(MessageReceived{From: "b", Msg: Message{App: app, Type: MsgHeartbeat, Leases: []Beat{{Shard: k, Counter: c}}}})); len(got) != 0 {
 			t.Fatalf("took %v while its holder renews", got)
 		}
 	}
@@ -315,7 +315,7 @@ func TestHeartbeatsFromStrangersAreIgnored(t *testing.T) {
 	n.step(Started{})
 	n.step(ViewChanged{Members: members("a", "b")})
 	n.read(rows(1, "b"))
-	n.step(MessageReceived{From: "intruder", Msg: Message{Type: MsgHeartbeat, Leases: []Beat{{Shard: "shardId-000000000000", Counter: 99}}}})
+	n.step(MessageReceived{From: "intruder", Msg: Message{App: app, Type: MsgHeartbeat, Leases: []Beat{{Shard: "shardId-000000000000", Counter: 99}}}})
 	if l, _ := n.m.Lease("shardId-000000000000"); l.Owner != "b" || l.Counter != 1 {
 		t.Fatalf("lease %+v changed by a stranger's heartbeat", l)
 	}
@@ -808,7 +808,7 @@ func TestDrainingMessagePlansWithoutTheSender(t *testing.T) {
 	b.step(ViewChanged{Members: members("a", "b")})
 	ls := rows(6, "a")
 	b.read(ls)
-	effs := b.step(MessageReceived{From: "a", Msg: Message{Type: MsgReleased, Shard: ls[0].Key, Counter: 2, Draining: true}})
+	effs := b.step(MessageReceived{From: "a", Msg: Message{App: app, Type: MsgReleased, Shard: ls[0].Key, Counter: 2, Draining: true}})
 	if got := takes(effs); got[ls[0].Key] != TakeReleased {
 		t.Fatalf("takes %v, want the released shard at once", got)
 	}
@@ -999,7 +999,7 @@ func TestReleaseHeardDuringAReadIsNotUndoneByIt(t *testing.T) {
 		t.Fatal("no shard of b among the rows: the test shows nothing")
 	}
 	n.now = n.now.Add(5 * time.Millisecond)
-	got := takes(n.step(MessageReceived{From: "a", Msg: Message{Type: MsgReleased, Shard: mine, Counter: 2}}))
+	got := takes(n.step(MessageReceived{From: "a", Msg: Message{App: app, Type: MsgReleased, Shard: mine, Counter: 2}}))
 	if got[mine] != TakeReleased {
 		t.Fatalf("takes %v on the release, want %s at once", got, mine)
 	}
@@ -1060,7 +1060,7 @@ func TestTakeFromDeadOwnerResumesFromItsProgress(t *testing.T) {
 		return a, l
 	}
 	hb := func(from string, counter int64, s string, sub int64) MessageReceived {
-		return MessageReceived{From: from, Msg: Message{Type: MsgHeartbeat, Leases: []Beat{{Shard: "shardId-000000000000", Counter: counter, Seq: s, Sub: sub}}}}
+		return MessageReceived{From: from, Msg: Message{App: app, Type: MsgHeartbeat, Leases: []Beat{{Shard: "shardId-000000000000", Counter: counter, Seq: s, Sub: sub}}}}
 	}
 	a, _ := setup()
 	a.step(hb("b", 5, seq(42), 3))
@@ -1170,7 +1170,7 @@ func TestProgressHeardBeforeTheFirstRead(t *testing.T) {
 	a := newX(t, "a", true)
 	a.step(Started{})
 	a.step(ViewChanged{Members: members("a", "b")})
-	a.step(MessageReceived{From: "b", Msg: Message{Type: MsgHeartbeat, Leases: []Beat{{Shard: "shardId-000000000000", Counter: 5, Seq: seq}}}})
+	a.step(MessageReceived{From: "b", Msg: Message{App: app, Type: MsgHeartbeat, Leases: []Beat{{Shard: "shardId-000000000000", Counter: 5, Seq: seq}}}})
 	a.read([]lease.Lease{{Key: "shardId-000000000000", Owner: "b", Counter: 5, Checkpoint: lease.Checkpoint{SequenceNumber: fmt.Sprintf("%056d", 10)}}})
 	tk := must[Take](t, a.step(ViewChanged{Members: members("a"), Gone: []string{"b"}}))
 	if tk.Resume == nil || tk.Resume.SequenceNumber != seq {
