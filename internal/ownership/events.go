@@ -395,15 +395,31 @@ func (m *Machine) refusal(e MessageReceived) string {
 
 // hearProgress keeps what a holder said its processor acknowledged, for
 // the counter it said it holds; a position that is not a sequence number
-// is doubtful and dropped.
+// is doubtful and dropped. The store never goes backwards: news is ordered
+// by counter, then (from the same sender) by position. A late or repeated
+// beat (each flush travels on its own connection, so beats overtake each
+// other) is dropped; news from a sender other than the one stored
+// replaces it only with a higher counter (a new holder), never an equal
+// or lower one.
 func (m *Machine) hearProgress(from string, b Beat) {
 	if b.Seq == "" || !seqnum.Valid(b.Seq) || b.Sub < 0 {
 		return
 	}
-	if p, ok := m.progress[b.Shard]; ok && p.from == from && p.counter > b.Counter {
-		return // older news
+	cp := lease.Checkpoint{SequenceNumber: b.Seq, SubSequenceNumber: b.Sub}
+	if p, ok := m.progress[b.Shard]; ok && !newerProgress(p, from, b.Counter, cp) {
+		return // older news, or a repeat
 	}
-	m.progress[b.Shard] = heardProgress{from: from, counter: b.Counter, cp: lease.Checkpoint{SequenceNumber: b.Seq, SubSequenceNumber: b.Sub}}
+	m.progress[b.Shard] = heardProgress{from: from, counter: b.Counter, cp: cp}
+}
+
+// newerProgress reports whether from's news of cp at counter is later than
+// p: a higher counter, or the same sender at the same counter with a later
+// position.
+func newerProgress(p heardProgress, from string, counter int64, cp lease.Checkpoint) bool {
+	if counter != p.counter {
+		return counter > p.counter
+	}
+	return from == p.from && cp.Compare(p.cp) > 0
 }
 
 // Resume returns where a take of l (read as held by l.Owner at l.Counter)

@@ -58,7 +58,12 @@
 //     write), to the lease's first two successors (who take it by expiry)
 //     and its heir (who would take it at once if the holder died: with the
 //     load bound, not always a successor), one message per destination. A
-//     newcomer gets them in the step it joins.
+//     newcomer gets them in the step it joins. What a node heard never
+//     goes backwards: news is ordered by counter, then by position
+//     (Checkpoint.Compare); a late or repeated beat is dropped, and news
+//     from a sender other than the one stored replaces it only with a
+//     higher counter (a new holder). Each flush may travel on its own
+//     connection, so beats to one member can arrive out of order.
 //   - Resuming: a node taking a lease from a dead owner (gone from the view,
 //     or proven dead) resumes from the later of the row's checkpoint and the
 //     position that owner sent for exactly the counter the take is

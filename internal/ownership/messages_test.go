@@ -199,3 +199,84 @@ func TestIsShardID(t *testing.T) {
 		}
 	}
 }
+
+// The progress store never goes backwards: news is ordered by counter,
+// then by position; a late or repeated beat is dropped, and news from
+// another sender replaces the stored news only with a higher counter.
+// Before, a beat from the same sender at the same counter replaced the
+// stored position even when older, and one from another sender replaced
+// it whatever its counter.
+func TestProgressNeverGoesBackwards(t *testing.T) {
+	seq := func(n int) string { return fmt.Sprintf("%056d", n) }
+	stored := heardProgress{from: "b", counter: 5, cp: lease.Checkpoint{SequenceNumber: seq(200), SubSequenceNumber: 1}}
+	cases := []struct {
+		name    string
+		from    string
+		counter int64
+		seq     string
+		sub     int64
+		kept    bool
+	}{
+		{"same sender, same counter, older position (a late beat)", "b", 5, seq(100), 0, false},
+		{"same sender, same counter, older subsequence", "b", 5, seq(200), 0, false},
+		{"same sender, same counter, same position (a repeat)", "b", 5, seq(200), 1, false},
+		{"same sender, same counter, later position", "b", 5, seq(300), 0, true},
+		{"same sender, same counter, later subsequence", "b", 5, seq(200), 2, true},
+		{"same sender, higher counter, older position (it wrote since)", "b", 6, seq(100), 0, true},
+		{"same sender, lower counter", "b", 4, seq(300), 0, false},
+		{"other sender, lower counter (a former holder's late beat)", "c", 4, seq(300), 0, false},
+		{"other sender, same counter", "c", 5, seq(300), 0, false},
+		{"other sender, higher counter (a new holder)", "c", 6, seq(100), 0, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			n := newX(t, "a", true)
+			n.step(Started{}) // no read yet: only the store's rule decides
+			n.step(ViewChanged{Members: members("a", "b", "c")})
+			n.step(MessageReceived{From: "b", Msg: Message{App: app, Type: MsgHeartbeat, Leases: []Beat{{Shard: shard3, Counter: stored.counter, Seq: stored.cp.SequenceNumber, Sub: stored.cp.SubSequenceNumber}}}})
+			if got := n.m.progress[shard3]; got != stored {
+				t.Fatalf("stored %+v, want %+v", got, stored)
+			}
+			n.step(MessageReceived{From: c.from, Msg: Message{App: app, Type: MsgHeartbeat, Leases: []Beat{{Shard: shard3, Counter: c.counter, Seq: c.seq, Sub: c.sub}}}})
+			want := stored
+			if c.kept {
+				want = heardProgress{from: c.from, counter: c.counter, cp: lease.Checkpoint{SequenceNumber: c.seq, SubSequenceNumber: c.sub}}
+			}
+			if got := n.m.progress[shard3]; got != want {
+				t.Fatalf("stored %+v, want %+v", got, want)
+			}
+		})
+	}
+}
+
+// A take from a dead holder resumes from the latest position it said,
+// however its beats arrived: it resumed at …100 when …200 had been heard.
+func TestResumeAfterATakeUsesTheLatestProgressHeard(t *testing.T) {
+	seq := func(n int) string { return fmt.Sprintf("%056d", n) }
+	a := newX(t, "a", true)
+	a.step(Started{})
+	// c is a member (its word counts) that takes nothing: it drains
+	ms := withMeta(members("a", "b", "c"), "c", cluster.Meta{Draining: true})
+	a.step(ViewChanged{Members: ms})
+	row := lease.Lease{Key: shard3, Owner: "b", Counter: 5, Checkpoint: lease.Checkpoint{SequenceNumber: seq(10)}}
+	a.read([]lease.Lease{row})
+	hb := func(from string, counter int64, pos int) MessageReceived {
+		return MessageReceived{From: from, Msg: Message{App: app, Type: MsgHeartbeat, Leases: []Beat{{Shard: shard3, Counter: counter, Seq: seq(pos)}}}}
+	}
+	a.step(hb("b", 5, 200))
+	a.step(hb("b", 5, 100)) // an earlier flush, overtaken
+	a.step(hb("b", 4, 300)) // a beat from before b's last write
+	a.step(hb("c", 4, 400)) // c held it before b
+	var tk Take
+	for _, e := range a.step(ViewChanged{Members: withMeta(members("a", "c"), "c", cluster.Meta{Draining: true}), Gone: []string{"b"}}) {
+		if t, ok := e.(Take); ok && t.Lease.Key == shard3 {
+			tk = t
+		}
+	}
+	if tk.Lease.Key == "" {
+		t.Fatal("a did not take b's shard at b's death")
+	}
+	if tk.Lease.Counter != 5 || tk.Resume == nil || tk.Resume.SequenceNumber != seq(200) {
+		t.Fatalf("take %+v resumes at %+v, want at counter 5 from %s", tk.Lease, tk.Resume, seq(200))
+	}
+}
