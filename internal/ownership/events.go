@@ -270,6 +270,7 @@ func (m *Machine) onView(now time.Time, e ViewChanged, out *effects) {
 	m.members = next
 	for _, name := range e.Joined {
 		delete(m.gone, name)
+		delete(m.proofs, name)
 		m.joinedAt[name] = now
 		delete(m.draining, name)
 	}

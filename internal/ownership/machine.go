@@ -84,9 +84,12 @@
 //     if the owner is proven dead: another member now has its gossip address
 //     (seen in the view), or the shell's ProveDead finds that its process is
 //     gone from this host or that its gossip address refuses connections
-//     (the row keeps the holder's address, host and process id). Short of a
-//     proof, expiry as above; a failed proof is tried again after
-//     ProofRetry.
+//     (the row keeps the holder's address, host and process id; a zombie
+//     process, killed but not yet reaped, is dead). Short of a proof,
+//     expiry as above; a failed proof is tried again soon, with a backoff
+//     per owner: ProofRetryBase (100 ms) after the first, doubling up to
+//     ProofRetryCap (5 s) (a restarted node's first proof may find the old
+//     process not quite gone).
 //   - Lost leases: a lease this node lost to a fenced write is not taken
 //     back by judging its taker dead (both halves of a partition would take
 //     it back and forth), only by expiry, until the lease has moved on or
@@ -513,8 +516,7 @@ type Machine struct {
 	// the view
 	members  map[string]*memberInfo // same-app members in the view, ourselves included
 	gone     map[string]time.Time   // members gossip saw leave or die, or proven dead (until they rejoin)
-	proving  map[string]bool        // owners a proof of death is under way for
-	proofAt  map[string]time.Time   // owners that could not be proven dead, and when
+	proofs   map[string]proofState  // owners outside the view a proof of death was asked for
 	joinedAt map[string]time.Time
 	draining map[string]bool // members that said they are leaving
 
@@ -594,8 +596,7 @@ func New(cfg Config) *Machine {
 		expiry:     newExpiryTracker(),
 		members:    map[string]*memberInfo{},
 		gone:       map[string]time.Time{},
-		proving:    map[string]bool{},
-		proofAt:    map[string]time.Time{},
+		proofs:     map[string]proofState{},
 		joinedAt:   map[string]time.Time{},
 		draining:   map[string]bool{},
 		run:        map[string]*running{},
@@ -657,17 +658,7 @@ func (m *Machine) Step(now time.Time, ev Event) []Effect {
 	case ProbeDone:
 		m.onProbe(now, e, &out)
 	case ProofDone:
-		m.proving[e.Owner] = false
-		if e.Dead {
-			m.provenDead(now, e.Owner, e.How, &out)
-		} else {
-			m.proofAt[e.Owner] = now
-			for k, l := range m.leases {
-				if l.Owner == e.Owner {
-					m.expiry.wake(k, now.Add(ProofRetry))
-				}
-			}
-		}
+		m.onProof(now, e, &out)
 	case StopAll:
 		m.onStopAll(now, &out)
 	case StopDeadline:

@@ -6,9 +6,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kinactor/kinactor/internal/lease"
-
 	"github.com/kinactor/kinactor/cluster"
+	"github.com/kinactor/kinactor/internal/backoff"
+	"github.com/kinactor/kinactor/internal/lease"
 )
 
 // IsForeignKey reports whether a lease key is not a shard id of this
@@ -363,9 +363,56 @@ func (m *Machine) inView(name string) bool {
 	return ok
 }
 
-// ProofRetry is how long an owner that could not be proven dead waits
-// before it is tried again.
-const ProofRetry = 5 * time.Second
+// A proof of death that failed is tried again after a backoff per owner:
+// ProofRetryBase after the first failure, doubling with each failure in a
+// row, at most ProofRetryCap. A restarted node's first proof often comes
+// too early (the old process not yet reaped or not yet gone); the cap
+// keeps an owner that is truly alive, out of reach of the view (a
+// partition), from costing more than a proof every few seconds.
+const (
+	ProofRetryBase = 100 * time.Millisecond
+	ProofRetryCap  = 5 * time.Second
+)
+
+var proofRetry = backoff.Policy{Base: ProofRetryBase, Cap: ProofRetryCap}
+
+// proofState is what the machine keeps of the proofs of death of an
+// owner outside the view.
+type proofState struct {
+	asking bool      // a ProveDead is under way
+	failed int       // proofs in a row that did not prove it dead
+	at     time.Time // when the last of them answered
+}
+
+// retryAt is when the next proof may be asked for.
+func (p proofState) retryAt() time.Time {
+	if p.failed == 0 {
+		return time.Time{}
+	}
+	return p.at.Add(proofRetry.Ceiling(p.failed))
+}
+
+func (m *Machine) onProof(now time.Time, e ProofDone, out *effects) {
+	if e.Dead {
+		delete(m.proofs, e.Owner)
+		m.provenDead(now, e.Owner, e.How, out)
+		return
+	}
+	p, ok := m.proofs[e.Owner]
+	if !ok {
+		return // forgotten meanwhile (no row names it any more)
+	}
+	p.asking = false
+	p.failed++
+	p.at = now
+	m.proofs[e.Owner] = p
+	next := p.retryAt()
+	for k, l := range m.leases {
+		if l.Owner == e.Owner {
+			m.expiry.wake(k, next)
+		}
+	}
+}
 
 // prove tries to prove dead the owner of key, who is outside the gossip
 // view: a restart gives a node a new name, so an owner nobody sees is
@@ -385,14 +432,16 @@ func (m *Machine) prove(now time.Time, key, owner string, id lease.Identity, out
 			}
 		}
 	}
-	if m.proving[owner] {
+	p := m.proofs[owner]
+	if p.asking {
 		return
 	}
-	if at, ok := m.proofAt[owner]; ok && now.Sub(at) < ProofRetry {
-		m.expiry.wake(key, at.Add(ProofRetry))
+	if next := p.retryAt(); now.Before(next) {
+		m.expiry.wake(key, next)
 		return
 	}
-	m.proving[owner] = true
+	p.asking = true
+	m.proofs[owner] = p
 	out.add(ProveDead{Owner: owner, Identity: id})
 }
 
