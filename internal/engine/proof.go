@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -47,8 +48,10 @@ const ProofTimeout = time.Second
 //
 //   - the process is gone: the owner ran on this host (same hostname, boot
 //     and PID namespace) and no process has its id (kill(pid, 0) answers
-//     ESRCH). A process that reused the id makes the owner look alive, the
-//     safe side.
+//     ESRCH), or the process with its id is a zombie (state Z or X in
+//     /proc/PID/stat: it was killed and its parent has not reaped it yet; it
+//     runs no code and holds no socket). A process that reused the id makes
+//     the owner look alive, the safe side.
 //   - its gossip address refuses connections: nothing listens on the port
 //     its memberlist bound (TCP connection refused). A firewall that
 //     rejects rather than drops would fool this check; an address that
@@ -58,8 +61,14 @@ const ProofTimeout = time.Second
 // call: the ownership machine sees it in the view.)
 func ProveDead(ctx context.Context, id, self lease.Identity) (bool, string) {
 	if id.Host != "" && id.Host == self.Host && id.PID > 0 && id.PID != self.PID {
-		if err := syscall.Kill(int(id.PID), 0); errors.Is(err, syscall.ESRCH) {
+		err := syscall.Kill(int(id.PID), 0)
+		if errors.Is(err, syscall.ESRCH) {
 			return true, "its process is gone from this host"
+		}
+		if err == nil || errors.Is(err, syscall.EPERM) {
+			if st, ok := procState(int(id.PID)); ok && (st == 'Z' || st == 'X') {
+				return true, "its process is a zombie on this host (killed, not yet reaped)"
+			}
 		}
 	}
 	if id.Address != "" && id.Address != self.Address {
@@ -74,4 +83,29 @@ func ProveDead(ctx context.Context, id, self lease.Identity) (bool, string) {
 		}
 	}
 	return false, ""
+}
+
+// procState returns the state letter of process pid from /proc/PID/stat
+// ("R", "S", "Z" ...), false when it cannot be read (no /proc, or the
+// process ended meanwhile). The second field, the command name, is in
+// parentheses and may hold spaces and parentheses itself: the state is the
+// field after the last ')'.
+func procState(pid int) (byte, bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, false
+	}
+	return parseProcState(string(b))
+}
+
+func parseProcState(stat string) (byte, bool) {
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, false
+	}
+	rest := strings.TrimLeft(stat[i+1:], " ")
+	if rest == "" {
+		return 0, false
+	}
+	return rest[0], true
 }
