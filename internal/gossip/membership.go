@@ -6,6 +6,16 @@
 // traffic-dropping transport for partition tests. It proposes who is
 // alive; the fenced lease table decides who owns what.
 //
+// Rules:
+//
+//   - An early death is undone when the member is heard alive
+//     (earlydead.go): a member declared dead early on a refused
+//     confirmation, which memberlist still holds alive, returns to the
+//     table with a MemberJoined as soon as a probe, a ping, a message or
+//     its watch connection shows it alive, and Send reaches it meanwhile.
+//     Only memberlist's own verdict (NotifyLeave) makes it gone for good.
+//     The early-dead set is bounded in size and lifetime.
+//
 // This package must not import the engine, the root package or any AWS
 // client.
 package gossip
@@ -109,7 +119,7 @@ func (c Config) withDefaults() Config {
 type Membership struct {
 	cfg    Config
 	log    *slog.Logger
-	ml     *memberlist.Memberlist
+	ml     atomic.Pointer[memberlist.Memberlist] // set once memberlist.Create returned
 	bq     *memberlist.TransmitLimitedQueue
 	nodes  atomic.Int64 // len(members), for broadcast retransmits
 	maxMsg int
@@ -121,9 +131,13 @@ type Membership struct {
 	// members mirrors memberlist's live (alive or suspect) nodes, copied
 	// in its callbacks while it holds its lock, so reading it is race-free
 	// (the *Node that memberlist's Members returns points into its own
-	// state and is written under its lock).
-	memMu   sync.Mutex
-	members map[string]cluster.Member
+	// state and is written under its lock), less the members declared dead
+	// early, which wait in earlyDead (earlydead.go) until memberlist
+	// reports them gone or they are heard alive.
+	memMu     sync.Mutex
+	members   map[string]cluster.Member
+	earlyDead map[string]earlyEntry
+	earlyGen  uint64 // numbers the early deaths
 
 	qmu    sync.Mutex
 	queue  []Event
@@ -136,6 +150,7 @@ type Membership struct {
 	watch     *watcher     // nil without early detection
 	watchAddr string       // gossiped in the meta, "" without early detection
 	early     atomic.Int64 // members declared dead early
+	restored  atomic.Int64 // of those, members heard alive again
 }
 
 // Start creates the memberlist, joins the seeds (a failed join is logged,
@@ -189,9 +204,11 @@ func Start(cfg Config) (*Membership, error) {
 		log:     cfg.Logger.With("component", "memberlist", "node", cfg.Name),
 		meta:    meta,
 		members: make(map[string]cluster.Member),
-		signal:  make(chan struct{}, 1),
-		done:    make(chan struct{}),
-		maxMsg:  mc.UDPBufferSize - maxBroadcastOverhead,
+
+		earlyDead: make(map[string]earlyEntry),
+		signal:    make(chan struct{}, 1),
+		done:      make(chan struct{}),
+		maxMsg:    mc.UDPBufferSize - maxBroadcastOverhead,
 	}
 	m.bq = &memberlist.TransmitLimitedQueue{
 		NumNodes:       func() int { return int(m.nodes.Load()) },
@@ -200,6 +217,7 @@ func Start(cfg Config) (*Membership, error) {
 	d := &delegate{m: m}
 	mc.Delegate = d
 	mc.Events = d
+	mc.Ping = d
 
 	if cfg.Watch {
 		host := cfg.WatchHost
@@ -216,7 +234,7 @@ func Start(cfg Config) (*Membership, error) {
 		m.stop()
 		return nil, fmt.Errorf("cluster: starting memberlist: %w", err)
 	}
-	m.ml = ml
+	m.ml.Store(ml)
 	m.addr = ml.LocalNode().Address()
 	if m.watch != nil {
 		m.watchAddr = m.watch.addr(m.addr)
@@ -258,8 +276,9 @@ func (m *Membership) Name() string { return m.cfg.Name }
 func (m *Membership) Addr() string { return m.addr }
 
 // Members returns every member memberlist knows, alive and suspect,
-// ourselves included, sorted by name. Safe to call at any time, including
-// from OnEvent.
+// ourselves included, sorted by name, less the members declared dead early
+// (earlydead.go) until they are heard alive again. Safe to call at any
+// time, including from OnEvent.
 //
 // State is StateAlive for all of them: memberlist v0.7.0 reports no
 // suspect transitions (no callback, and it never fills Node.State), so a
@@ -286,23 +305,27 @@ func (m *Membership) UpdateMeta(meta cluster.Meta) error {
 	m.metaMu.Lock()
 	m.meta = b
 	m.metaMu.Unlock()
-	if err := m.ml.UpdateNode(updateMetaTimeout); err != nil {
+	if err := m.ml.Load().UpdateNode(updateMetaTimeout); err != nil {
 		return fmt.Errorf("cluster: updating meta: %w", err)
 	}
 	return nil
 }
 
 // Send delivers payload to one member by name over a reliable (TCP)
-// stream. The receiver gets a MessageReceived event naming us.
+// stream. The receiver gets a MessageReceived event naming us. A member
+// declared dead early that memberlist has not reported gone is still
+// addressed (at its last known address): it may well be alive.
 func (m *Membership) Send(to string, payload []byte) error {
 	// Address the member from our own copy of the table: the *Node values
 	// memberlist hands out are changed under its lock, so reading them
 	// here would race.
-	m.memMu.Lock()
-	mem, ok := m.members[to]
-	m.memMu.Unlock()
+	mem, ok := m.addressable(to)
 	if !ok {
 		return fmt.Errorf("cluster: unknown member %q", to)
+	}
+	ml := m.ml.Load()
+	if ml == nil {
+		return errors.New("cluster: membership not started")
 	}
 	host, portStr, err := net.SplitHostPort(mem.Addr)
 	if err != nil {
@@ -313,7 +336,7 @@ func (m *Membership) Send(to string, payload []byte) error {
 		return fmt.Errorf("cluster: member %q has a bad port %q: %w", to, portStr, err)
 	}
 	node := &memberlist.Node{Name: to, Addr: net.ParseIP(host), Port: uint16(port)}
-	if err := m.ml.SendReliable(node, m.frame(payload)); err != nil {
+	if err := ml.SendReliable(node, m.frame(payload)); err != nil {
 		return fmt.Errorf("cluster: sending to %s: %w", to, err)
 	}
 	return nil
@@ -356,11 +379,11 @@ func (m *Membership) Leave(timeout time.Duration) error {
 			m.metaMu.Lock()
 			m.meta = b
 			m.metaMu.Unlock()
-			_ = m.ml.UpdateNode(timeout / 2)
+			_ = m.ml.Load().UpdateNode(timeout / 2)
 		}
 	}
-	lerr := m.ml.Leave(timeout)
-	serr := m.ml.Shutdown()
+	lerr := m.ml.Load().Leave(timeout)
+	serr := m.ml.Load().Shutdown()
 	m.stop()
 	if lerr != nil {
 		return fmt.Errorf("cluster: leave: %w", lerr)
@@ -376,7 +399,7 @@ func (m *Membership) Shutdown() error {
 	if m.stopped {
 		return nil
 	}
-	err := m.ml.Shutdown()
+	err := m.ml.Load().Shutdown()
 	m.stop()
 	return err
 }
@@ -448,7 +471,7 @@ func (m *Membership) rejoinLoop() {
 		if len(seeds) == 0 {
 			continue
 		}
-		n, err := m.ml.Join(seeds)
+		n, err := m.ml.Load().Join(seeds)
 		select {
 		case <-m.done:
 			return
@@ -562,6 +585,7 @@ func (d *delegate) NotifyMsg(b []byte) {
 		d.m.log.Warn("malformed user message dropped", "bytes", len(b))
 		return
 	}
+	d.m.heardAlive(from, "a message from it")
 	d.m.push(Event{Kind: MessageReceived, Member: cluster.Member{Name: from}, Payload: bytes.Clone(payload)})
 }
 
@@ -573,38 +597,56 @@ func (d *delegate) LocalState(join bool) []byte            { return nil }
 func (d *delegate) MergeRemoteState(buf []byte, join bool) {}
 
 func (d *delegate) NotifyJoin(n *memberlist.Node) {
-	mem := d.m.toMember(n)
-	d.m.setMember(mem, true)
-	d.m.push(Event{Kind: MemberJoined, Member: mem})
+	d.m.memberAlive(d.m.toMember(n), MemberJoined)
 }
 
 func (d *delegate) NotifyLeave(n *memberlist.Node) {
 	mem := d.m.toMember(n)
 	kind, st := leftOrDead(mem)
 	mem.State = st
-	d.m.setMember(mem, false)
-	d.m.push(Event{Kind: kind, Member: mem})
+	d.m.memberGone(mem, kind)
 }
 
 func (d *delegate) NotifyUpdate(n *memberlist.Node) {
-	mem := d.m.toMember(n)
-	d.m.setMember(mem, true)
-	d.m.push(Event{Kind: MemberUpdated, Member: mem})
+	d.m.memberAlive(d.m.toMember(n), MemberUpdated)
 }
 
-// setMember adds or updates (live) or removes a member of the table.
-func (m *Membership) setMember(mem cluster.Member, live bool) {
+// AckPayload implements memberlist.PingDelegate.
+func (d *delegate) AckPayload() []byte { return nil }
+
+// NotifyPingComplete implements memberlist.PingDelegate: one of
+// memberlist's probes got its ack, proof that the member is alive.
+func (d *delegate) NotifyPingComplete(other *memberlist.Node, _ time.Duration, _ []byte) {
+	d.m.heardAlive(other.Name, "memberlist's probe acked")
+}
+
+// memberAlive records mem as live and queues its event, both under memMu
+// so that the events' order matches the table's. An update of a member
+// missing from the table (declared dead early) is its return: MemberJoined.
+func (m *Membership) memberAlive(mem cluster.Member, kind EventKind) {
 	m.memMu.Lock()
 	defer m.memMu.Unlock()
-	if live {
-		m.members[mem.Name] = mem
-	} else {
-		delete(m.members, mem.Name)
+	if _, ok := m.members[mem.Name]; !ok && kind == MemberUpdated {
+		kind = MemberJoined
 	}
+	delete(m.earlyDead, mem.Name)
+	m.members[mem.Name] = mem
 	m.nodes.Store(int64(len(m.members)))
-	if live && m.watch != nil {
+	if m.watch != nil {
 		m.watch.watch(mem)
 	}
+	m.push(Event{Kind: kind, Member: mem})
+}
+
+// memberGone removes mem (memberlist reported it dead or left, the end of
+// any early death too) and queues its event, under memMu.
+func (m *Membership) memberGone(mem cluster.Member, kind EventKind) {
+	m.memMu.Lock()
+	defer m.memMu.Unlock()
+	delete(m.members, mem.Name)
+	delete(m.earlyDead, mem.Name)
+	m.nodes.Store(int64(len(m.members)))
+	m.push(Event{Kind: kind, Member: mem})
 }
 
 // userBroadcast is a user message in the TransmitLimitedQueue.

@@ -25,7 +25,9 @@ import (
 // which agrees about a second later. A paused process keeps its sockets
 // (no end of stream), a partition drops packets (no refusal), and a crash
 // of the whole host sends nothing (gossip's probes find it): none of them
-// is declared dead early.
+// is declared dead early. A refusal from a live process (a firewall that
+// REJECTs, a listener briefly gone) is undone as soon as the member is
+// heard alive (earlydead.go).
 
 // watchConfirmTimeout bounds the confirming dials of a gossip address.
 const watchConfirmTimeout = 500 * time.Millisecond
@@ -227,12 +229,11 @@ func (w *watcher) suspect(name string) bool {
 		w.mu.Unlock()
 		refused, err := confirm(mem.Addr, time.Until(deadline))
 		if refused {
-			kind, st := leftOrDead(mem)
-			mem.State = st
-			w.m.log.Info("member's sockets closed and its gossip port refuses: gone before gossip noticed", "member", name, "how", kind.String())
-			w.m.early.Add(1)
-			w.m.setMember(mem, false)
-			w.m.push(Event{Kind: kind, Member: mem})
+			ev, ok := w.m.declareEarlyDead(name)
+			if ok {
+				w.m.log.Info("member's sockets closed and its gossip port refuses: gone before gossip noticed", "member", name, "how", ev.Kind.String())
+				w.m.early.Add(1)
+			}
 			return true
 		}
 		if time.Now().Add(wait).After(deadline) {
