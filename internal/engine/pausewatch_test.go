@@ -2,6 +2,7 @@ package engine
 
 import (
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -49,5 +50,40 @@ func TestPauseWatch(t *testing.T) {
 	wg.Wait()
 	if e := w2.epoch.Load(); e != 1 {
 		t.Fatalf("epoch %d after 16 concurrent marks of one pause, want 1", e)
+	}
+}
+
+// NewEpoch starts an epoch at once, as a pause seen would (Gap 0, the
+// reason kept); every new epoch, either way, is told to the subscribers
+// until they cancel. A nil watch sees nothing and tells nobody.
+func TestPauseWatchNewEpochAndSubscribers(t *testing.T) {
+	w := NewPauseWatch(500 * time.Millisecond)
+	var mono time.Duration
+	wall := w.start.UnixNano()
+	w.clock = func() (time.Duration, int64) { return mono, wall }
+	var told atomic.Int32
+	cancel := w.Subscribe(func() { told.Add(1) })
+
+	mono += 15 * time.Second
+	wall += int64(15 * time.Second)
+	if e := w.Mark(); e != 1 || told.Load() != 1 || w.Reason() != "" || w.Gap() != 15*time.Second {
+		t.Fatalf("after a pause: epoch %d, told %d times, reason %q, gap %v", e, told.Load(), w.Reason(), w.Gap())
+	}
+	if e := w.NewEpoch("declared dead by node-2"); e != 2 || w.Mark() != 2 || told.Load() != 2 {
+		t.Fatalf("NewEpoch: epoch %d, told %d times", e, told.Load())
+	}
+	if w.Gap() != 0 || w.Reason() != "declared dead by node-2" {
+		t.Fatalf("after NewEpoch: gap %v, reason %q", w.Gap(), w.Reason())
+	}
+	cancel()
+	w.NewEpoch("again")
+	if told.Load() != 2 {
+		t.Fatalf("told %d times after cancel", told.Load())
+	}
+
+	var none *PauseWatch
+	none.Subscribe(func() { t.Error("a nil watch told someone") })()
+	if none.Mark() != 0 || none.NewEpoch("x") != 0 || none.Gap() != 0 || none.Reason() != "" {
+		t.Fatal("a nil watch saw something")
 	}
 }
