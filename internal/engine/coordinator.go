@@ -111,8 +111,8 @@ type (
 	syncResult   struct{ done ownership.SyncDone }
 	rowsResult   struct{ done ownership.RowsDone }
 	takeResult   struct {
-		done   ownership.TakeDone
-		sentAt time.Time
+		done ownership.TakeDone
+		sent TakeSent // when the take was sent, and the pause epoch then
 	}
 	probeResult struct{ done ownership.ProbeDone }
 	proofResult struct{ done ownership.ProofDone }
@@ -151,7 +151,7 @@ type coordinator struct {
 
 	m       *ownership.Machine
 	owned   map[string]*ownedShard
-	takenAt map[string]time.Time // when the take of a shard being spawned was sent
+	takenAt map[string]TakeSent // when the take of a shard being spawned was sent, in which pause epoch
 	gen     uint64
 	ticks   int
 	view    []cluster.Member
@@ -254,7 +254,7 @@ func (c *coordinator) start(ctx actor.Context) {
 	c.sched = scheduler.NewTimerScheduler(c.sys.Root)
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.owned = map[string]*ownedShard{}
-	c.takenAt = map[string]time.Time{}
+	c.takenAt = map[string]TakeSent{}
 	c.m = ownership.New(ownership.Config{
 		Me:                   d.Owner,
 		Clustered:            c.cfg.Gossip != nil,
@@ -330,7 +330,7 @@ func (c *coordinator) onTake(ctx actor.Context, r takeResult) {
 		m.LeaseWrites.WithLabelValues("take", "ok").Inc()
 		m.LeaseTakes.WithLabelValues(d.Reason).Inc()
 		m.OwnershipChanges.Inc()
-		c.takenAt[d.Key] = r.sentAt
+		c.takenAt[d.Key] = r.sent
 		c.log.Info("lease taken", "shard", d.Key, "reason", d.Reason, "counter", d.Lease.Counter)
 	case d.LostRace:
 		m.LeaseWrites.WithLabelValues("take", "lost").Inc()
@@ -452,9 +452,12 @@ func (c *coordinator) run(ctx actor.Context, eff ownership.Effect) {
 			deps.Metrics.ShardUnowned.Observe(e.UnownedFor.Seconds())
 		}
 		c.async(OpTimeout, func(op context.Context) any {
-			sent := time.Now()
+			// The epoch before the time: a pause from here on to the
+			// shard actor's start makes it verify before delivering.
+			sent := TakeSent{Epoch: deps.Pauses.Mark()}
+			sent.At = time.Now()
 			l, err := deps.Store.Take(op, e.Lease, deps.Owner, lease.TakeOptions{Resume: e.Resume, Identity: deps.Identity})
-			return takeResult{sentAt: sent, done: ownership.TakeDone{Key: e.Lease.Key, Reason: e.Reason, Lease: l, Err: err, LostRace: errors.Is(err, lease.ErrLeaseLost)}}
+			return takeResult{sent: sent, done: ownership.TakeDone{Key: e.Lease.Key, Reason: e.Reason, Lease: l, Err: err, LostRace: errors.Is(err, lease.ErrLeaseLost)}}
 		})
 	case ownership.Spawn:
 		c.spawn(ctx, e.Lease)

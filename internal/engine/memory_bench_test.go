@@ -89,7 +89,7 @@ func BenchmarkIdleShardMemory(b *testing.B) {
 		pids := make([]*actor.PID, shards)
 		for i := range pids {
 			l := lease.Lease{Key: fmt.Sprintf("shardId-%012d", i), Owner: "bench", Counter: 1, Checkpoint: lease.Checkpoint{SequenceNumber: lease.CheckpointTrimHorizon}}
-			pids[i] = sys.Root.Spawn(NewShardProps(deps, l, time.Now()))
+			pids[i] = sys.Root.Spawn(NewShardProps(deps, l, TakeSent{At: time.Now()}))
 		}
 		// every shard has made its first (empty) fetch and is now idle
 		deadline := time.Now().Add(2 * time.Minute)

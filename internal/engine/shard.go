@@ -108,13 +108,15 @@ type (
 		took  time.Duration
 	}
 	processorCrashed struct{ reason any }
+	// pauseNotice: the pause watch started a new epoch (see PauseWatch).
+	pauseNotice struct{}
 )
 
 type shardActor struct {
-	deps    *Deps
-	lease   lease.Lease
-	takenAt time.Time // when the take that gave us the lease was sent
-	m       *shardfsm.Machine
+	deps  *Deps
+	lease lease.Lease
+	taken TakeSent // the take that gave us the lease
+	m     *shardfsm.Machine
 
 	self      *actor.PID
 	sys       *actor.ActorSystem
@@ -134,16 +136,28 @@ type shardActor struct {
 	stopping  bool
 	restarted atomic.Int64
 	epoch     uint64 // the pause epoch this shard last verified its lease in
+	unwatch   func() // ends the subscription to the pause watch
+}
+
+// TakeSent is when the take that gave this node a lease was sent, and the
+// pause epoch then (Deps.Pauses.Mark just before it was sent).
+type TakeSent struct {
+	At    time.Time
+	Epoch uint64
 }
 
 // NewShardProps returns the props of a shard actor for a lease this node
-// holds, taken by a write sent at takenAt (the self-fencing clock starts
-// there). Its children (the processor) are supervised by a strategy that
+// holds, taken by a write sent at taken.At (the self-fencing clock starts
+// there). If the pause epoch at the actor's start is not taken.Epoch, a
+// pause overlapped the take (from its send to the start): the take proves
+// nothing about the time after it, and the shard delivers nothing until a
+// lease write sent after its start succeeds (shardfsm.Start.VerifyFirst).
+// Its children (the processor) are supervised by a strategy that
 // restarts them on panic and tells the shard actor, which delivers the
 // batch again.
-func NewShardProps(deps *Deps, held lease.Lease, takenAt time.Time) *actor.Props {
+func NewShardProps(deps *Deps, held lease.Lease, taken TakeSent) *actor.Props {
 	return actor.PropsFromProducer(func() actor.Actor {
-		return &shardActor{deps: deps, lease: held, takenAt: takenAt}
+		return &shardActor{deps: deps, lease: held, taken: taken}
 	}, actor.WithSupervisor(processorSupervisor{}))
 }
 
@@ -172,9 +186,13 @@ func (a *shardActor) Receive(ctx actor.Context) {
 			a.live = a.deps.Board.add(a.lease.Key)
 		}
 		a.proc = ctx.Spawn(a.deps.Processor)
-		a.step(ctx, shardfsm.Start{LeaseWrittenAt: a.takenAt})
+		self, sys := a.self, a.sys
+		a.unwatch = a.deps.Pauses.Subscribe(func() { sys.Root.Send(self, pauseNotice{}) })
+		a.epoch = a.taken.Epoch // step compares it with the epoch now
+		a.step(ctx, shardfsm.Start{LeaseWrittenAt: a.taken.At})
 	case *actor.Stopping, *actor.Restarting:
 		a.stopping = true
+		a.endWatch()
 		a.stopTimers()
 		if a.cancel != nil {
 			a.cancel()
@@ -188,6 +206,8 @@ func (a *shardActor) Receive(ctx actor.Context) {
 		a.onStore(ctx, msg)
 	case fetchResult:
 		a.onFetch(ctx, msg)
+	case pauseNotice:
+		a.step(ctx, nil) // the epoch check alone
 	case processorCrashed:
 		a.deps.Metrics.ProcessorRestarts.Inc()
 		a.step(ctx, shardfsm.ProcessorCrashed{Reason: fmt.Sprint(msg.reason)})
@@ -270,26 +290,34 @@ func (a *shardActor) countFetchError(err error) {
 	}
 }
 
-// step feeds one event to the machine and runs the effects.
+// step feeds one event to the machine (nil: none) and runs the effects.
+// First it looks at the pause epoch: in a new one (a pause, a death
+// declared, or either between the take and the start), the machine
+// verifies its lease before it delivers more.
 func (a *shardActor) step(ctx actor.Context, ev shardfsm.Event) {
 	if a.finished {
 		return
 	}
-	if pw := a.deps.Pauses; pw != nil {
-		if e := pw.Mark(); e != a.epoch {
-			a.epoch = e
-			if a.m.State() != 0 { // a machine started after the pause has nothing to verify
-				for _, eff := range a.m.Step(time.Now(), shardfsm.Paused{For: pw.Gap()}) {
-					a.run(ctx, eff)
-				}
-				if a.finished {
-					return
-				}
+	pw := a.deps.Pauses
+	if e := pw.Mark(); e != a.epoch {
+		a.epoch = e
+		p := shardfsm.Paused{For: pw.Gap(), Reason: pw.Reason()}
+		if st, ok := ev.(shardfsm.Start); ok && a.m.State() == 0 {
+			st.VerifyFirst, st.Pause = true, p // the take proves nothing after it
+			ev = st
+		} else if a.m.State() != 0 {
+			for _, eff := range a.m.Step(time.Now(), p) {
+				a.run(ctx, eff)
+			}
+			if a.finished {
+				return
 			}
 		}
 	}
-	for _, eff := range a.m.Step(time.Now(), ev) {
-		a.run(ctx, eff)
+	if ev != nil {
+		for _, eff := range a.m.Step(time.Now(), ev) {
+			a.run(ctx, eff)
+		}
 	}
 	if a.live != nil {
 		a.live.lastProgress.Store(a.m.LastProgress().UnixNano())
@@ -435,7 +463,11 @@ func (a *shardActor) run(ctx actor.Context, eff shardfsm.Effect) {
 		ctx.Stop(a.proc)
 		a.proc = ctx.Spawn(a.deps.Processor)
 	case shardfsm.VerifyingLease:
-		a.log.Info("the process was paused: verifying the lease before delivering more", "paused", e.Paused.Round(time.Millisecond))
+		if e.Reason != "" {
+			a.log.Info("verifying the lease before delivering more", "why", e.Reason)
+		} else {
+			a.log.Info("the process was paused: verifying the lease before delivering more", "paused", e.Paused.Round(time.Millisecond))
+		}
 	case shardfsm.Acked:
 		if p := ctx.Parent(); p != nil {
 			ctx.Send(p, shardAcked{shardID: a.lease.Key, cp: e.Checkpoint})
@@ -554,6 +586,14 @@ func (a *shardActor) startTimer(e shardfsm.StartTimer) {
 	}
 }
 
+// endWatch ends the subscription to the pause watch.
+func (a *shardActor) endWatch() {
+	if a.unwatch != nil {
+		a.unwatch()
+		a.unwatch = nil
+	}
+}
+
 func (a *shardActor) stopTimers() {
 	for i, c := range a.timers {
 		if c != nil {
@@ -582,6 +622,7 @@ func (a *shardActor) forgetShard() {
 
 func (a *shardActor) finish(ctx actor.Context, f shardfsm.Finished) {
 	a.finished = true
+	a.endWatch()
 	a.stopTimers()
 	a.forgetShard()
 	if c, ok := a.deps.Stream.(interface{ CloseShard(string) }); ok {

@@ -100,7 +100,7 @@ func (r *shardRig) take(owner string) lease.Lease {
 func (r *shardRig) start() {
 	r.t.Helper()
 	held := r.take("me")
-	r.rec = &parentRec{props: NewShardProps(r.deps, held, time.Now())}
+	r.rec = &parentRec{props: NewShardProps(r.deps, held, TakeSent{At: time.Now()})}
 	r.parent = r.sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return &recordingParent{rec: r.rec} }))
 }
 
