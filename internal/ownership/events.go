@@ -180,6 +180,7 @@ func (m *Machine) applyRows(now, from time.Time, rows []lease.Lease) {
 		}
 	}
 	SettleLost(m.lost, rows, m.cfg.Me, m.joinedAt)
+	m.pruneRows(from)
 }
 
 // heard records news of a row that did not come from a read of the table.
@@ -204,6 +205,9 @@ func (m *Machine) setLease(now time.Time, l lease.Lease, had bool, old lease.Lea
 			delete(m.eligible, l.Key)
 		}
 	}
+	if l.Checkpoint.IsShardEnd() {
+		delete(m.progress, l.Key) // finished: nothing to resume
+	}
 	if m.expiry.observe(l.Key, l.Owner, l.Counter, now, authority) || !had || old.Owner != l.Owner || old.Counter != l.Counter {
 		m.dirty[l.Key] = true
 	}
@@ -211,6 +215,7 @@ func (m *Machine) setLease(now time.Time, l lease.Lease, had bool, old lease.Lea
 
 func (m *Machine) dropLease(k string) {
 	delete(m.leases, k)
+	delete(m.heardAt, k)
 	if m.eligible[k] {
 		delete(m.eligible, k)
 		m.assignDirty = true
@@ -246,6 +251,10 @@ func (m *Machine) onTick(now time.Time, out *effects) {
 	if now.Sub(m.lastFlush) >= m.cfg.HeartbeatInterval {
 		m.flushBeats(now, out)
 	}
+	if now.Sub(m.lastPrune) >= m.memberTTL()/4 {
+		m.lastPrune = now
+		m.pruneMembers(now)
+	}
 }
 
 // ---- the view and gossip ----------------------------------------------------
@@ -268,6 +277,11 @@ func (m *Machine) onView(now time.Time, e ViewChanged, out *effects) {
 		m.assignDirty = true
 	}
 	m.members = next
+	for name := range m.draining {
+		if _, ok := next[name]; !ok {
+			delete(m.draining, name) // planned without it anyway
+		}
+	}
 	for _, name := range e.Joined {
 		delete(m.gone, name)
 		delete(m.proofs, name)
@@ -346,7 +360,7 @@ func (m *Machine) onMessage(now time.Time, e MessageReceived, out *effects) {
 			if !ok {
 				// Not read yet (a node that just started): the progress is
 				// kept all the same; Resume holds it to the row once read.
-				m.hearProgress(e.From, b)
+				m.hearProgress(now, e.From, b)
 				continue
 			}
 			if b.Counter < old.Counter {
@@ -357,7 +371,7 @@ func (m *Machine) onMessage(now time.Time, e MessageReceived, out *effects) {
 				l.Owner, l.Counter = e.From, b.Counter
 				m.heard(now, l)
 			}
-			m.hearProgress(e.From, b)
+			m.hearProgress(now, e.From, b)
 		}
 	}
 }
@@ -402,15 +416,18 @@ func (m *Machine) refusal(e MessageReceived) string {
 // other) is dropped; news from a sender other than the one stored
 // replaces it only with a higher counter (a new holder), never an equal
 // or lower one.
-func (m *Machine) hearProgress(from string, b Beat) {
+func (m *Machine) hearProgress(now time.Time, from string, b Beat) {
 	if b.Seq == "" || !seqnum.Valid(b.Seq) || b.Sub < 0 {
 		return
+	}
+	if l, ok := m.leases[b.Shard]; ok && l.Checkpoint.IsShardEnd() {
+		return // finished: nothing to resume
 	}
 	cp := lease.Checkpoint{SequenceNumber: b.Seq, SubSequenceNumber: b.Sub}
 	if p, ok := m.progress[b.Shard]; ok && !newerProgress(p, from, b.Counter, cp) {
 		return // older news, or a repeat
 	}
-	m.progress[b.Shard] = heardProgress{from: from, counter: b.Counter, cp: cp}
+	m.progress[b.Shard] = heardProgress{from: from, counter: b.Counter, cp: cp, at: now}
 }
 
 // newerProgress reports whether from's news of cp at counter is later than

@@ -109,6 +109,17 @@
 //   - Rows: the discovering node (the lowest-named healthy candidate) lists
 //     the shards, creates missing rows (NewRows), deletes finished parents
 //     (FinishedParents) and garbage (unlisted) rows.
+//   - Memory: every map in the machine is bounded by what the table and the
+//     view hold (worker names are unique per process: every restart
+//     anywhere brings new ones). What is kept of a row (its copy, expiry,
+//     progress heard, failures, refusals, lost races, retries, lost marks,
+//     listing misses) goes at the read that shows the row deleted, unless
+//     the shard runs or is being taken here; progress also goes when the
+//     row reaches SHARD_END. What is kept of a member that left the view
+//     (gone, joinedAt) goes once no row names it and it has been gone for
+//     memberTTL (max(2·LeaseExpiry, 2·sync interval, 2·SyncTimeout): see
+//     there why that is long enough); the proof state of an owner, once no
+//     row names it. Sizes reports every map's size.
 //
 // Cost: the assignment is cached and recomputed only when the eligible set
 // or the candidates change; any other event re-evaluates only the shards it
@@ -567,6 +578,7 @@ type Machine struct {
 	acked     map[string]lease.Checkpoint
 	progress  map[string]heardProgress
 	lastFlush time.Time
+	lastPrune time.Time
 	rng       *rand.Rand
 }
 
@@ -576,6 +588,7 @@ type heardProgress struct {
 	from    string
 	counter int64
 	cp      lease.Checkpoint
+	at      time.Time // when it was heard
 }
 
 // lostLease is a lease this node lost to a fenced write: when, and to whom

@@ -208,7 +208,7 @@ func TestIsShardID(t *testing.T) {
 // it whatever its counter.
 func TestProgressNeverGoesBackwards(t *testing.T) {
 	seq := func(n int) string { return fmt.Sprintf("%056d", n) }
-	stored := heardProgress{from: "b", counter: 5, cp: lease.Checkpoint{SequenceNumber: seq(200), SubSequenceNumber: 1}}
+	stored := heardProgress{from: "b", counter: 5, cp: lease.Checkpoint{SequenceNumber: seq(200), SubSequenceNumber: 1}, at: t0}
 	cases := []struct {
 		name    string
 		from    string
@@ -240,7 +240,7 @@ func TestProgressNeverGoesBackwards(t *testing.T) {
 			n.step(MessageReceived{From: c.from, Msg: Message{App: app, Type: MsgHeartbeat, Leases: []Beat{{Shard: shard3, Counter: c.counter, Seq: c.seq, Sub: c.sub}}}})
 			want := stored
 			if c.kept {
-				want = heardProgress{from: c.from, counter: c.counter, cp: lease.Checkpoint{SequenceNumber: c.seq, SubSequenceNumber: c.sub}}
+				want = heardProgress{from: c.from, counter: c.counter, cp: lease.Checkpoint{SequenceNumber: c.seq, SubSequenceNumber: c.sub}, at: t0}
 			}
 			if got := n.m.progress[shard3]; got != want {
 				t.Fatalf("stored %+v, want %+v", got, want)

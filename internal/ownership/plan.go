@@ -216,6 +216,12 @@ func (m *Machine) heir(key string) string {
 // plan evaluates the shards whose inputs changed.
 func (m *Machine) plan(now time.Time, out *effects) {
 	if len(m.leases) == 0 && len(m.run) == 0 {
+		// Nothing to plan: forget what was marked (rows since deleted)
+		// and the assignment of shards that are no more.
+		clear(m.dirty)
+		if len(m.assign) > 0 || len(m.heirs) > 0 {
+			m.assign, m.heirs = nil, nil
+		}
 		return
 	}
 	m.ensureAssignment()
@@ -427,6 +433,7 @@ func (m *Machine) prove(now time.Time, key, owner string, id lease.Identity, out
 	if id.Address != "" {
 		for name, mi := range m.members {
 			if name != owner && mi.m.Addr == id.Address {
+				delete(m.proofs, owner)
 				m.provenDead(now, owner, "another member, "+name+", has its gossip address "+id.Address, out)
 				return
 			}
