@@ -148,6 +148,7 @@ type coordinator struct {
 	ctx        context.Context
 	cancel     context.CancelFunc
 	metaCh     chan cluster.Meta
+	sends      *sendQueue // direct gossip sends, in order per destination
 
 	m       *ownership.Machine
 	owned   map[string]*ownedShard
@@ -269,6 +270,11 @@ func (c *coordinator) start(ctx actor.Context) {
 	if c.cfg.Gossip != nil {
 		c.metaCh = make(chan cluster.Meta, 1)
 		go c.publishLoop(c.ctx, c.cfg.Gossip, c.metaCh)
+		c.sends = newSendQueue(c.cfg.Gossip, c.sentBytes, func(typ string) {
+			if m := c.deps.Metrics; m != nil {
+				m.GossipSendFailures.WithLabelValues(typ).Inc()
+			}
+		})
 	}
 	tick := c.cfg.TickInterval
 	if tick <= 0 {
@@ -302,6 +308,7 @@ func (c *coordinator) onMembership(ctx actor.Context, msg MembershipChanged) {
 		var g ownership.Message
 		if err := json.Unmarshal(ev.Payload, &g); err != nil {
 			c.log.Warn("ignoring malformed gossip message", "from", ev.Member.Name, "err", err)
+			c.refused(ownership.RefusedMalformed)
 			return
 		}
 		if g.Type == ownership.MsgReleased && g.At > 0 {
@@ -473,14 +480,9 @@ func (c *coordinator) run(ctx actor.Context, eff ownership.Effect) {
 		if e.Msg.Type == ownership.MsgReleased {
 			e.Msg.At = time.Now().UnixMilli()
 		}
-		b, _ := json.Marshal(e.Msg)
-		c.sentBytes(e.Msg.Type, len(b))
-		gs := c.cfg.Gossip
-		go func() {
-			if err := gs.Send(e.To, b); err != nil {
-				gs.Broadcast(b)
-			}
-		}()
+		c.sends.send(e.To, e.Msg) // a failed heartbeat is dropped, a failed release broadcast
+	case ownership.Refused:
+		c.refused(e.Reason)
 	case ownership.Broadcast:
 		b, _ := json.Marshal(e.Msg)
 		c.sentBytes(e.Msg.Type, len(b))
@@ -612,6 +614,13 @@ func sameMembers(a, b []cluster.Member) bool {
 		}
 	}
 	return true
+}
+
+// refused counts a gossip message refused (kinactor_gossip_refused_total).
+func (c *coordinator) refused(reason string) {
+	if m := c.deps.Metrics; m != nil {
+		m.GossipRefused.WithLabelValues(reason).Inc()
+	}
 }
 
 // sentBytes counts the payload bytes of an ownership message sent.
