@@ -9,7 +9,10 @@
 // dead-letter call runs on a goroutine of its own, bounded by a timeout, and
 // comes back as a message, so a mailbox never blocks. Beside them: the
 // proofs of death of lease owners outside the view (proof.go) and the
-// watch that tells shards the process was paused (pausewatch.go).
+// watch that tells shards the process was paused, or declared dead while
+// alive (pausewatch.go): a shard then, or a shard whose take such a pause
+// overlapped, delivers nothing more until a lease write sent after it
+// succeeds.
 //
 // This package must not import the root package or cmd.
 package engine

@@ -216,8 +216,8 @@ func TestShardVerifiesAtOnceOnANewEpoch(t *testing.T) {
 			}
 			return nil
 		})
-		// No timer of the shard's is due for seconds: only the pause
-		// watch's notice makes it step.
+		// No timer of the shard's is due for 10 s: only the pause watch's
+		// notice makes it step within the 3 s the test waits.
 		p.deps.Machine.RenewInterval = 10 * time.Second
 		p.deps.Machine.ProcessTimeout = 10 * time.Second
 		p.deps.Machine.StallTimeout = 10 * time.Second
@@ -247,10 +247,10 @@ func TestShardVerifiesAtOnceOnANewEpoch(t *testing.T) {
 		p, release := setup(t)
 		p.take("other")
 		p.pauses.NewEpoch("declared dead by other")
-		eventually(t, time.Second, "a renewal, refused", func() bool { return p.log.index("renew lost") >= 0 })
+		eventually(t, 3*time.Second, "a renewal, refused", func() bool { return p.log.index("renew lost") >= 0 })
 		// The shard ends once its processor read LeaseLost, or after
 		// NotifyGrace: this one is busy with batch a.
-		eventually(t, NotifyGrace+time.Second, "the shard to finish", func() bool { _, ok := p.finished(); return ok })
+		eventually(t, NotifyGrace+3*time.Second, "the shard to finish", func() bool { _, ok := p.finished(); return ok })
 		release()
 		if f := p.waitFinished(); f.Outcome != shardfsm.LeaseLost {
 			t.Errorf("finished %+v, want lease-lost", f)
@@ -265,7 +265,7 @@ func TestShardVerifiesAtOnceOnANewEpoch(t *testing.T) {
 		p, release := setup(t)
 		p.store.gated.Store(true)
 		p.pauses.NewEpoch("declared dead by other")
-		eventually(t, time.Second, "a renewal while the processor holds a batch", func() bool { return p.log.index("renew sent") >= 0 })
+		eventually(t, 3*time.Second, "a renewal while the processor holds a batch", func() bool { return p.log.index("renew sent") >= 0 })
 		release() // batch a is done; batch b is held while the renewal waits
 		m := p.deps.Metrics
 		eventually(t, time.Second, "the processor's answer", func() bool {

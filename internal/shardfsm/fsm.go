@@ -63,7 +63,11 @@
 //     delivered to the processor;
 //   - after a lease loss nothing is written to the lease table again;
 //   - nothing is delivered LeaseExpiry − margin after the last successful
-//     lease write was sent.
+//     lease write was sent;
+//   - after a pause (Paused), or after a start the take of which a pause
+//     overlapped (Start.VerifyFirst), nothing is delivered until a lease
+//     write sent at or after it succeeds, and that write is sent at once
+//     (or as soon as the write in flight answers).
 //
 // This package must not import actors, the root package, or any AWS client.
 package shardfsm
