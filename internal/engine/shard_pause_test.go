@@ -17,6 +17,7 @@ import (
 	"github.com/kinactor/kinactor/actors"
 	"github.com/kinactor/kinactor/internal/lease"
 	"github.com/kinactor/kinactor/internal/shardfsm"
+	"github.com/kinactor/kinactor/internal/stream"
 	"github.com/kinactor/kinactor/messages"
 )
 
@@ -176,6 +177,24 @@ func TestShardAfterAPauseOverlappingItsTake(t *testing.T) {
 		p.s.waitFor(t, names("a", 40))
 		if r, d := p.log.index("renew ok"), p.log.index("deliver"); r < 0 || r > d {
 			t.Fatalf("log %v: the first delivery before the renewal succeeded", p.log.all())
+		}
+	})
+	t.Run("a pause longer than the self-fence", func(t *testing.T) {
+		p := newPauseRig(t, nil)
+		p.put(names("a", 5)...)
+		taken := TakeSent{Epoch: p.pauses.Mark(), At: time.Now().Add(-25 * time.Second)} // LeaseExpiry 20 s
+		held := p.take("me")
+		p.pause(25 * time.Second)
+		p.rec = &parentRec{props: NewShardProps(p.deps, held, taken)}
+		p.parent = p.sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return &recordingParent{rec: p.rec} }))
+		if f := p.waitFinished(); f.Outcome != shardfsm.Fenced {
+			t.Errorf("finished %+v, want fenced", f)
+		}
+		if l := p.log.all(); len(l) != 0 {
+			t.Fatalf("log %v: a fenced shard read, wrote or delivered", l)
+		}
+		if n := p.mem.Calls(stream.OpGetShardIterator); n != 0 {
+			t.Errorf("%d iterators", n)
 		}
 	})
 	t.Run("control: a pause before the take", func(t *testing.T) {
