@@ -78,7 +78,8 @@
 //     under another counter, from another sender, not later than the row,
 //     or for a finished shard loses to the row. Positions are checked for
 //     their form only: that a position is of this shard rests on it coming
-//     from a member of this application (gossip label, secret key).
+//     from a member of this application's view, in a message for this
+//     application (see Gossip messages; gossip label, secret key).
 //   - Proof of death: a lease held by an owner outside the view (a restart
 //     under new names, a single node with no gossip) is taken at once only
 //     if the owner is proven dead: another member now has its gossip address
@@ -441,8 +442,10 @@ type (
 	// Handoff asks a running shard actor to stop gracefully (checkpoint,
 	// release). To is the new assignee ("" when the node is stopping).
 	Handoff struct{ Key, To string }
-	// Send sends a message to one member (reliable; fall back to a
-	// broadcast if that fails). Broadcast gossips it to all.
+	// Send sends a message to one member (reliable), in order with the
+	// other sends to it. If that fails, a heartbeat is dropped (it is meant
+	// for that member; the next flush carries its news again) and a
+	// release is broadcast instead. Broadcast gossips it to all.
 	Send struct {
 		To  string
 		Msg Message
@@ -454,7 +457,8 @@ type (
 	Probe struct{ Service string }
 	// ProveDead checks whether a lease owner outside the gossip view can
 	// still be alive: its gossip address refuses connections, or it ran on
-	// this host and its process is gone. Answer with ProofDone.
+	// this host and its process is gone (or a zombie). Answer with
+	// ProofDone.
 	ProveDead struct {
 		Owner    string
 		Identity lease.Identity
