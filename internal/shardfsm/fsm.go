@@ -36,13 +36,13 @@
 // a lease write sent after its start (a renewal sent at once), and a take
 // sent longer ago than the self-fence (a pause longer than it) finishes the
 // machine at its start (Fenced) with nothing read or written. The
-// verification is never lost: a write sent
-// before the pause proves nothing, and its answer (a success, a failure)
-// leaves the verification in place; the next write goes out at once, the
-// checkpoint pending (even within CheckpointInterval: it counts as the
-// verification), else a renewal. So the first delivery after a pause comes
-// right after a write sent after it succeeds, never a CheckpointInterval or
-// RenewInterval later.
+// verification is never lost: a write sent before the pause proves
+// nothing, and its answer (a success, a failure) leaves the verification in
+// place; the next write goes out at once, the checkpoint pending (even
+// within CheckpointInterval: it counts as the verification), else a
+// renewal. So the first delivery after a pause comes right after a write
+// sent after it succeeds, never a CheckpointInterval or RenewInterval
+// later.
 //
 // Progress: the machine knows when the shard last moved (a successful fetch
 // or iterator, a successful answer of the processor, a successful parent
