@@ -270,7 +270,8 @@ func (c *coordinator) start(ctx actor.Context) {
 	if c.cfg.Gossip != nil {
 		c.metaCh = make(chan cluster.Meta, 1)
 		go c.publishLoop(c.ctx, c.cfg.Gossip, c.metaCh)
-		c.sends = newSendQueue(c.cfg.Gossip, c.sentBytes, func(typ string) {
+		gs := c.cfg.Gossip
+		c.sends = newSendQueue(gs.Send, func(b []byte) { gs.Broadcast(b) }, c.sentBytes, func(typ string) {
 			if m := c.deps.Metrics; m != nil {
 				m.GossipSendFailures.WithLabelValues(typ).Inc()
 			}

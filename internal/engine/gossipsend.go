@@ -22,16 +22,17 @@ import (
 // application (Message.App), so members of other applications on the same
 // seeds refuse it. Either way failed is called with the message type.
 type sendQueue struct {
-	gs     Gossip
-	sent   func(typ string, bytes int) // payload bytes of a message sent or broadcast
-	failed func(typ string)            // a direct send failed
+	direct    func(to string, payload []byte) error // Gossip.Send
+	broadcast func(payload []byte)                  // Gossip.Broadcast
+	sent      func(typ string, bytes int)           // payload bytes of a message sent
+	failed    func(typ string)                      // a direct send failed
 
 	mu      sync.Mutex
 	pending map[string][]ownership.Message // destination → not yet sent; present while its goroutine runs
 }
 
-func newSendQueue(gs Gossip, sent func(string, int), failed func(string)) *sendQueue {
-	return &sendQueue{gs: gs, sent: sent, failed: failed, pending: map[string][]ownership.Message{}}
+func newSendQueue(direct func(string, []byte) error, broadcast func([]byte), sent func(string, int), failed func(string)) *sendQueue {
+	return &sendQueue{direct: direct, broadcast: broadcast, sent: sent, failed: failed, pending: map[string][]ownership.Message{}}
 }
 
 // send queues msg for to.
@@ -74,10 +75,10 @@ func (q *sendQueue) deliver(to string, msg ownership.Message) {
 		return
 	}
 	q.sent(msg.Type, len(b))
-	if err := q.gs.Send(to, b); err != nil {
+	if err := q.direct(to, b); err != nil {
 		q.failed(msg.Type)
 		if msg.Type != ownership.MsgHeartbeat {
-			q.gs.Broadcast(b)
+			q.broadcast(b)
 		}
 	}
 }

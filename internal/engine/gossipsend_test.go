@@ -92,7 +92,7 @@ func TestSendQueueKeepsTheOrderPerDestination(t *testing.T) {
 	g := newSendGossip()
 	var failed []string
 	var fmu sync.Mutex
-	q := newSendQueue(g, func(string, int) {}, func(typ string) { fmu.Lock(); failed = append(failed, typ); fmu.Unlock() })
+	q := newSendQueue(g.Send, g.Broadcast, func(string, int) {}, func(typ string) { fmu.Lock(); failed = append(failed, typ); fmu.Unlock() })
 	g.gate.Lock() // the first send hangs
 	q.send("b", hb(ownership.Beat{Shard: "s1", Counter: 1, Seq: "100"}))
 	select {
@@ -141,7 +141,7 @@ func TestFailedSendsHeartbeatDroppedReleaseBroadcast(t *testing.T) {
 	g.down["b"] = true
 	var failed []string
 	var fmu sync.Mutex
-	q := newSendQueue(g, func(string, int) {}, func(typ string) { fmu.Lock(); failed = append(failed, typ); fmu.Unlock() })
+	q := newSendQueue(g.Send, g.Broadcast, func(string, int) {}, func(typ string) { fmu.Lock(); failed = append(failed, typ); fmu.Unlock() })
 	q.send("b", hb(ownership.Beat{Shard: "s1", Counter: 1, Seq: "100"}))
 	q.send("b", ownership.Message{App: "app", Type: ownership.MsgReleased, Shard: "s1", Counter: 2})
 	q.send("c", hb(ownership.Beat{Shard: "s2", Counter: 1, Seq: "100"}))
