@@ -312,7 +312,7 @@ func (c *coordinator) onMembership(ctx actor.Context, msg MembershipChanged) {
 			c.refused(ownership.RefusedMalformed)
 			return
 		}
-		if g.Type == ownership.MsgReleased && g.At > 0 {
+		if g.Type == ownership.MsgReleased && g.At > 0 && g.App == c.cfg.App { // not a stranger's
 			c.deps.Metrics.ShardUnowned.Observe(max(0, time.Since(time.UnixMilli(g.At)).Seconds()))
 		}
 		c.step(ctx, ownership.MessageReceived{From: ev.Member.Name, Msg: g})
