@@ -403,6 +403,11 @@ type NodeStatus struct {
 	// serve. Both are gossiped, and the assignment avoids them.
 	Unhealthy []string `json:"unhealthy,omitempty"`
 	Refused   []string `json:"refused,omitempty"`
+	// Maps is the size of each map the node's ownership machine keeps
+	// ("leases" is its copy of the table's rows): for operators and chaos
+	// runs, which check that none grows past the rows and members it
+	// serves.
+	Maps map[string]int `json:"ownership_maps,omitempty"`
 }
 
 // ShardStatus is one shard this node owns.
@@ -458,7 +463,7 @@ func (n *Node) Status(ctx context.Context) (NodeStatus, error) {
 		for _, sh := range s.Shards {
 			st.Shards = append(st.Shards, ShardStatus(sh))
 		}
-		st.Unhealthy, st.Refused = s.Unhealthy, s.Refused
+		st.Unhealthy, st.Refused, st.Maps = s.Unhealthy, s.Refused, s.Maps
 		return st, nil
 	case <-ctx.Done():
 		return st, ctx.Err()

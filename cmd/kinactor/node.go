@@ -132,6 +132,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return fmt.Errorf("node: invalid %s %s (must not be negative)", d.flag, d.v)
 		}
 	}
+	var refuser *refusingTransport // --test-faults: the gossip transport, whose TCP can refuse
 	if *bind == "" {
 		for _, f := range []struct{ flag, v string }{{"--join", *join}, {"--advertise", *advertise}, {"--secret-key-file", *secretKeyFile}, {"--label", *label}} {
 			if f.v != "" {
@@ -163,11 +164,11 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			cl.SecretKey = key
 		}
 		if *testFaults {
-			dt, err := newTestFaultsTransport(*bind, stderr)
+			dt, rt, err := newTestFaultsTransport(*bind)
 			if err != nil {
 				return fmt.Errorf("node: --test-faults: --bind %q: %w", *bind, err)
 			}
-			cl.Transport = dt // it wraps memberlist's own: real TCP addresses, early detection works
+			cl.Transport, refuser = dt, rt // real TCP and UDP addresses: early detection works
 		}
 		cl.EarlyDetection = earlyDetection
 		cfg.Cluster = cl
@@ -231,6 +232,9 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		mux.Handle("/", node.Handler()) // /metrics, /healthz, /readyz, /status
 		if dt := dropTransportOf(cfg.Cluster); dt != nil {
 			handleTestFaults(mux, dt, hang, log.Info)
+			if refuser != nil {
+				handleRefuse(mux, dt, refuser, log.Info)
+			}
 		}
 		srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		go func() { httpDone <- srv.Serve(ln) }()

@@ -5,15 +5,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log"
 	"net"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/hashicorp/memberlist"
 
 	"github.com/kinactor/kinactor/actors"
 	"github.com/kinactor/kinactor/cluster"
@@ -28,6 +25,7 @@ import (
 //	POST /faults/partition?block=HOST:PORT,HOST:PORT  drop gossip to and from those addresses
 //	POST /faults/heal                                 stop dropping anything
 //	POST /faults/hang?for=DURATION                    the processor stops answering for DURATION (0 ends a hang)
+//	POST /faults/refuse?for=DURATION                  the gossip port refuses TCP for DURATION (UDP goes on); watch connections reset
 //
 // While a hang is in force, the processor function (ledger or log) blocks
 // before it writes anything, until the hang ends — then it processes the
@@ -37,32 +35,51 @@ import (
 //
 // A DropTransport prepends a preamble to every stream it dials, so every
 // member of such a cluster must run with --test-faults. Without the flag
-// the endpoints do not exist (404).
+// the endpoints do not exist (404). The gossip transport under the
+// DropTransport is a refusingTransport (testfaults_net.go), not
+// memberlist's own.
 const testFaultsFlag = "test-faults"
 
-// newTestFaultsTransport binds memberlist's network transport on bind
-// (host:port; port 0 picks one, used for TCP and UDP alike) and wraps it.
-func newTestFaultsTransport(bind string, logw io.Writer) (*gossip.DropTransport, error) {
+// newTestFaultsTransport binds a refusingTransport on bind (host:port;
+// port 0 picks one, used for TCP and UDP alike) and wraps it in a
+// gossip.DropTransport (partitions).
+func newTestFaultsTransport(bind string) (*gossip.DropTransport, *refusingTransport, error) {
 	host, portStr, err := net.SplitHostPort(bind)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	port, err := strconv.Atoi(portStr)
 	if err != nil {
-		return nil, fmt.Errorf("port %q: %v", portStr, err)
+		return nil, nil, fmt.Errorf("port %q: %v", portStr, err)
 	}
 	if host == "" {
 		host = "0.0.0.0"
 	}
-	nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{
-		BindAddrs: []string{host},
-		BindPort:  port,
-		Logger:    log.New(logw, "memberlist transport: ", log.LstdFlags),
-	})
+	rt, err := newRefusingTransport(host, port)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return gossip.NewDropTransport(nt), nil
+	return gossip.NewDropTransport(rt), rt, nil
+}
+
+// handleRefuse adds POST /faults/refuse?for=DURATION: the gossip port
+// refuses TCP connections for DURATION while UDP gossip goes on, and the
+// early-detection connections this node holds are reset, as a firewall
+// that REJECTs would do to them.
+func handleRefuse(mux *http.ServeMux, dt *gossip.DropTransport, rt *refusingTransport, logf func(msg string, args ...any)) {
+	mux.HandleFunc("POST /faults/refuse", func(w http.ResponseWriter, r *http.Request) {
+		d, err := time.ParseDuration(r.URL.Query().Get("for"))
+		if err != nil || d <= 0 {
+			http.Error(w, fmt.Sprintf("for: want a positive duration such as 4s, got %q\n", r.URL.Query().Get("for")), http.StatusBadRequest)
+			return
+		}
+		rt.refuseFor(d)
+		if wr, ok := any(dt).(interface{ ResetWatchConns() }); ok {
+			wr.ResetWatchConns()
+		}
+		logf("test fault: gossip port refuses TCP", "for", d)
+		_, _ = io.WriteString(w, "ok\n")
+	})
 }
 
 // processorHang makes a processor function stop answering for a while

@@ -86,6 +86,8 @@ type Status struct {
 	Shards    []ShardStatus `json:"shards"`
 	Unhealthy []string      `json:"unhealthy,omitempty"`
 	Refused   []string      `json:"refused,omitempty"`
+	// Maps: the ownership machine's map sizes (ownership.Machine.Sizes).
+	Maps map[string]int `json:"maps,omitempty"`
 }
 
 // ShardStatus is one owned shard.
@@ -575,7 +577,7 @@ func (c *coordinator) publishLoop(ctx context.Context, gs Gossip, ch chan cluste
 }
 
 func (c *coordinator) status() Status {
-	s := Status{Owner: c.deps.Owner, Unhealthy: c.m.Unhealthy(), Refused: c.m.Refused()}
+	s := Status{Owner: c.deps.Owner, Unhealthy: c.m.Unhealthy(), Refused: c.m.Refused(), Maps: c.m.Sizes()}
 	views := map[string]ShardView{}
 	for _, v := range c.deps.Board.Shards() {
 		views[v.ShardID] = v

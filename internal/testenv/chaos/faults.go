@@ -26,6 +26,23 @@ import (
 // are over.
 func (r *runner) do(ctx context.Context, f Fault) Done {
 	d := Done{Kind: f.Kind, At: time.Now()}
+	if f.Kind.background() {
+		// It runs beside the faults after it; it is recorded when over,
+		// and the run waits for it before the drain.
+		r.bg.Add(1)
+		go func(d Done) {
+			defer r.bg.Done()
+			err := r.stranger(ctx, f, &d)
+			d = r.record(d, err)
+			if d.Err != "" {
+				r.logf("fault %s (background) ended: %s: ERROR %s", d.Kind, d.Detail, d.Err)
+			} else {
+				r.logf("fault %s (background) ended: %s", d.Kind, d.Detail)
+			}
+		}(d)
+		d.Detail = "begins in the background"
+		return d
+	}
 	var err error
 	switch f.Kind {
 	case Kill, Stop:
@@ -54,11 +71,22 @@ func (r *runner) do(ctx context.Context, f Fault) Done {
 		d.End = time.Now()
 	case Cut, Pause, Hang:
 		err = r.impair(ctx, f, &d)
+	case PauseAfterTake:
+		err = r.pauseAfterTake(ctx, f, &d)
+	case Refuse:
+		err = r.refuse(ctx, f, &d)
+	case Churn:
+		err = r.churn(ctx, f, &d)
 	case Split:
 		d.Detail, err = r.split(ctx, f)
 	case Merge:
 		d.Detail, err = r.merge(ctx, f)
 	}
+	return r.record(d, err)
+}
+
+// record adds a fault as done, with err, to the run's list.
+func (r *runner) record(d Done, err error) Done {
 	if err != nil {
 		d.Err = err.Error()
 		if i := strings.Index(d.Err, "\n"); i >= 0 {

@@ -81,10 +81,12 @@ type runner struct {
 	sc             *stream.Client
 	store          *lease.DynamoStore
 	c              *clusterrun.Cluster
+	strangers      *clusterrun.Cluster // another application on our seeds (stranger faults), nil before the first
 	prod           *clusterrun.Producer
 	runStart       time.Time
 	stopSampling   func()
 
+	bg         sync.WaitGroup // background faults (stranger)
 	mu         sync.Mutex
 	done       []Done
 	samples    []Sample
@@ -109,6 +111,9 @@ func (r *runner) cleanup() {
 	}
 	if r.c != nil {
 		r.c.Close()
+	}
+	if r.strangers != nil {
+		r.strangers.Close()
 	}
 	r.closeProxies()
 	_ = r.env.Stop() // nil-safe
@@ -226,6 +231,7 @@ func (r *runner) run(ctx context.Context) (Report, error) {
 	if err := backoff.Sleep(ctx, time.Until(r.runStart.Add(time.Duration(r.s.Duration)))); err != nil {
 		return Report{}, err
 	}
+	r.bg.Wait()
 	produced, perr := r.prod.Stop()
 	if perr != nil {
 		return Report{}, fmt.Errorf("chaos: producer: %w", perr)
@@ -283,6 +289,7 @@ func (r *runner) run(ctx context.Context) (Report, error) {
 		rep.LeaseWritesPerSH = rep.LeaseWrites / float64(r.s.Shards) / hours
 	}
 	rep.Proxy = r.proxyCounts()
+	r.collectMaps(ctx, &rep)
 	for _, d := range rep.Faults {
 		if d.Err != "" {
 			rep.Failures = append(rep.Failures, fmt.Sprintf("fault %s failed: %s", d.Kind, d.Err))

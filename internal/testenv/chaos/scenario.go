@@ -52,10 +52,17 @@ const (
 	Pause     Kind = "pause"     // SIGSTOP one node for For, then SIGCONT
 	Hang      Kind = "hang"      // one node's processor stops answering for For
 	Ambiguous Kind = "ambiguous" // DynamoDB proxies apply Share of writes and answer them with HTTP 500, for For
+
+	// The faults that try to fool the crash and stall machinery (fooling.go).
+	Stranger       Kind = "stranger"         // another application's nodes on our seeds and label, with colliding shard ids, for For (beside the faults after it)
+	PauseAfterTake Kind = "pause-after-take" // start a node and SIGSTOP it right after it logs a lease take, for For
+	Refuse         Kind = "refuse"           // one node's gossip port refuses TCP (UDP goes on) for For
+	Churn          Kind = "churn"            // Nodes short-lived nodes join and are killed over For
 )
 
 // Kinds lists every fault kind.
-var Kinds = []Kind{Kill, Restart, Stop, Partition, Throttle, Errors, Latency, Split, Merge, Cut, Pause, Hang, Ambiguous}
+var Kinds = []Kind{Kill, Restart, Stop, Partition, Throttle, Errors, Latency, Split, Merge, Cut, Pause, Hang, Ambiguous,
+	Stranger, PauseAfterTake, Refuse, Churn}
 
 func (k Kind) valid() bool {
 	for _, v := range Kinds {
@@ -69,15 +76,22 @@ func (k Kind) valid() bool {
 // timed reports whether the fault lasts For and is then undone.
 func (k Kind) timed() bool {
 	switch k {
-	case Partition, Throttle, Errors, Latency, Cut, Pause, Hang, Ambiguous:
+	case Partition, Throttle, Errors, Latency, Cut, Pause, Hang, Ambiguous, Stranger, PauseAfterTake, Refuse, Churn:
 		return true
 	}
 	return false
 }
 
 // impairs reports whether the fault impairs one node (which keeps running)
-// for For: cut, pause, hang.
-func (k Kind) impairs() bool { return k == Cut || k == Pause || k == Hang }
+// for For: cut, pause, hang, pause-after-take.
+func (k Kind) impairs() bool { return k == Cut || k == Pause || k == Hang || k == PauseAfterTake }
+
+// background reports whether the fault runs beside the faults after it
+// (a stranger application) rather than before them.
+func (k Kind) background() bool { return k == Stranger }
+
+// paused reports whether the fault stops a node (SIGSTOP) for For.
+func (k Kind) paused() bool { return k == Pause || k == PauseAfterTake }
 
 // Duration is a time.Duration that reads and writes JSON as "1m30s" (a
 // number is taken as seconds).
@@ -127,6 +141,9 @@ type Fault struct {
 	// empty picks a pair).
 	Shard  string   `json:"shard,omitempty"`
 	Shards []string `json:"shards,omitempty"`
+	// Nodes: how many nodes a stranger application runs (default 2), or
+	// how many short-lived nodes a churn starts (default 8).
+	Nodes int `json:"nodes,omitempty"`
 }
 
 // Scenario describes a chaos run.
@@ -242,6 +259,29 @@ func (s Scenario) maxStall() time.Duration {
 // so that a node whose shards do not move fails the run.
 func (s Scenario) impairFor() time.Duration { return s.maxStall() + 5*time.Second }
 
+// defaultFor is how long a fault of kind k lasts when its For is not set,
+// where the kind has a default of its own (0 where it takes the common
+// 10s): cut, pause and hang past MaxStall (impairFor); pause-after-take
+// past LeaseExpiry, so that its shards are taken during the pause; a
+// stranger 40s (it is killed, restarted and stopped within it); a refusal
+// 4s; a churn 30s.
+func (s Scenario) defaultFor(k Kind) time.Duration {
+	t, _ := s.Timings()
+	switch k {
+	case Cut, Pause, Hang:
+		return s.impairFor()
+	case PauseAfterTake:
+		return t.LeaseExpiry + 5*time.Second
+	case Stranger:
+		return 40 * time.Second
+	case Refuse:
+		return 4 * time.Second
+	case Churn:
+		return 30 * time.Second
+	}
+	return 0
+}
+
 // Load reads a scenario from a JSON file.
 func Load(path string) (Scenario, error) {
 	var s Scenario
@@ -322,6 +362,9 @@ func (s Scenario) WithDefaults() (Scenario, error) {
 		if f.Share < 0 || f.Share > 1 {
 			errs = append(errs, fmt.Errorf("fault %d: share %g (want 0..1)", i, f.Share))
 		}
+		if f.Nodes < 0 || (f.Nodes > 0 && f.Kind != Stranger && f.Kind != Churn) {
+			errs = append(errs, fmt.Errorf("fault %d: nodes %d (only stranger and churn take a positive count)", i, f.Nodes))
+		}
 		if f.For < 0 || f.Delay < 0 || f.At < 0 {
 			errs = append(errs, fmt.Errorf("fault %d: at %s, for %s, delay %s (must not be negative)", i, time.Duration(f.At), time.Duration(f.For), time.Duration(f.Delay)))
 		}
@@ -390,8 +433,10 @@ func Schedule(seed uint64, s Scenario) []Fault {
 	}
 	for i := range fs {
 		f := &fs[i]
-		if f.Kind.impairs() && f.For == 0 {
-			f.For = Duration(s.impairFor())
+		if f.For == 0 {
+			if d := s.defaultFor(f.Kind); d > 0 {
+				f.For = Duration(d)
+			}
 		}
 		if f.Kind.timed() && f.For == 0 {
 			f.For = Duration(10 * time.Second)
@@ -457,15 +502,15 @@ func randomSchedule(seed uint64, s Scenario) []Fault {
 		}
 		f := Fault{At: Duration(at), Kind: k}
 		switch {
-		case k.impairs():
-			f.For = Duration(s.impairFor())
+		case s.defaultFor(k) > 0:
+			f.For = Duration(s.defaultFor(k))
 		case k.timed():
 			f.For = Duration(min(10*time.Second, slot*2/3).Truncate(100 * time.Millisecond))
 		}
 		if k == Cut {
 			f.Target = []string{"dynamodb", "kinesis", "both"}[rng.IntN(3)]
 		}
-		if k.timed() {
+		if k.timed() && !k.background() {
 			free = at + time.Duration(f.For)
 		}
 		fs = append(fs, f)

@@ -46,11 +46,16 @@ func TestScenarioFiles(t *testing.T) {
 			if short {
 				shortPauses++
 			}
-			if x.Kind.impairs() && !short && time.Duration(x.For) <= tm.LeaseExpiry+tm.StallTimeout ||
+			// A pause right after a take must outlast LeaseExpiry (its
+			// shards are taken meanwhile), and need not reach the stall bound.
+			if x.Kind == PauseAfterTake && time.Duration(x.For) <= tm.LeaseExpiry {
+				t.Errorf("%s: %+v is not longer than lease expiry %s", f, x, tm.LeaseExpiry)
+			}
+			if x.Kind.impairs() && x.Kind != PauseAfterTake && !short && time.Duration(x.For) <= tm.LeaseExpiry+tm.StallTimeout ||
 				(x.Kind == Cut || x.Kind == Hang) && time.Duration(x.For) <= time.Duration(s.MaxStall) {
 				t.Errorf("%s: %+v is too short (lease expiry %s, stall timeout %s, max_stall %s)", f, x, tm.LeaseExpiry, tm.StallTimeout, time.Duration(s.MaxStall))
 			}
-			if i > 0 && fs[i-1].Kind.timed() && x.At < fs[i-1].At+fs[i-1].For {
+			if i > 0 && fs[i-1].Kind.timed() && !fs[i-1].Kind.background() && x.At < fs[i-1].At+fs[i-1].For {
 				t.Errorf("%s: %+v begins before %+v ends", f, x, fs[i-1])
 			}
 		}
@@ -64,12 +69,13 @@ func TestScenarioFiles(t *testing.T) {
 		}
 		if s.Nodes != 5 || s.Shards != 16 || kinds[Kill] < 2 || kinds[Restart] < 1 || kinds[Stop] < 1 ||
 			kinds[Partition] < 1 || kinds[Throttle] < 1 || kinds[Split] != 1 || kinds[Merge] != 1 ||
-			cuts["dynamodb"] < 1 || cuts["kinesis"] < 1 || kinds[Pause]-shortPauses < 1 || shortPauses < 1 {
+			cuts["dynamodb"] < 1 || cuts["kinesis"] < 1 || kinds[Pause]-shortPauses < 1 || shortPauses < 1 ||
+			kinds[Stranger] < 1 || kinds[PauseAfterTake] < 1 || kinds[Refuse] < 1 || kinds[Churn] < 1 {
 			t.Fatalf("short.json: %d nodes, %d shards, faults %v (%d pauses shorter than LeaseExpiry), cuts %v", s.Nodes, s.Shards, kinds, shortPauses, cuts)
 		}
-		// CI runs it: under 4 minutes of producing, and few enough records
+		// CI runs it: under 6 minutes of producing, and few enough records
 		// for kinesis-mock.
-		if d := time.Duration(s.Duration); d > 4*time.Minute || s.Rate*d.Seconds() > 5000 {
+		if d := time.Duration(s.Duration); d > 6*time.Minute || s.Rate*d.Seconds() > 5000 {
 			t.Fatalf("short.json: %s at %g/s is too long for CI or kinesis-mock", d, s.Rate)
 		}
 	}

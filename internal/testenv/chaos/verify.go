@@ -31,6 +31,15 @@ type Done struct {
 	Shards []string `json:"shards,omitempty"`
 	Target string   `json:"target,omitempty"`
 	Err    string   `json:"error,omitempty"`
+	// Problem is what the fault's own check found wrong (a stranger that
+	// did not really run, a view still split after a refusal); it fails
+	// the run.
+	Problem string `json:"problem,omitempty"`
+	// Refused: messages our nodes refused during a stranger fault
+	// (kinactor_gossip_refused_total); Healed: seconds after a refusal
+	// ended until every view was whole again.
+	Refused float64 `json:"refused,omitempty"`
+	Healed  float64 `json:"healed_s,omitempty"`
 }
 
 // Write is a lease-table write of one node whose success reached it: the
@@ -186,8 +195,48 @@ type Report struct {
 	Faults []Done            `json:"faults"`
 	Proxy  map[string]string `json:"proxy,omitempty"` // what the fault proxies did, by service
 
+	// Maps: every running node's ownership-machine map sizes at the end of
+	// the run, against the rows and members it holds; MapsOver counts the
+	// maps larger than rows + members + MapSlack (must be 0).
+	Maps     []NodeMaps `json:"ownership_maps,omitempty"`
+	MapsOver int        `json:"ownership_maps_over"`
+
 	Failures []string `json:"failures,omitempty"`
 	OK       bool     `json:"ok"`
+}
+
+// NodeMaps is one node's ownership-machine map sizes (map name → entries)
+// with the rows of its lease table copy and the members in its view, and
+// the maps over the bound.
+type NodeMaps struct {
+	Node    string         `json:"node"`
+	Rows    int            `json:"rows"`
+	Members int            `json:"members"`
+	Sizes   map[string]int `json:"sizes"`
+	Over    []string       `json:"over,omitempty"`
+}
+
+// MapSlack is what a map may hold beyond rows + members: a few entries of
+// members gone recently enough to be still needed.
+const MapSlack = 8
+
+// checkMaps fills Over and MapsOver and fails the run on a map over its
+// bound.
+func (r *Report) checkMaps() {
+	for i := range r.Maps {
+		nm := &r.Maps[i]
+		bound := nm.Rows + nm.Members + MapSlack
+		for _, k := range slices.Sorted(maps.Keys(nm.Sizes)) {
+			if k != "leases" && nm.Sizes[k] > bound {
+				nm.Over = append(nm.Over, fmt.Sprintf("%s=%d", k, nm.Sizes[k]))
+			}
+		}
+		if len(nm.Over) > 0 {
+			r.MapsOver += len(nm.Over)
+			r.Failures = append(r.Failures, fmt.Sprintf("%s's ownership maps over rows %d + members %d + %d: %s",
+				nm.Node, nm.Rows, nm.Members, MapSlack, strings.Join(nm.Over, " ")))
+		}
+	}
 }
 
 // MoveDups summarizes the duplicates per moved shard: how many moves, the
@@ -310,6 +359,11 @@ func Verify(in Input) Report {
 		r.Failures = append(r.Failures, fmt.Sprintf("%d checkpoints moved backwards", r.CheckpointsBackward))
 	}
 	r.verifyImpairs(in, r.verifyStalls(in))
+	for _, d := range faults {
+		if d.Problem != "" {
+			r.Failures = append(r.Failures, fmt.Sprintf("fault %s: %s", d.Kind, d.Problem))
+		}
+	}
 	r.OK = len(r.Failures) == 0
 	return r
 }
@@ -376,6 +430,9 @@ func (r Report) WriteTable(w io.Writer) {
 		}
 		if f.Err != "" {
 			d += " ERROR: " + f.Err
+		}
+		if f.Problem != "" {
+			d += " PROBLEM: " + f.Problem
 		}
 		fmt.Fprintf(tw, "%.1f\t%s\t%s\n", f.At.Sub(t0).Seconds(), f.Kind, d)
 	}
@@ -447,6 +504,25 @@ func (r Report) WriteTable(w io.Writer) {
 				moved += fmt.Sprintf(" (%d not moved)", len(im.NotMoved))
 			}
 			fmt.Fprintf(tw, "%.1f\t%s\t%s\t%d\t%s\t%.3f\t%s\n", im.At.Sub(t0).Seconds(), im.kindString(), im.Node, len(im.Shards), moved, im.StallSec, im.checks())
+		}
+		_ = tw.Flush()
+	}
+	if len(r.Maps) > 0 {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintf(tw, "node\trows\tmembers\townership maps at the end (bound: rows + members + %d)\n", MapSlack)
+		for _, nm := range r.Maps {
+			var sz []string
+			for _, k := range slices.Sorted(maps.Keys(nm.Sizes)) {
+				if k != "leases" {
+					sz = append(sz, fmt.Sprintf("%s %d", k, nm.Sizes[k]))
+				}
+			}
+			over := ""
+			if len(nm.Over) > 0 {
+				over = "  OVER: " + strings.Join(nm.Over, " ")
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%s%s\n", nm.Node, nm.Rows, nm.Members, strings.Join(sz, ", "), over)
 		}
 		_ = tw.Flush()
 	}
@@ -775,21 +851,34 @@ func (r *Report) verifyImpairs(in Input, stalls map[int]Stall) {
 					d.Node, im.Late, im.LastWrite.UTC().Format("15:04:05.000"), in.LeaseExpiry, strings.Join(im.LateSamples, ", ")))
 			}
 		}
-		if d.Kind == Pause {
+		if d.Kind.paused() {
 			r.checkPause(in, d, &im, byShard, writes)
 		}
 		r.Impairs = append(r.Impairs, im)
 	}
 }
 
-// checkPause fills the pause fields of im (see Impair).
+// checkPause fills the pause fields of im (see Impair). After a
+// pause-after-take, the shards are also those whose take the victim's
+// proxy answered during the pause (sent just before it, answered while it
+// slept), and a retake counts only once it is awake.
 func (r *Report) checkPause(in Input, d Done, im *Impair, byShard map[string][]*ledger.Entry, writes []Write) {
-	at := d.At
+	at, awake := d.At, d.At
+	shards := d.Shards
+	if d.Kind == PauseAfterTake && !d.End.IsZero() {
+		awake = d.End
+		for _, w := range writes {
+			if w.Take && w.At.After(at.Add(-2*time.Second)) && w.At.Before(d.End) && !slices.Contains(shards, w.Shard) {
+				shards = append(shards, w.Shard)
+			}
+		}
+		sort.Strings(shards)
+	}
 	im.WokeBatches, im.WokeRecords, im.WokeCheckpoints = map[string]int{}, map[string]int{}, map[string]int{}
-	for _, s := range d.Shards {
+	for _, s := range shards {
 		var retake time.Time // the victim's first take of s after the pause (zero: none)
 		for _, w := range writes {
-			if w.Shard == s && w.Take && w.At.After(at) {
+			if w.Shard == s && w.Take && w.At.After(awake) {
 				retake = w.At
 				break
 			}
@@ -845,7 +934,7 @@ func (im Impair) checks() string {
 	switch {
 	case im.Kind == Cut && !im.LastWrite.IsZero():
 		return fmt.Sprintf("last good write %s, %d delivered after it + lease expiry", im.LastWrite.UTC().Format("15:04:05.000"), im.Late)
-	case im.Kind == Pause:
+	case im.Kind.paused():
 		batches, records, cps := 0, 0, 0
 		for _, s := range im.Lost {
 			batches, records, cps = batches+im.WokeBatches[s], records+im.WokeRecords[s], cps+im.WokeCheckpoints[s]

@@ -74,6 +74,9 @@ type Options struct {
 	// StopTimeout bounds how long Term waits for a node to exit (default
 	// 60s).
 	StopTimeout time.Duration
+	// NamePrefix starts the nodes' names (default "n": n1, n2, ...); two
+	// clusters on one gossip network need different prefixes.
+	NamePrefix string
 }
 
 // EventKind says what happened to a node.
@@ -193,8 +196,8 @@ func (c *Cluster) LedgerDir() string { return c.opts.LedgerDir() }
 // Dir is the work directory.
 func (c *Cluster) Dir() string { return c.opts.Dir }
 
-// AddNode starts a node named n<k> (k counts every node ever started, so
-// a replacement gets a new name), joining the gossip addresses of the
+// AddNode starts a node named n<k> (NamePrefix<k>; k counts every node
+// ever started, so a replacement gets a new name), joining the gossip addresses of the
 // running nodes, and waits until it has written its ready file.
 func (c *Cluster) AddNode(ctx context.Context) (*Proc, error) {
 	return c.AddNodeWith(ctx, NodeOptions{})
@@ -213,13 +216,22 @@ type NodeOptions struct {
 	Alone bool
 	// Args are appended after Options.ExtraArgs.
 	Args []string
+	// Started, when set, is called with the process as soon as it has
+	// been started, before it is ready (its Name, PID and Log are set;
+	// Gossip and HTTP are not yet): e.g. to watch its log from the first
+	// line. It must not block.
+	Started func(*Proc)
 }
 
 // AddNodeWith starts a node as AddNode does, varied by o.
 func (c *Cluster) AddNodeWith(ctx context.Context, o NodeOptions) (*Proc, error) {
 	c.mu.Lock()
 	c.counter++
-	name := fmt.Sprintf("n%d", c.counter)
+	prefix := c.opts.NamePrefix
+	if prefix == "" {
+		prefix = "n"
+	}
+	name := fmt.Sprintf("%s%d", prefix, c.counter)
 	var join []string
 	for _, p := range c.procs {
 		if p.Running() && !p.stopped && p.Gossip != "" {
@@ -275,6 +287,9 @@ func (c *Cluster) AddNodeWith(ctx context.Context, o NodeOptions) (*Proc, error)
 	c.mu.Lock()
 	c.procs = append(c.procs, p)
 	c.mu.Unlock()
+	if o.Started != nil {
+		o.Started(p)
+	}
 
 	deadline := time.NewTimer(c.opts.ReadyTimeout)
 	defer deadline.Stop()
