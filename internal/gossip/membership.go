@@ -15,6 +15,13 @@
 //     its watch connection shows it alive, and Send reaches it meanwhile.
 //     Only memberlist's own verdict (NotifyLeave) makes it gone for good.
 //     The early-dead set is bounded in size and lifetime.
+//   - The watch port speaks only to members that prove the cluster's key
+//     and label (watchauth.go: a nonce, HMAC-SHA256 both ways; without a
+//     SecretKey the label alone, so no trust beyond the label), and only
+//     to names in our table. Its handshake has 2 s, at most 64 accepted
+//     connections are unauthenticated at once, authenticated ones are one
+//     per member; only the end of an authenticated connection is a
+//     suspicion (a stranger makes us dial nobody).
 //
 // This package must not import the engine, the root package or any AWS
 // client.

@@ -1,12 +1,10 @@
 package gossip
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"io"
 	"net"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -32,15 +30,27 @@ import (
 // watchConfirmTimeout bounds the confirming dials of a gossip address.
 const watchConfirmTimeout = 500 * time.Millisecond
 
+// The pause before dialing a watch connection again grows from
+// watchRedialFirst to watchRedialMax while dials fail (a peer that does not
+// know us yet refuses the handshake for a moment).
+const (
+	watchRedialFirst = 100 * time.Millisecond
+	watchRedialMax   = time.Second
+)
+
 type watcher struct {
 	m  *Membership
 	ln net.Listener
 
-	mu      sync.Mutex
-	conns   map[net.Conn]bool
-	dialing map[string]bool // members this node dials (a goroutine each)
-	closed  bool
-	dials   int // watch connections dialed
+	key []byte // HMAC key of the handshake (watchauth.go)
+
+	mu       sync.Mutex
+	conns    map[net.Conn]bool   // every watch connection held, authenticated or not
+	accepted map[string]net.Conn // authenticated accepted connections, one per member
+	pending  int                 // accepted connections not yet authenticated
+	dialing  map[string]bool     // members this node dials (a goroutine each)
+	closed   bool
+	dials    int // watch connections dialed and authenticated
 
 	// confirm dials a gossip address to confirm a suspicion (dialRefused;
 	// tests replace it, under mu, to make a live member's port refuse).
@@ -59,7 +69,11 @@ func newWatcher(m *Membership, bindHost string) (*watcher, error) {
 	if err != nil {
 		return nil, err
 	}
-	w := &watcher{m: m, ln: ln, conns: map[net.Conn]bool{}, dialing: map[string]bool{}, confirm: dialRefused}
+	w := &watcher{
+		m: m, ln: ln, key: watchKey(m.cfg.SecretKey, m.cfg.Label),
+		conns: map[net.Conn]bool{}, accepted: map[string]net.Conn{}, dialing: map[string]bool{},
+		confirm: dialRefused,
+	}
 	go w.accept()
 	return w, nil
 }
@@ -120,35 +134,79 @@ func (w *watcher) reset() {
 	}
 }
 
-// accept holds the connections of members that watch us; the first line
-// names the dialer, which this end watches in turn.
+// accept takes the connections of members that watch us (watchauth.go:
+// at most maxWatchPending unauthenticated at once, more are closed at
+// once); once authenticated, the dialer is watched in turn.
 func (w *watcher) accept() {
+	backoff := 5 * time.Millisecond
 	for {
 		c, err := w.ln.Accept()
 		if err != nil {
-			return
+			if w.isClosed() {
+				return
+			}
+			// out of file descriptors or the like: keep listening
+			w.m.log.Warn("watch port: accept", "err", err)
+			select {
+			case <-w.m.done:
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, time.Second)
+			continue
 		}
-		go func() {
-			if !w.track(c) {
-				return
-			}
-			_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-			name, err := bufio.NewReader(c).ReadString('\n')
-			if err != nil {
-				w.untrack(c)
-				return
-			}
-			_ = c.SetReadDeadline(time.Time{})
-			w.hold(c, strings.TrimSpace(name))
-		}()
+		backoff = 5 * time.Millisecond
+		w.mu.Lock()
+		if w.closed || w.pending >= maxWatchPending {
+			w.mu.Unlock()
+			c.Close()
+			continue
+		}
+		w.pending++
+		w.conns[c] = true
+		w.mu.Unlock()
+		go w.serve(c)
 	}
 }
 
-// hold reads c until its end, then suspects name.
-func (w *watcher) hold(c net.Conn, name string) {
+// serve authenticates an accepted connection, then holds it until its end,
+// which suspects its member unless a newer connection of the same member
+// replaced it.
+func (w *watcher) serve(c net.Conn) {
+	name, err := acceptHandshake(c, w.key, w.m.cfg.Label, w.m.cfg.Name, func(n string) bool {
+		_, ok := w.m.addressable(n)
+		return ok
+	})
+	w.mu.Lock()
+	w.pending--
+	if err != nil || w.closed {
+		delete(w.conns, c)
+		w.mu.Unlock()
+		c.Close()
+		if err != nil {
+			w.m.log.Debug("watch port: connection refused", "remote", c.RemoteAddr().String(), "err", err)
+		}
+		return
+	}
+	if old := w.accepted[name]; old != nil {
+		old.Close() // replaced: its end suspects nobody
+	}
+	w.accepted[name] = c
+	w.mu.Unlock()
+	w.m.heardAlive(name, "it authenticated on our watch port")
+
 	_, _ = io.Copy(io.Discard, c)
-	w.untrack(c)
-	w.suspect(name)
+	w.mu.Lock()
+	current := w.accepted[name] == c
+	if current {
+		delete(w.accepted, name)
+	}
+	delete(w.conns, c)
+	w.mu.Unlock()
+	c.Close()
+	if current {
+		w.suspect(name)
+	}
 }
 
 // watch makes sure this node watches mem, if it is its turn to dial (the
@@ -174,6 +232,7 @@ func (w *watcher) dialLoop(name string) {
 		delete(w.dialing, name)
 		w.mu.Unlock()
 	}()
+	retry := watchRedialFirst
 	for {
 		mem, ok := w.m.member(name)
 		if !ok || w.isClosed() {
@@ -182,22 +241,30 @@ func (w *watcher) dialLoop(name string) {
 		d := net.Dialer{Timeout: time.Second}
 		c, err := d.Dial("tcp", mem.Meta.Watch)
 		if err == nil && w.track(c) {
-			w.mu.Lock()
-			w.dials++
-			w.mu.Unlock()
-			if _, err = io.WriteString(c, w.m.cfg.Name+"\n"); err == nil {
+			err = dialHandshake(c, w.key, w.m.cfg.Label, w.m.cfg.Name, name)
+			if err != nil {
+				// not watching yet: no suspicion (it may not know us
+				// yet, or the port is not its own any more)
+				w.untrack(c)
+				w.m.log.Debug("watch connection not authenticated", "member", name, "err", err)
+			} else {
+				w.mu.Lock()
+				w.dials++
+				w.mu.Unlock()
+				retry = watchRedialFirst
 				_, _ = io.Copy(io.Discard, c)
-			}
-			w.untrack(c)
-			if w.suspect(name) {
-				return
+				w.untrack(c)
+				if w.suspect(name) {
+					return
+				}
 			}
 		}
 		select {
 		case <-w.m.done:
 			return
-		case <-time.After(time.Second):
+		case <-time.After(retry):
 		}
+		retry = min(2*retry, watchRedialMax)
 	}
 }
 
