@@ -27,7 +27,7 @@ import (
 type Gossip interface {
 	Members() []cluster.Member
 	Send(to string, payload []byte) error
-	Broadcast(payload []byte)
+	Broadcast(payload []byte) error
 	UpdateMeta(cluster.Meta) error
 }
 
@@ -273,7 +273,11 @@ func (c *coordinator) start(ctx actor.Context) {
 		c.metaCh = make(chan cluster.Meta, 1)
 		go c.publishLoop(c.ctx, c.cfg.Gossip, c.metaCh)
 		gs := c.cfg.Gossip
-		c.sends = newSendQueue(gs.Send, func(b []byte) { gs.Broadcast(b) }, c.sentBytes, func(typ string) {
+		c.sends = newSendQueue(gs.Send, func(b []byte) {
+			if err := gs.Broadcast(b); err != nil {
+				c.log.Warn("gossip broadcast refused", "err", err)
+			}
+		}, c.sentBytes, func(typ string) {
 			if m := c.deps.Metrics; m != nil {
 				m.GossipSendFailures.WithLabelValues(typ).Inc()
 			}
@@ -489,7 +493,9 @@ func (c *coordinator) run(ctx actor.Context, eff ownership.Effect) {
 	case ownership.Broadcast:
 		b, _ := json.Marshal(e.Msg)
 		c.sentBytes(e.Msg.Type, len(b))
-		c.cfg.Gossip.Broadcast(b)
+		if err := c.cfg.Gossip.Broadcast(b); err != nil {
+			c.log.Warn("gossip broadcast refused", "type", e.Msg.Type, "err", err)
+		}
 	case ownership.PublishMeta:
 		select { // the newest meta wins
 		case <-c.metaCh:

@@ -44,7 +44,7 @@ func (g *fakeGossip) Members() []cluster.Member {
 	return []cluster.Member{{Name: g.me, Meta: cluster.Meta{App: "app"}}}
 }
 func (g *fakeGossip) Send(string, []byte) error     { return nil }
-func (g *fakeGossip) Broadcast([]byte)              {}
+func (g *fakeGossip) Broadcast([]byte) error        { return nil }
 func (g *fakeGossip) UpdateMeta(cluster.Meta) error { return nil }
 
 // panicOnce is a log handler that panics the first time a record with

@@ -22,6 +22,11 @@
 //     connections are unauthenticated at once, authenticated ones are one
 //     per member; only the end of an authenticated connection is a
 //     suspicion (a stranger makes us dial nobody).
+//   - Every user message is deliverable or refused at the call
+//     (limits.go): Broadcast refuses a payload over MaxBroadcast, computed
+//     from memberlist's packet overheads for our key and label, Send one
+//     over MaxSend, both with an error wrapping ErrTooLarge. Broadcasts
+//     are retransmitted, so a receiver may get one several times.
 //
 // This package must not import the engine, the root package or any AWS
 // client.
@@ -92,9 +97,8 @@ const (
 	DefaultGossipInterval = 100 * time.Millisecond
 	DefaultBindAddr       = "0.0.0.0:7946"
 
-	defaultLeaveTimeout  = 2 * time.Second
-	updateMetaTimeout    = time.Second
-	maxBroadcastOverhead = 64 // headroom below memberlist's UDP buffer for framing
+	defaultLeaveTimeout = 2 * time.Second
+	updateMetaTimeout   = time.Second
 )
 
 func (c Config) withDefaults() Config {
@@ -124,13 +128,13 @@ func (c Config) withDefaults() Config {
 
 // Membership is this node's view of the cluster, kept by memberlist gossip.
 type Membership struct {
-	cfg    Config
-	log    *slog.Logger
-	ml     atomic.Pointer[memberlist.Memberlist] // set once memberlist.Create returned
-	bq     *memberlist.TransmitLimitedQueue
-	nodes  atomic.Int64 // len(members), for broadcast retransmits
-	maxMsg int
-	addr   string // advertised host:port, fixed at Start
+	cfg          Config
+	log          *slog.Logger
+	ml           atomic.Pointer[memberlist.Memberlist] // set once memberlist.Create returned
+	bq           *memberlist.TransmitLimitedQueue
+	nodes        atomic.Int64 // len(members), for broadcast retransmits
+	maxBroadcast int          // largest framed broadcast (limits.go)
+	addr         string       // advertised host:port, fixed at Start
 
 	metaMu sync.Mutex
 	meta   []byte
@@ -212,10 +216,10 @@ func Start(cfg Config) (*Membership, error) {
 		meta:    meta,
 		members: make(map[string]cluster.Member),
 
-		earlyDead: make(map[string]earlyEntry),
-		signal:    make(chan struct{}, 1),
-		done:      make(chan struct{}),
-		maxMsg:    mc.UDPBufferSize - maxBroadcastOverhead,
+		earlyDead:    make(map[string]earlyEntry),
+		signal:       make(chan struct{}, 1),
+		done:         make(chan struct{}),
+		maxBroadcast: gossipMsgLimit(mc.UDPBufferSize, mc.Label, len(mc.SecretKey) > 0, mc.ProtocolVersion),
 	}
 	m.bq = &memberlist.TransmitLimitedQueue{
 		NumNodes:       func() int { return int(m.nodes.Load()) },
@@ -321,11 +325,16 @@ func (m *Membership) UpdateMeta(meta cluster.Meta) error {
 // Send delivers payload to one member by name over a reliable (TCP)
 // stream. The receiver gets a MessageReceived event naming us. A member
 // declared dead early that memberlist has not reported gone is still
-// addressed (at its last known address): it may well be alive.
+// addressed (at its last known address): it may well be alive. A payload
+// over MaxSend (20 MiB less 64 bytes and our name) is refused with an
+// error wrapping ErrTooLarge (memberlist's receiver would drop it).
 func (m *Membership) Send(to string, payload []byte) error {
 	// Address the member from our own copy of the table: the *Node values
 	// memberlist hands out are changed under its lock, so reading them
 	// here would race.
+	if len(payload) > m.MaxSend() {
+		return m.tooLarge("send", len(payload), m.MaxSend())
+	}
 	mem, ok := m.addressable(to)
 	if !ok {
 		return fmt.Errorf("cluster: unknown member %q", to)
@@ -349,17 +358,20 @@ func (m *Membership) Send(to string, payload []byte) error {
 	return nil
 }
 
-// Broadcast gossips payload to all members (best effort, retransmitted
-// RetransmitMult·log(N) times; we do not receive our own broadcast).
-// Payloads that do not fit in one gossip packet (about 1.3 KB) are logged
-// and dropped: use Send for those.
-func (m *Membership) Broadcast(payload []byte) {
+// Broadcast gossips payload to all members, best effort: it is queued and
+// piggybacked on gossip packets to random members, RetransmitMult·log(N+1)
+// times in all, so a member may receive the same broadcast several times
+// (receivers must be idempotent) or, under loss, not at all; we do not
+// receive our own broadcast. A payload over MaxBroadcast (about 1.3 KB,
+// less with a label and a key: limits.go) would never fit a gossip packet
+// and is refused with an error wrapping ErrTooLarge; use Send for those.
+func (m *Membership) Broadcast(payload []byte) error {
 	msg := m.frame(payload)
-	if len(msg) > m.maxMsg {
-		m.log.Warn("broadcast too large for a gossip packet; dropped", "bytes", len(payload), "max", m.maxMsg)
-		return
+	if len(msg) > m.maxBroadcast {
+		return m.tooLarge("broadcast", len(payload), m.MaxBroadcast())
 	}
 	m.bq.QueueBroadcast(userBroadcast(msg))
+	return nil
 }
 
 // Leave leaves the cluster gracefully (others see MemberLeft), waiting at

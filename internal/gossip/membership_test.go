@@ -199,7 +199,9 @@ func TestRealClusterJoinMetaMessagesLeaveCrash(t *testing.T) {
 	}
 
 	// Broadcast reaches all others.
-	c.m.Broadcast([]byte("to all"))
+	if err := c.m.Broadcast([]byte("to all")); err != nil {
+		t.Fatal(err)
+	}
 	for _, n := range []*node{a, b} {
 		eventually(t, 3*time.Second, n.m.Name()+" receives the broadcast", func() bool {
 			_, _, ok := n.log.find(func(e Event) bool {
