@@ -246,3 +246,41 @@ func BenchmarkRestartIdle(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkSingleNodeRestartedASecondLater: a single node (no gossip,
+// default name) killed with SIGKILL and started again 1 s later, as a
+// supervisor does; from the new process's start (not its ready file) to
+// every shard flowing again. "zombie": the killed process has not been
+// reaped by its parent yet when the new one starts (kill(pid, 0) still
+// succeeds on it); "reaped": it has.
+//
+//	go test -run '^$' -bench SingleNodeRestartedASecondLater -benchtime 3x ./test/
+func BenchmarkSingleNodeRestartedASecondLater(b *testing.B) {
+	for _, zombie := range []bool{false, true} {
+		name := map[bool]string{false: "reaped", true: "zombie"}[zombie]
+		b.Run(name, func(b *testing.B) {
+			var total time.Duration
+			for i := 0; i < b.N; i++ {
+				r := newRestartRig(b, fmt.Sprintf("restart-1s-%s-%d", name, i))
+				first := r.startFlowing(b, 1, clusterrun.NodeOptions{DefaultName: true, Single: true, Unreaped: zombie})[0]
+				if zombie {
+					reap, err := r.c.KillToZombie(first)
+					requireNoError(b, err, "kill")
+					defer reap()
+				} else {
+					requireNoError(b, r.c.Kill(first), "kill")
+				}
+				<-time.After(time.Second) // the restart delay of the scenario, not a wait for a condition
+				var launched time.Time
+				second, err := r.c.AddNodeWith(context.Background(), clusterrun.NodeOptions{DefaultName: true, Single: true,
+					Started: func(*clusterrun.Proc) { launched = time.Now() }})
+				requireNoError(b, err, "restarting")
+				checkFor(b, restartDeadline, func() error { return r.flowing(launched, []*clusterrun.Proc{second}) })
+				took := time.Since(launched)
+				b.Logf("%s: every shard flowing %v after the new process started (ready %v after it)", name, took.Round(time.Millisecond), second.Started.Sub(launched).Round(time.Millisecond))
+				total += took
+			}
+			b.ReportMetric(total.Seconds()/float64(b.N), "s-start-to-flowing")
+		})
+	}
+}

@@ -111,10 +111,15 @@ type Proc struct {
 	cmd     *exec.Cmd
 	logFile *os.File
 	exited  chan struct{}
-	waitErr error       // set before exited is closed
+	reap    chan struct{} // closed when the process may be waited for (Unreaped)
+	reaped  sync.Once
+	waitErr error         // set before exited is closed
 	stopped bool        // Kill or Term was called
 	paused  atomic.Bool // Pause was called and Resume not yet
 }
+
+// release lets the process be waited for (reaped) once it exits.
+func (p *Proc) release() { p.reaped.Do(func() { close(p.reap) }) }
 
 // Exited is closed once the process has exited.
 func (p *Proc) Exited() <-chan struct{} { return p.exited }
@@ -216,6 +221,11 @@ type NodeOptions struct {
 	Alone bool
 	// Args are appended after Options.ExtraArgs.
 	Args []string
+	// Unreaped: the process is not reaped (waited for) when it exits until
+	// KillToZombie's reap is called: killed, it stays a zombie, as a
+	// process whose parent has not reaped it yet does. Only KillToZombie
+	// may kill such a node.
+	Unreaped bool
 	// Started, when set, is called with the process as soon as it has
 	// been started, before it is ready (its Name, PID and Log are set;
 	// Gossip and HTTP are not yet): e.g. to watch its log from the first
@@ -278,8 +288,12 @@ func (c *Cluster) AddNodeWith(ctx context.Context, o NodeOptions) (*Proc, error)
 		lf.Close()
 		return nil, fmt.Errorf("clusterrun: starting %s: %w", name, err)
 	}
-	p := &Proc{Name: name, PID: cmd.Process.Pid, Log: logPath, cmd: cmd, logFile: lf, exited: make(chan struct{})}
+	p := &Proc{Name: name, PID: cmd.Process.Pid, Log: logPath, cmd: cmd, logFile: lf, exited: make(chan struct{}), reap: make(chan struct{})}
+	if !o.Unreaped {
+		p.release()
+	}
 	go func() {
+		<-p.reap
 		p.waitErr = cmd.Wait()
 		lf.Close()
 		close(p.exited)
@@ -331,6 +345,33 @@ func (c *Cluster) AddNodeWith(ctx context.Context, o NodeOptions) (*Proc, error)
 func (c *Cluster) kill(p *Proc) {
 	_ = p.cmd.Process.Signal(syscall.SIGKILL)
 	<-p.exited
+}
+
+// KillToZombie sends SIGKILL to p, a node started Unreaped, records the
+// time as a kill event and waits until the process is a zombie (state Z
+// in /proc/PID/stat: dead, not reaped); reap lets it be waited for.
+func (c *Cluster) KillToZombie(p *Proc) (reap func(), err error) {
+	c.mu.Lock()
+	p.stopped = true
+	at := time.Now()
+	err = p.cmd.Process.Signal(syscall.SIGKILL)
+	c.events = append(c.events, Event{Kind: EventKill, Node: p.Name, At: at})
+	c.mu.Unlock()
+	reap = func() { p.release(); <-p.exited }
+	if err != nil {
+		return reap, fmt.Errorf("clusterrun: kill %s: %w", p.Name, err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.PID))
+		if i := strings.LastIndexByte(string(b), ')'); err == nil && i > 0 && strings.HasPrefix(strings.TrimSpace(string(b[i+1:])), "Z") {
+			return reap, nil
+		}
+		if time.Now().After(deadline) {
+			return reap, fmt.Errorf("clusterrun: %s not a zombie 10s after SIGKILL", p.Name)
+		}
+		time.Sleep(5 * time.Millisecond) // polling /proc: there is nothing to wait on
+	}
 }
 
 // Kill sends SIGKILL to p, records the time as a kill event and waits
@@ -499,6 +540,7 @@ func (c *Cluster) Close() {
 		if p.Running() {
 			_ = p.cmd.Process.Signal(syscall.SIGKILL)
 		}
+		p.release()
 		<-p.exited
 	}
 }
