@@ -113,7 +113,7 @@ type Proc struct {
 	exited  chan struct{}
 	reap    chan struct{} // closed when the process may be waited for (Unreaped)
 	reaped  sync.Once
-	waitErr error         // set before exited is closed
+	waitErr error       // set before exited is closed
 	stopped bool        // Kill or Term was called
 	paused  atomic.Bool // Pause was called and Resume not yet
 }
