@@ -45,7 +45,8 @@ type watcher struct {
 	key []byte // HMAC key of the handshake (watchauth.go)
 
 	mu       sync.Mutex
-	conns    map[net.Conn]bool   // every watch connection held, authenticated or not
+	conns    map[net.Conn]bool   // authenticated watch connections (dialed and accepted)
+	shaking  map[net.Conn]bool   // connections in their handshake (dialed and accepted)
 	accepted map[string]net.Conn // authenticated accepted connections, one per member
 	pending  int                 // accepted connections not yet authenticated
 	dialing  map[string]bool     // members this node dials (a goroutine each)
@@ -71,7 +72,7 @@ func newWatcher(m *Membership, bindHost string) (*watcher, error) {
 	}
 	w := &watcher{
 		m: m, ln: ln, key: watchKey(m.cfg.SecretKey, m.cfg.Label),
-		conns: map[net.Conn]bool{}, accepted: map[string]net.Conn{}, dialing: map[string]bool{},
+		conns: map[net.Conn]bool{}, shaking: map[net.Conn]bool{}, accepted: map[string]net.Conn{}, dialing: map[string]bool{},
 		confirm: dialRefused,
 	}
 	go w.accept()
@@ -88,6 +89,7 @@ func (w *watcher) addr(advertise string) string {
 	return net.JoinHostPort(host, port)
 }
 
+// track records a connection in its handshake, unless closed.
 func (w *watcher) track(c net.Conn) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -95,25 +97,43 @@ func (w *watcher) track(c net.Conn) bool {
 		c.Close()
 		return false
 	}
-	w.conns[c] = true
+	w.shaking[c] = true
 	return true
+}
+
+// promoteLocked records that c is authenticated; mu is held.
+func (w *watcher) promoteLocked(c net.Conn) {
+	delete(w.shaking, c)
+	w.conns[c] = true
 }
 
 func (w *watcher) untrack(c net.Conn) {
 	w.mu.Lock()
 	delete(w.conns, c)
+	delete(w.shaking, c)
 	w.mu.Unlock()
 	c.Close()
+}
+
+// all lists every connection held, in its handshake or not; mu is held.
+func (w *watcher) allLocked() []net.Conn {
+	out := make([]net.Conn, 0, len(w.conns)+len(w.shaking))
+	for c := range w.conns {
+		out = append(out, c)
+	}
+	for c := range w.shaking {
+		out = append(out, c)
+	}
+	return out
 }
 
 func (w *watcher) close() {
 	w.mu.Lock()
 	w.closed = true
-	conns := w.conns
-	w.conns = map[net.Conn]bool{}
+	conns := w.allLocked()
 	w.mu.Unlock()
 	w.ln.Close()
-	for c := range conns {
+	for _, c := range conns {
 		c.Close()
 	}
 }
@@ -121,10 +141,7 @@ func (w *watcher) close() {
 // reset closes every watch connection, with a TCP reset where it can.
 func (w *watcher) reset() {
 	w.mu.Lock()
-	conns := make([]net.Conn, 0, len(w.conns))
-	for c := range w.conns {
-		conns = append(conns, c)
-	}
+	conns := w.allLocked()
 	w.mu.Unlock()
 	for _, c := range conns {
 		if tc, ok := c.(*net.TCPConn); ok {
@@ -163,7 +180,7 @@ func (w *watcher) accept() {
 			continue
 		}
 		w.pending++
-		w.conns[c] = true
+		w.shaking[c] = true
 		w.mu.Unlock()
 		go w.serve(c)
 	}
@@ -180,7 +197,7 @@ func (w *watcher) serve(c net.Conn) {
 	w.mu.Lock()
 	w.pending--
 	if err != nil || w.closed {
-		delete(w.conns, c)
+		delete(w.shaking, c)
 		w.mu.Unlock()
 		c.Close()
 		if err != nil {
@@ -192,6 +209,7 @@ func (w *watcher) serve(c net.Conn) {
 		old.Close() // replaced: its end suspects nobody
 	}
 	w.accepted[name] = c
+	w.promoteLocked(c)
 	w.mu.Unlock()
 	w.m.heardAlive(name, "it authenticated on our watch port")
 
@@ -250,6 +268,7 @@ func (w *watcher) dialLoop(name string) {
 			} else {
 				w.mu.Lock()
 				w.dials++
+				w.promoteLocked(c)
 				w.mu.Unlock()
 				retry = watchRedialFirst
 				_, _ = io.Copy(io.Discard, c)
