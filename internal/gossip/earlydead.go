@@ -88,6 +88,9 @@ func (m *Membership) declareEarlyDead(name string) (Event, bool) {
 		m.restoreLocked(oldest, "the early-dead set is full (memberlist has not reported it gone)")
 	}
 	kind, st := leftOrDead(mem)
+	if kind == MemberDied {
+		m.sawDeathLocked(name)
+	}
 	mem.State = st
 	ev := Event{Kind: kind, Member: mem}
 	m.push(ev)
@@ -119,6 +122,7 @@ func (m *Membership) restoreLocked(name, how string) bool {
 	if m.watch != nil {
 		m.watch.watch(e.mem)
 	}
+	m.sawReturnLocked(name)
 	m.push(Event{Kind: MemberJoined, Member: e.mem})
 	return true
 }

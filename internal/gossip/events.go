@@ -16,6 +16,12 @@ const (
 	MemberLeft                           // it left gracefully
 	MemberDied                           // gossip declared it dead
 	MessageReceived                      // a user message (Send or Broadcast) arrived
+
+	// SelfDeclaredDead: another member declared this node dead while it
+	// is alive (selfdead.go). The others may already have acted on our
+	// death (taken our shards). Member is this node, Accuser the member
+	// that declared us dead when known. One episode may bring several.
+	SelfDeclaredDead
 )
 
 func (k EventKind) String() string {
@@ -30,6 +36,8 @@ func (k EventKind) String() string {
 		return "died"
 	case MessageReceived:
 		return "message"
+	case SelfDeclaredDead:
+		return "self-declared-dead"
 	}
 	return fmt.Sprintf("EventKind(%d)", int(k))
 }
@@ -41,4 +49,5 @@ type Event struct {
 	Kind    EventKind
 	Member  cluster.Member // for member events; for messages, the sender when known
 	Payload []byte         // for MessageReceived
+	Accuser string         // for SelfDeclaredDead: who declared us dead ("" when unknown)
 }

@@ -27,6 +27,10 @@
 //     from memberlist's packet overheads for our key and label, Send one
 //     over MaxSend, both with an error wrapping ErrTooLarge. Broadcasts
 //     are retransmitted, so a receiver may get one several times.
+//   - A node learns at once that the others declared it dead, with a
+//     SelfDeclaredDead event through OnEvent (selfdead.go): when
+//     memberlist refutes a dead message about us, or when a member that
+//     declared us dead sees us alive again and tells us so.
 //
 // This package must not import the engine, the root package or any AWS
 // client.
@@ -75,7 +79,8 @@ type Config struct {
 	// OnEvent is called for every event, in order, from one goroutine of
 	// the Membership's own (never under memberlist's lock, so it may call
 	// Members). It may block briefly; a slow OnEvent delays later events
-	// but never gossip.
+	// but never gossip. Besides the member events and messages it gets
+	// SelfDeclaredDead when the others declared this node dead.
 	OnEvent func(Event)
 
 	// Transport replaces memberlist's UDP/TCP transport (tests:
@@ -150,6 +155,8 @@ type Membership struct {
 	earlyDead map[string]earlyEntry
 	earlyGen  uint64 // numbers the early deaths
 
+	declaredDead map[string]time.Time // members we declared dead (selfdead.go)
+
 	qmu    sync.Mutex
 	queue  []Event
 	signal chan struct{}
@@ -162,6 +169,7 @@ type Membership struct {
 	watchAddr string       // gossiped in the meta, "" without early detection
 	early     atomic.Int64 // members declared dead early
 	restored  atomic.Int64 // of those, members heard alive again
+	selfDead  atomic.Int64 // declarations of our death refuted (selfdead.go)
 }
 
 // Start creates the memberlist, joins the seeds (a failed join is logged,
@@ -208,7 +216,8 @@ func Start(cfg Config) (*Membership, error) {
 		mc.SecretKey = append([]byte(nil), cfg.SecretKey...)
 	}
 	mc.Label = cfg.Label
-	mc.Logger = log.New(&logWriter{l: cfg.Logger}, "", 0)
+	lw := &logWriter{l: cfg.Logger}
+	mc.Logger = log.New(lw, "", 0)
 
 	m := &Membership{
 		cfg:     cfg,
@@ -217,10 +226,12 @@ func Start(cfg Config) (*Membership, error) {
 		members: make(map[string]cluster.Member),
 
 		earlyDead:    make(map[string]earlyEntry),
+		declaredDead: make(map[string]time.Time),
 		signal:       make(chan struct{}, 1),
 		done:         make(chan struct{}),
 		maxBroadcast: gossipMsgLimit(mc.UDPBufferSize, mc.Label, len(mc.SecretKey) > 0, mc.ProtocolVersion),
 	}
+	lw.notice = m.noticeLog
 	m.bq = &memberlist.TransmitLimitedQueue{
 		NumNodes:       func() int { return int(m.nodes.Load()) },
 		RetransmitMult: mc.RetransmitMult,
@@ -335,6 +346,11 @@ func (m *Membership) Send(to string, payload []byte) error {
 	if len(payload) > m.MaxSend() {
 		return m.tooLarge("send", len(payload), m.MaxSend())
 	}
+	return m.sendFrame(to, m.frame(payload))
+}
+
+// sendFrame sends a framed message to a member over a reliable stream.
+func (m *Membership) sendFrame(to string, frame []byte) error {
 	mem, ok := m.addressable(to)
 	if !ok {
 		return fmt.Errorf("cluster: unknown member %q", to)
@@ -352,7 +368,7 @@ func (m *Membership) Send(to string, payload []byte) error {
 		return fmt.Errorf("cluster: member %q has a bad port %q: %w", to, portStr, err)
 	}
 	node := &memberlist.Node{Name: to, Addr: net.ParseIP(host), Port: uint16(port)}
-	if err := ml.SendReliable(node, m.frame(payload)); err != nil {
+	if err := ml.SendReliable(node, frame); err != nil {
 		return fmt.Errorf("cluster: sending to %s: %w", to, err)
 	}
 	return nil
@@ -567,7 +583,9 @@ func leftOrDead(mem cluster.Member) (EventKind, cluster.State) {
 	return MemberDied, cluster.StateDead
 }
 
-// frame prefixes a user message with our name (uvarint length + name).
+// frame prefixes a user message with our name (uvarint length + name). A
+// name is never empty, so a frame never starts with a zero byte: that marks
+// the membership's own control messages (selfdead.go).
 func (m *Membership) frame(payload []byte) []byte {
 	b := make([]byte, 0, binary.MaxVarintLen64+len(m.cfg.Name)+len(payload))
 	b = binary.AppendUvarint(b, uint64(len(m.cfg.Name)))
@@ -577,7 +595,7 @@ func (m *Membership) frame(payload []byte) []byte {
 
 func unframe(b []byte) (from string, payload []byte, ok bool) {
 	n, k := binary.Uvarint(b)
-	if k <= 0 || uint64(len(b)-k) < n {
+	if k <= 0 || n == 0 || uint64(len(b)-k) < n {
 		return "", nil, false
 	}
 	return string(b[k : k+int(n)]), b[k+int(n):], true
@@ -599,6 +617,11 @@ func (d *delegate) NodeMeta(limit int) []byte {
 }
 
 func (d *delegate) NotifyMsg(b []byte) {
+	if kind, from, ok := unframeControl(b); ok {
+		d.m.heardAlive(from, "a message from it")
+		d.m.control(kind, from)
+		return
+	}
 	from, payload, ok := unframe(b)
 	if !ok {
 		d.m.log.Warn("malformed user message dropped", "bytes", len(b))
@@ -654,6 +677,7 @@ func (m *Membership) memberAlive(mem cluster.Member, kind EventKind) {
 	if m.watch != nil {
 		m.watch.watch(mem)
 	}
+	m.sawReturnLocked(mem.Name)
 	m.push(Event{Kind: kind, Member: mem})
 }
 
@@ -665,6 +689,9 @@ func (m *Membership) memberGone(mem cluster.Member, kind EventKind) {
 	delete(m.members, mem.Name)
 	delete(m.earlyDead, mem.Name)
 	m.nodes.Store(int64(len(m.members)))
+	if kind == MemberDied {
+		m.sawDeathLocked(mem.Name)
+	}
 	m.push(Event{Kind: kind, Member: mem})
 }
 
@@ -676,8 +703,13 @@ func (b userBroadcast) Message() []byte                       { return b }
 func (b userBroadcast) Finished()                             {}
 
 // logWriter routes memberlist's log lines ("[DEBUG] memberlist: ...") to
-// slog at the level their prefix names.
-type logWriter struct{ l *slog.Logger }
+// slog at the level their prefix names, and shows each [WARN] line (its
+// prefix removed) to notice, if set, whatever the logger's level
+// (selfdead.go).
+type logWriter struct {
+	l      *slog.Logger
+	notice func(line string)
+}
 
 func (w *logWriter) Write(p []byte) (int, error) {
 	line := string(bytes.TrimSpace(p))
@@ -697,6 +729,9 @@ func (w *logWriter) Write(p []byte) (int, error) {
 			line = string(bytes.TrimSpace([]byte(line[len(pl.prefix):])))
 			break
 		}
+	}
+	if w.notice != nil && level == slog.LevelWarn {
+		w.notice(line)
 	}
 	ctx := context.Background()
 	if w.l.Enabled(ctx, level) {

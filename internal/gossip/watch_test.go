@@ -99,6 +99,10 @@ func TestFalseEarlyDeathIsRestored(t *testing.T) {
 	if err := a.m.Send("b", []byte("beat 2")); err != nil {
 		t.Fatalf("Send to b after its return: %v", err)
 	}
+	eventually(t, 3*time.Second, "b learns that a declared it dead", func() bool {
+		_, _, ok := b.log.find(func(e Event) bool { return e.Kind == SelfDeclaredDead && e.Accuser == "a" })
+		return ok
+	})
 	if b.m.EarlyDeaths() != 0 || c.m.EarlyDeaths() != 0 {
 		t.Fatalf("early deaths b=%d c=%d, want 0: a is alive", b.m.EarlyDeaths(), c.m.EarlyDeaths())
 	}
