@@ -27,10 +27,14 @@
 //     from memberlist's packet overheads for our key and label, Send one
 //     over MaxSend, both with an error wrapping ErrTooLarge. Broadcasts
 //     are retransmitted, so a receiver may get one several times.
-//   - A node learns at once that the others declared it dead, with a
-//     SelfDeclaredDead event through OnEvent (selfdead.go): when
-//     memberlist refutes a dead message about us, or when a member that
-//     declared us dead sees us alive again and tells us so.
+//   - A node learns that the others declared it dead as soon as news of
+//     it can reach it, with a SelfDeclaredDead event through OnEvent
+//     (selfdead.go): when memberlist refutes a dead message about us, or
+//     when a member that declared us dead sees us alive again and tells
+//     us so (memberlist drops most such news as stale, silently).
+//
+// ResetWatchConns is a fault-injection hook (chaos tests), not for
+// production use.
 //
 // This package must not import the engine, the root package or any AWS
 // client.

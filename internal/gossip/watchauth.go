@@ -40,7 +40,10 @@ import (
 // are closed at once); authenticated accepted connections are one per
 // member name (a second from the same name replaces the first, whose end
 // then suspects nobody). Only the end of an authenticated connection is a
-// suspicion, so a stranger cannot make us dial anyone's gossip port.
+// suspicion, so a stranger cannot make us dial anyone's gossip port. A
+// flood of silent strangers can still keep the 64 handshake slots full and
+// delay members' watch connections (they redial): early detection is then
+// slower, gossip's own detection is untouched.
 
 const (
 	watchMagic            = "KAW1"
