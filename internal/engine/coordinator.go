@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -322,6 +323,19 @@ func (c *coordinator) onMembership(ctx actor.Context, msg MembershipChanged) {
 			c.deps.Metrics.ShardUnowned.Observe(max(0, time.Since(time.UnixMilli(g.At)).Seconds()))
 		}
 		c.step(ctx, ownership.MessageReceived{From: ev.Member.Name, Msg: g})
+		return
+	}
+	if ev.Kind == gossip.SelfDeclaredDead {
+		// Another member declared this node dead while it is alive: in
+		// the others' eyes it is, and its shards are being taken. It
+		// stops delivering at once rather than at its next lease write:
+		// as after a pause, every shard delivers nothing more until a
+		// lease write sent from now on succeeds (a lost lease then ends
+		// the shard). One episode can bring several notices; each costs
+		// every shard one write.
+		c.log.Warn("declared dead by another member while alive: every shard verifies its lease before delivering more", "by", ev.Accuser)
+		c.deps.Metrics.DeclaredDead.Inc()
+		c.deps.Pauses.NewEpoch("declared dead by " + cmp.Or(ev.Accuser, "a member"))
 		return
 	}
 	vc := ownership.ViewChanged{Members: msg.Members}

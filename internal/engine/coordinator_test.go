@@ -18,6 +18,7 @@ import (
 	"github.com/kinactor/kinactor/actors"
 	"github.com/kinactor/kinactor/cluster"
 	"github.com/kinactor/kinactor/internal/backoff"
+	"github.com/kinactor/kinactor/internal/gossip"
 	"github.com/kinactor/kinactor/internal/lease"
 	"github.com/kinactor/kinactor/internal/metrics"
 	"github.com/kinactor/kinactor/internal/shardfsm"
@@ -92,7 +93,7 @@ func testDeps(store lease.Store, ids []string, proc *actor.Props, log *slog.Logg
 	}
 }
 
-func startShell(t *testing.T, shards int, proc *actor.Props, log *slog.Logger, gossip bool) *shellEnv {
+func startShell(t *testing.T, shards int, proc *actor.Props, log *slog.Logger, gossip bool, mods ...func(*Deps)) *shellEnv {
 	t.Helper()
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -109,6 +110,9 @@ func startShell(t *testing.T, shards int, proc *actor.Props, log *slog.Logger, g
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return quiet }))
 	e := &shellEnv{sys: sys, store: store, deps: testDeps(store, ids, proc, log)}
+	for _, mod := range mods {
+		mod(e.deps)
+	}
 	cfg := CoordinatorConfig{Deps: e.deps, App: "app", SyncInterval: time.Hour, FollowerSyncInterval: time.Hour,
 		LeaseExpiry: 5 * time.Second, StallTimeout: 5 * time.Second, TickInterval: 20 * time.Millisecond}
 	if gossip {
@@ -274,5 +278,50 @@ func TestAppliedEarlier(t *testing.T) {
 		if _, ok := AppliedEarlier(held, c.row); ok != c.want {
 			t.Errorf("row %+v: %v, want %v", c.row, ok, c.want)
 		}
+	}
+}
+
+// A node that learns another member declared it dead (gossip's
+// SelfDeclaredDead) stops delivering at once: every shard verifies its
+// lease with a write before it delivers more, rather than at its next
+// renewal (an hour away here).
+func TestDeclaredDeadVerifiesEveryLease(t *testing.T) {
+	pw := NewPauseWatch(0)
+	e := startShell(t, 2, funcProps(), nil, true, func(d *Deps) {
+		d.Pauses = pw
+		d.Machine.RenewInterval, d.Machine.CheckpointInterval = time.Hour, time.Hour
+		d.Machine.LeaseExpiry, d.Machine.StallTimeout = 3*time.Hour, time.Hour
+	})
+	e.waitRunning(t, 2, 10*time.Second)
+	ctx := context.Background()
+	counters := func() map[string]int64 {
+		out := map[string]int64{}
+		for _, id := range []string{"shardId-000000000000", "shardId-000000000001"} {
+			l, err := e.store.Get(ctx, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out[id] = l.Counter
+		}
+		return out
+	}
+	before := counters()
+	e.sys.Root.Send(e.coord, MembershipChanged{Event: gossip.Event{Kind: gossip.SelfDeclaredDead, Member: cluster.Member{Name: "me"}, Accuser: "b"}})
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		now := counters()
+		if now["shardId-000000000000"] > before["shardId-000000000000"] && now["shardId-000000000001"] > before["shardId-000000000001"] {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no lease write within 5s of being declared dead: counters %v, before %v", now, before)
+		}
+		time.Sleep(20 * time.Millisecond) // polling the store: nothing to wait on
+	}
+	if got := testutil.ToFloat64(e.deps.Metrics.DeclaredDead); got != 1 {
+		t.Errorf("kinactor_declared_dead_total = %v, want 1", got)
+	}
+	if r := pw.Reason(); r != "declared dead by b" {
+		t.Errorf("pause watch reason %q", r)
 	}
 }

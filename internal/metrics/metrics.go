@@ -38,6 +38,7 @@ type Metrics struct {
 	KPLRecords         *prometheus.CounterVec // kind: user_record, out_of_range, malformed
 	GossipSentBytes    *prometheus.CounterVec // type: the ownership message type (hb, rel, ...)
 	GossipRefused      *prometheus.CounterVec // reason: app, stranger, key, type, malformed
+	DeclaredDead       prometheus.Counter
 	GossipSendFailures *prometheus.CounterVec // type: a direct send failed (hb dropped, released broadcast instead)
 	// SinceProgress is kinactor_shard_seconds_since_progress{shard}: for
 	// each shard this node runs, how long ago it last made progress (a
@@ -101,6 +102,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		KPLRecords:         prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "kpl_records_total", Help: "KPL aggregates: user records delivered, dropped as outside the shard's hash range, and aggregates delivered whole as malformed."}, []string{"kind"}),
 		GossipSentBytes:    prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "gossip_sent_bytes_total", Help: "Payload bytes of the ownership messages this node sent to other members (heartbeats with progress: hb; releases: released; shard lists: shards), by message type; a broadcast counts once."}, []string{"type"}),
 		GossipRefused:      prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "gossip_refused_total", Help: "Ownership messages received by gossip and refused, by reason: app (for another application), stranger (the sender is not a member of this application in the view), key (names a key that is no shard id of this stream), type (unknown message type), malformed (does not decode)."}, []string{"reason"}),
+		DeclaredDead:       prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "declared_dead_total", Help: "Times another member declared this node dead while it was alive (each time every shard verified its lease before delivering more)."}),
 		GossipSendFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "gossip_send_failures_total", Help: "Direct sends of ownership messages to one member that failed, by message type: a heartbeat (hb) is dropped, a release (released) is broadcast instead."}, []string{"type"}),
 		ShardUnowned:       prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "shard_unowned_seconds", Help: "How long a shard had no owner before this node took it: from the release (sender's clock) or from seeing its owner die.", Buckets: lat}),
 	}
@@ -113,7 +115,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		m.ProcessingLatency, m.FetchErrors, m.CheckpointsWritten, m.CheckpointsRefused, m.LeaseWrites,
 		m.LeasesHeld, m.LeaseLosses, m.ProcessorRestarts, m.ProcessorFailures, m.ShardStates,
 		m.ShardsFinished, m.LeaseTakes, m.ClusterMembers, m.OwnershipChanges, m.HandoffDuration, m.ShardUnowned, m.KPLRecords, m.GossipSentBytes,
-		m.GossipRefused, m.GossipSendFailures, m.SinceProgress)
+		m.GossipRefused, m.GossipSendFailures, m.DeclaredDead, m.SinceProgress)
 	return m
 }
 
