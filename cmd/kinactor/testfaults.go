@@ -74,9 +74,7 @@ func handleRefuse(mux *http.ServeMux, dt *gossip.DropTransport, rt *refusingTran
 			return
 		}
 		rt.refuseFor(d)
-		if wr, ok := any(dt).(interface{ ResetWatchConns() }); ok {
-			wr.ResetWatchConns()
-		}
+		dt.ResetWatchConns()
 		logf("test fault: gossip port refuses TCP", "for", d)
 		_, _ = io.WriteString(w, "ok\n")
 	})

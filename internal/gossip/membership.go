@@ -278,6 +278,9 @@ func Start(cfg Config) (*Membership, error) {
 			m.log.Warn("joining seeds", "seeds", seeds, "joined", n, "err", err)
 		}
 	}
+	if dt, ok := cfg.Transport.(*DropTransport); ok && m.watch != nil {
+		dt.setWatchReset(m.ResetWatchConns)
+	}
 	go m.rejoinLoop()
 	return m, nil
 }

@@ -53,6 +53,9 @@ type DropTransport struct {
 	listening atomic.Bool // memberlist has asked for our channels
 	done      chan struct{}
 	shutOnce  sync.Once
+
+	resetMu    sync.Mutex
+	watchReset func() // the Membership's ResetWatchConns, once it uses this transport
 }
 
 var _ memberlist.NodeAwareTransport = (*DropTransport)(nil)
@@ -296,4 +299,23 @@ func (p *prefixedConn) Read(b []byte) (int, error) {
 		return n, nil
 	}
 	return p.Conn.Read(b)
+}
+
+// ResetWatchConns resets every early-detection connection of the
+// Membership that uses this transport (nothing before it started, or
+// without early detection): a fault-injection hook, as a firewall that
+// REJECTs resets established connections.
+func (d *DropTransport) ResetWatchConns() {
+	d.resetMu.Lock()
+	f := d.watchReset
+	d.resetMu.Unlock()
+	if f != nil {
+		f()
+	}
+}
+
+func (d *DropTransport) setWatchReset(f func()) {
+	d.resetMu.Lock()
+	d.watchReset = f
+	d.resetMu.Unlock()
 }

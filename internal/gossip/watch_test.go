@@ -2,9 +2,13 @@ package gossip
 
 import (
 	"fmt"
+	"io"
+	"log"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/memberlist"
 
 	"github.com/kinactor/kinactor/cluster"
 )
@@ -176,4 +180,25 @@ func TestEarlyDeadSetIsBounded(t *testing.T) {
 	if got := earlyDeadLen(a.m); got != maxEarlyDead-1 {
 		t.Fatalf("early-dead set holds %d, want %d", got, maxEarlyDead-1)
 	}
+}
+
+// A DropTransport's ResetWatchConns (the chaos refuse fault's hook) resets
+// the early-detection connections of the Membership that uses it; they
+// are dialed again.
+func TestDropTransportResetsWatchConns(t *testing.T) {
+	tr := func() *DropTransport {
+		nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{"127.0.0.1"}, BindPort: 0,
+			Logger: log.New(io.Discard, "", 0)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return NewDropTransport(nt)
+	}
+	a := start(t, Config{Name: "a", Transport: tr(), Watch: true, WatchHost: "127.0.0.1"})
+	b := start(t, Config{Name: "b", Transport: tr(), Watch: true, WatchHost: "127.0.0.1", Seeds: []string{a.m.Addr()}})
+	eventually(t, 5*time.Second, "a and b watch each other", func() bool { return watchConns(a) == 1 && watchConns(b) == 1 })
+	b.tr.ResetWatchConns()
+	eventually(t, 5*time.Second, "the watch connection dialed again", func() bool {
+		return watchConns(a) == 1 && watchConns(b) == 1 && a.m.watch.redials() > 0
+	})
 }
