@@ -31,12 +31,13 @@ func impairScenario(duration time.Duration, f chaos.Fault) chaos.Scenario {
 		Drain: chaos.Duration(90 * time.Second), NodeArgs: impairNodeArgs, Faults: []chaos.Fault{f}}
 }
 
-// runImpair builds the binary, runs s and returns the report with its one
-// impairment. The run's processes are all stopped when it returns.
-func runImpair(t *testing.T, s chaos.Scenario) (chaos.Report, chaos.Impair) {
+// runChaos builds the binary, runs s within limit, logs the report and
+// fails the test when a fault could not be done. The run's processes are
+// all stopped when it returns; their logs are shown if the test failed.
+func runChaos(t *testing.T, s chaos.Scenario, limit time.Duration) chaos.Report {
 	t.Helper()
 	localaws.SkipShort(t) // builds and starts node processes too
-	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	bin, err := clusterrun.Build(ctx, t.TempDir())
 	requireNoError(t, err, "build")
@@ -56,6 +57,14 @@ func runImpair(t *testing.T, s chaos.Scenario) (chaos.Report, chaos.Impair) {
 			t.Fatalf("the fault could not be done: %s: %s", d.Kind, d.Err)
 		}
 	}
+	return rep
+}
+
+// runImpair runs s (one impairing fault) and returns the report with its
+// one impairment.
+func runImpair(t *testing.T, s chaos.Scenario) (chaos.Report, chaos.Impair) {
+	t.Helper()
+	rep := runChaos(t, s, 6*time.Minute)
 	if len(rep.Impairs) != 1 || len(rep.Impairs[0].Shards) == 0 {
 		t.Fatalf("want one impairment of a node that owned shards, got %+v", rep.Impairs)
 	}

@@ -1,15 +1,10 @@
 package test
 
 import (
-	"context"
-	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/kinactor/kinactor/internal/testenv/chaos"
-	"github.com/kinactor/kinactor/internal/testenv/clusterrun"
-	"github.com/kinactor/kinactor/internal/testenv/localaws"
 )
 
 // Two applications share gossip seeds and label, each with its own stream
@@ -26,33 +21,13 @@ import (
 // Nothing is lost, nothing is delivered on a lost lease beyond the batch in
 // flight, and our nodes refused the stranger's messages.
 func TestStrangerCannotFoolUs(t *testing.T) {
-	localaws.SkipShort(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
-	defer cancel()
-	bin, err := clusterrun.Build(ctx, t.TempDir())
-	requireNoError(t, err, "build")
-	work := t.TempDir()
 	s := chaos.Scenario{Nodes: 3, Shards: 4, Rate: 40, Keys: 16, Duration: chaos.Duration(90 * time.Second), Seed: 1,
 		Drain: chaos.Duration(90 * time.Second), NodeArgs: impairNodeArgs, Faults: []chaos.Fault{
 			{At: chaos.Duration(2 * time.Second), Kind: chaos.Stranger, For: chaos.Duration(80 * time.Second)},
 			{At: chaos.Duration(12 * time.Second), Kind: chaos.Pause, Node: "n2", For: chaos.Duration(5 * time.Second)},
 			{At: chaos.Duration(35 * time.Second), Kind: chaos.Cut, Node: "n2", Target: "dynamodb", For: chaos.Duration(35 * time.Second)},
 		}}
-	rep, err := chaos.Run(ctx, s, chaos.Options{Bin: bin, WorkDir: work, Progress: tWriter{t}})
-	t.Cleanup(func() {
-		if t.Failed() {
-			logTails(t, filepath.Join(work, "logs"))
-		}
-	})
-	requireNoError(t, err, "chaos run")
-	var b strings.Builder
-	rep.WriteTable(&b)
-	t.Logf("report:\n%s", b.String())
-	for _, d := range rep.Faults {
-		if d.Err != "" {
-			t.Fatalf("the fault could not be done: %s: %s", d.Kind, d.Err)
-		}
-	}
+	rep := runChaos(t, s, 8*time.Minute)
 	tm, _ := s.Timings()
 	var stranger *chaos.Done
 	for i, d := range rep.Faults {
