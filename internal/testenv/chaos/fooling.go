@@ -178,7 +178,7 @@ func (r *runner) refusedTotal(ctx context.Context) float64 {
 }
 
 // takenLine matches the coordinator's log line for a lease taken.
-var takenLine = regexp.MustCompile(`msg="lease taken" shard=(\S+)`)
+var takenLine = regexp.MustCompile(`msg="lease taken" .*\bshard=(\S+)`)
 
 // pauseAfterTake starts a node and stops it (SIGSTOP) the moment its log
 // says it took a lease, for f.For (default LeaseExpiry + 5s), then wakes
