@@ -146,7 +146,7 @@ type coordinator struct {
 	sys   *actor.ActorSystem
 	sched *scheduler.TimerScheduler
 
-	cancelTick scheduler.CancelFunc
+	cancelTick func()
 	cancelStop scheduler.CancelFunc
 	ctx        context.Context
 	cancel     context.CancelFunc
@@ -288,7 +288,7 @@ func (c *coordinator) start(ctx actor.Context) {
 	if tick <= 0 {
 		tick = 250 * time.Millisecond
 	}
-	c.cancelTick = c.sched.SendRepeatedly(tick, tick, c.self, coordTick{})
+	c.cancelTick = sendEvery(tick, c.sys.Root, c.self, coordTick{})
 	c.step(ctx, ownership.Started{})
 	if c.cfg.Gossip != nil {
 		ms := c.cfg.Gossip.Members()
@@ -651,4 +651,27 @@ func (c *coordinator) sentBytes(typ string, n int) {
 	if m := c.deps.Metrics; m != nil {
 		m.GossipSentBytes.WithLabelValues(typ).Add(float64(n))
 	}
+}
+
+// sendEvery sends msg to pid every interval until the returned function is
+// called (which may be called more than once). protoactor's
+// scheduler.SendRepeatedly reads its cancel flag without synchronisation,
+// a data race with its CancelFunc (seen under -race when a tick fires as
+// the coordinator stops); this is a plain ticker on a goroutine of its own.
+func sendEvery(interval time.Duration, sender actor.SenderContext, pid *actor.PID, msg any) func() {
+	stop := make(chan struct{})
+	var once sync.Once
+	go func() {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				sender.Send(pid, msg)
+			}
+		}
+	}()
+	return func() { once.Do(func() { close(stop) }) }
 }
