@@ -220,12 +220,14 @@ func (r *runner) pauseAfterTake(ctx context.Context, f Fault, d *Done) error {
 		added <- err
 	}()
 	var pz paused
+	ready := false // AddNodeWith has returned (its answer is taken)
 	select {
 	case pz = <-got:
 	case err := <-added:
 		if err != nil {
 			return err
 		}
+		ready = true
 		pz = <-got
 	}
 	if pz.err != nil {
@@ -238,10 +240,12 @@ func (r *runner) pauseAfterTake(ctx context.Context, f Fault, d *Done) error {
 	uerr := r.c.Resume(pz.p)
 	d.End = time.Now()
 	var aerr error
-	select {
-	case aerr = <-added:
-	case <-time.After(90 * time.Second):
-		aerr = fmt.Errorf("%s not ready 90s after waking", pz.p.Name)
+	if !ready {
+		select {
+		case aerr = <-added:
+		case <-time.After(90 * time.Second):
+			aerr = fmt.Errorf("%s not ready 90s after waking", pz.p.Name)
+		}
 	}
 	return errors.Join(serr, uerr, aerr)
 }
