@@ -1,6 +1,6 @@
 # kinactor. `make demo` runs a 3-node cluster demo against local servers;
 # `make test` runs every test; `make chaos` runs the short chaos scenario
-# (about 3 minutes, also in CI) and `make chaos-long` a 30-minute soak. All
+# (about 7 minutes, also in CI) and `make chaos-long` a 30-minute soak. All
 # install the local servers first (deps).
 
 GO ?= go
