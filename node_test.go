@@ -32,7 +32,7 @@ func TestUnreachableEndpointIsAClearErrorNotAHang(t *testing.T) {
 	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
 	cfg := validConfig()
 	cfg.StartTimeout = 20 * time.Second
-	n, err := NewNode(cfg, actors.FuncProcessor(func(context.Context, messages.Records) error { return nil }))
+	n, err := NewNode(cfg, actors.FuncProcessor(func(context.Context, messages.Batch) error { return nil }))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,7 +29,7 @@ func ActorProcessor(produce func() actor.Actor) *actor.Props {
 // nil. An error has it called again after a backoff; after
 // MaxProcessorAttempts failed calls the shard stops on this node without
 // checkpointing, so the batch is read again, never lost.
-type DeadLetterFunc func(ctx context.Context, shardID string, batch messages.Records, cause error) error
+type DeadLetterFunc func(ctx context.Context, shardID string, batch messages.Batch, cause error) error
 
 // ProcessorFunc is the plain-function way to process records. It is called
 // with one batch at a time, in order, for one shard; its context ends when
@@ -38,7 +38,7 @@ type DeadLetterFunc func(ctx context.Context, shardID string, batch messages.Rec
 // acknowledges the batch and checkpoints after its last record (the write is
 // coalesced; see Config.CheckpointInterval). Returning an error, or
 // panicking, has the same batch delivered again after a backoff.
-type ProcessorFunc func(ctx context.Context, batch messages.Records) error
+type ProcessorFunc func(ctx context.Context, batch messages.Batch) error
 
 // FuncProcessor turns fn into processor props. Each shard gets its own
 // actor; fn may be called concurrently for different shards.
@@ -60,7 +60,7 @@ func (p *funcProcessor) Receive(ctx actor.Context) {
 		if p.cancel != nil {
 			p.cancel()
 		}
-	case messages.Records:
+	case messages.Batch:
 		// A panic in fn propagates: the supervisor restarts this actor and
 		// the shard actor delivers the batch again. The batch's context
 		// ends at its deadline (ProcessTimeout), when the shard actor gives

@@ -1,13 +1,13 @@
 // Package messages owns the protocol between a shard actor and the
 // processor actor it supervises: what a processor receives (Initialized,
-// Records, ShutdownRequested, ShardEnded, LeaseLost, CheckpointRefused) and
+// Batch, ShutdownRequested, ShardEnded, LeaseLost, CheckpointRefused) and
 // what it replies (Processed, ShutdownAck).
 //
 // The protocol, seen from a processor:
 //
 //  1. Initialized arrives first (and again after every restart of the
 //     processor, before the batch is delivered again).
-//  2. Each Records message must be answered with ctx.Respond(Processed{...})
+//  2. Each Batch message must be answered with ctx.Respond(Processed{...})
 //     carrying the same BatchID. The next batch is not delivered before the
 //     reply. A processor that panics is restarted by its supervisor and gets
 //     the same batch again; replying with Processed{Err: err} does the same
@@ -51,8 +51,8 @@ type Initialized struct {
 	Restarted bool
 }
 
-// Records is one batch for the processor. Reply with Processed.
-type Records struct {
+// Batch is one batch of records for the processor. Reply with Processed.
+type Batch struct {
 	ShardID string
 	// BatchID identifies this delivery: echo it in Processed. A batch
 	// delivered again to the same processor keeps its id; one delivered
@@ -73,11 +73,11 @@ type Records struct {
 }
 
 // Last returns the last record of the batch, or false if it is empty.
-func (r *Records) Last() (Record, bool) {
-	if len(r.Records) == 0 {
+func (b *Batch) Last() (Record, bool) {
+	if len(b.Records) == 0 {
 		return Record{}, false
 	}
-	return r.Records[len(r.Records)-1], true
+	return b.Records[len(b.Records)-1], true
 }
 
 // CheckpointMode says where a reply asks to checkpoint.
@@ -119,7 +119,7 @@ func (c Checkpoint) String() string {
 	}
 }
 
-// Processed is the reply to Records.
+// Processed is the reply to Batch.
 type Processed struct {
 	BatchID    uint64
 	Checkpoint Checkpoint

@@ -85,7 +85,7 @@ func BenchmarkThroughput(b *testing.B) {
 					Kinesis:              env.KinesisClient(),
 					DynamoDB:             env.DynamoDBClient(),
 				}
-				node, err := kinactor.NewNode(cfg, actors.FuncProcessor(func(_ context.Context, batch messages.Records) error {
+				node, err := kinactor.NewNode(cfg, actors.FuncProcessor(func(_ context.Context, batch messages.Batch) error {
 					if n.Add(int64(len(batch.Records))) >= int64(total) {
 						once.Do(func() { close(all) })
 					}

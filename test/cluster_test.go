@@ -27,7 +27,7 @@ func clusterNode(t *testing.T, env *localaws.Env, streamName, app, name string, 
 	if tweak != nil {
 		tweak(&cfg)
 	}
-	return runNode(t, cfg, func(_ context.Context, b messages.Records) error {
+	return runNode(t, cfg, func(_ context.Context, b messages.Batch) error {
 		led.record(b)
 		return nil
 	})

@@ -89,7 +89,7 @@ type deliveryLog struct {
 	ds []delivery
 }
 
-func (l *deliveryLog) add(node string, b messages.Records) {
+func (l *deliveryLog) add(node string, b messages.Batch) {
 	now := time.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -140,7 +140,7 @@ func TestKilledNodesShardsResumeFromGossipedProgress(t *testing.T) {
 		cfg.Cluster = &cluster.Config{Transport: trs[n], Join: []string{addrs["ca"]}, RejoinInterval: time.Second,
 			ProbeInterval: 500 * time.Millisecond, ProbeTimeout: 400 * time.Millisecond, SuspicionMult: 4}
 		node := n
-		nodes[n] = runNode(t, cfg, func(_ context.Context, b messages.Records) error {
+		nodes[n] = runNode(t, cfg, func(_ context.Context, b messages.Batch) error {
 			if sw.off.Load() {
 				return errCrashed // a dead process delivers nothing and acknowledges nothing
 			}

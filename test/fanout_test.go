@@ -27,7 +27,7 @@ func TestNodeWithEnhancedFanOut(t *testing.T) {
 	cfg := nodeConfig(t, env, name, "efo-app", "node-e")
 	cfg.Kinesis = kinesismock.Client(env, tr)
 	cfg.FanOutConsumer = "kinactor-efo-test"
-	n := runNode(t, cfg, func(_ context.Context, b messages.Records) error {
+	n := runNode(t, cfg, func(_ context.Context, b messages.Batch) error {
 		led.record(b)
 		return nil
 	})

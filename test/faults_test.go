@@ -45,7 +45,7 @@ func TestNodeBacksOffUnderThrottlingAndErrors(t *testing.T) {
 		o.DisableValidateResponseChecksum = true
 	})
 	start := time.Now()
-	n := runNode(t, cfg, func(_ context.Context, b messages.Records) error {
+	n := runNode(t, cfg, func(_ context.Context, b messages.Batch) error {
 		led.record(b)
 		return nil
 	})

@@ -113,7 +113,7 @@ func newLedger() *ledger {
 	return &ledger{count: map[string]int{}, byShard: map[string][]string{}, byKey: map[string][]int{}}
 }
 
-func (l *ledger) record(batch messages.Records) {
+func (l *ledger) record(batch messages.Batch) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, r := range batch.Records {

@@ -32,7 +32,7 @@ type cutoffProcessor struct {
 
 func (p *cutoffProcessor) Receive(ctx actor.Context) {
 	switch msg := ctx.Message().(type) {
-	case messages.Records:
+	case messages.Batch:
 		p.mu.Lock()
 		var keep []messages.Record
 		for _, r := range msg.Records {
@@ -116,7 +116,7 @@ func TestKPLSubSequenceCheckpointAndResume(t *testing.T) {
 	cfg.WorkerID = "node-k2"
 	var first messages.Record
 	var once sync.Once
-	runNode(t, cfg, func(_ context.Context, b messages.Records) error {
+	runNode(t, cfg, func(_ context.Context, b messages.Batch) error {
 		once.Do(func() { first = b.Records[0] })
 		led.record(b)
 		return nil

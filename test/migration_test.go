@@ -232,7 +232,7 @@ func TestMigrationJavaKCLTableReadAsIs(t *testing.T) {
 	cfg.LeaseRenewInterval = time.Second
 	cfg.LeaseExpiry = 3 * time.Second
 	start := time.Now()
-	runNode(t, cfg, func(_ context.Context, b messages.Records) error {
+	runNode(t, cfg, func(_ context.Context, b messages.Batch) error {
 		led.record(b)
 		return nil
 	})
@@ -348,7 +348,7 @@ func TestMigrationFromVMwareGoKCL(t *testing.T) {
 
 	led := newLedger()
 	cfg := nodeConfig(t, env, streamName, newTable, "kin-node-1")
-	runNode(t, cfg, func(_ context.Context, b messages.Records) error {
+	runNode(t, cfg, func(_ context.Context, b messages.Batch) error {
 		led.record(b)
 		return nil
 	})

@@ -41,7 +41,7 @@ func TestStopWithDynamoDBUnreachableReturns(t *testing.T) {
 	cfg := nodeConfig(t, env, "stop-cut", "stop-cut-app", "node-s")
 	cfg.DynamoDB = dynamodb.NewFromConfig(env.AWSConfig(), func(o *dynamodb.Options) { o.BaseEndpoint = aws.String(proxy.URL) })
 	cfg.ShutdownTimeout = 2 * time.Second
-	n, err := kinactor.NewNode(cfg, actors.FuncProcessor(func(_ context.Context, b messages.Records) error {
+	n, err := kinactor.NewNode(cfg, actors.FuncProcessor(func(_ context.Context, b messages.Batch) error {
 		led.record(b)
 		return nil
 	}))
@@ -95,7 +95,7 @@ func TestHungProcessorIsReplaced(t *testing.T) {
 			cfg.FailurePolicy = policy
 			if policy == kinactor.PolicyDeadLetter {
 				cfg.MaxProcessorAttempts = 1
-				cfg.DeadLetter = func(_ context.Context, _ string, b messages.Records, cause error) error {
+				cfg.DeadLetter = func(_ context.Context, _ string, b messages.Batch, cause error) error {
 					if !strings.Contains(cause.Error(), "ProcessTimeout") {
 						t.Errorf("dead-lettered for %v", cause)
 					}
@@ -108,7 +108,7 @@ func TestHungProcessorIsReplaced(t *testing.T) {
 			}
 			release := make(chan struct{})
 			t.Cleanup(func() { close(release) })
-			n := runNode(t, cfg, func(ctx context.Context, b messages.Records) error {
+			n := runNode(t, cfg, func(ctx context.Context, b messages.Batch) error {
 				if b.ShardID == "shardId-000000000000" && !hung.Swap(true) {
 					// Hangs for real, its context or not (a sink that never
 					// answers); the context's end is seen from the side.
@@ -185,7 +185,7 @@ func TestAmbiguousWriteIsRecognisedAsOurs(t *testing.T) {
 	led := newLedger()
 	cfg := nodeConfig(t, env, "ambiguous", "ambiguous-app", "node-a")
 	cfg.DynamoDB = amb
-	n := runNode(t, cfg, func(_ context.Context, b messages.Records) error {
+	n := runNode(t, cfg, func(_ context.Context, b messages.Batch) error {
 		led.record(b)
 		return nil
 	})

@@ -34,7 +34,7 @@ func TestFinishedAncestorsAreNotReadAgain(t *testing.T) {
 	led := newLedger()
 	cfg := nodeConfig(t, env, name, "lineage-app", "node-l")
 	cfg.ShardSyncInterval = 300 * time.Millisecond
-	runNode(t, cfg, func(_ context.Context, b messages.Records) error {
+	runNode(t, cfg, func(_ context.Context, b messages.Batch) error {
 		led.record(b)
 		return nil
 	})

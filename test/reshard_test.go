@@ -38,7 +38,7 @@ func TestReshardWhileRecordsFlow(t *testing.T) {
 	var violations []string
 	var gate chan struct{} // while set, the original shards wait on it
 	original := map[string]bool{}
-	fn := func(ctx context.Context, b messages.Records) error {
+	fn := func(ctx context.Context, b messages.Batch) error {
 		mu.Lock()
 		g := gate
 		hold := original[b.ShardID]

@@ -45,7 +45,7 @@ func TestSingleNodeStopAndResume(t *testing.T) {
 	p.put(t, 5000)
 
 	led := newLedger()
-	slow := func(ctx context.Context, b messages.Records) error {
+	slow := func(ctx context.Context, b messages.Batch) error {
 		led.record(b)
 		select { // a processor that takes a while per batch
 		case <-time.After(20 * time.Millisecond):
@@ -106,7 +106,7 @@ func TestPanickingProcessorGetsSameBatchAgain(t *testing.T) {
 	var mu sync.Mutex
 	var poison string // shard/first-seq of the batch chosen to fail
 	deliveries := map[string]int{}
-	fn := func(ctx context.Context, b messages.Records) error {
+	fn := func(ctx context.Context, b messages.Batch) error {
 		key := fmt.Sprintf("%s/%s", b.ShardID, b.Records[0].SequenceNumber)
 		mu.Lock()
 		deliveries[key]++

@@ -47,7 +47,7 @@ func BenchmarkSteadyStateLeaseWrites(b *testing.B) {
 			DynamoDB: env.DynamoDBClient(),
 			Cluster:  &cluster.Config{BindAddr: "127.0.0.1:0", Join: seeds},
 		}
-		n, err := kinactor.NewNode(cfg, actors.FuncProcessor(func(context.Context, messages.Records) error { return nil }))
+		n, err := kinactor.NewNode(cfg, actors.FuncProcessor(func(context.Context, messages.Batch) error { return nil }))
 		if err != nil {
 			b.Fatal(err)
 		}

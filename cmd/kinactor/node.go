@@ -196,9 +196,9 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	log := cfg.Logger
 	switch *processor {
 	case "ledger":
-		fn = func(_ context.Context, b messages.Records) error { return lw.Append(b) }
+		fn = func(_ context.Context, b messages.Batch) error { return lw.Append(b) }
 	case "log":
-		fn = func(_ context.Context, b messages.Records) error {
+		fn = func(_ context.Context, b messages.Batch) error {
 			if len(b.Records) > 0 {
 				log.Info("batch", "shard", b.ShardID, "count", len(b.Records),
 					"first", b.Records[0].SequenceNumber, "last", b.Records[len(b.Records)-1].SequenceNumber,

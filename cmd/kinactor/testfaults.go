@@ -128,7 +128,7 @@ func (h *processorHang) wait(ctx context.Context) error {
 
 // wrap returns fn preceded by wait.
 func (h *processorHang) wrap(fn actors.ProcessorFunc) actors.ProcessorFunc {
-	return func(ctx context.Context, b messages.Records) error {
+	return func(ctx context.Context, b messages.Batch) error {
 		if err := h.wait(ctx); err != nil {
 			return err
 		}

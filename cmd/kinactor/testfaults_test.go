@@ -93,11 +93,11 @@ func TestTestFaultsHang(t *testing.T) {
 		return resp.StatusCode
 	}
 	var wrote atomic.Int64
-	fn := hang.wrap(func(_ context.Context, b messages.Records) error {
+	fn := hang.wrap(func(_ context.Context, b messages.Batch) error {
 		wrote.Add(int64(len(b.Records)))
 		return nil
 	})
-	batch := messages.Records{ShardID: "s0", Records: []messages.Record{{SequenceNumber: "1"}}}
+	batch := messages.Batch{ShardID: "s0", Records: []messages.Record{{SequenceNumber: "1"}}}
 
 	// No hang: straight through.
 	if err := fn(context.Background(), batch); err != nil || wrote.Load() != 1 {

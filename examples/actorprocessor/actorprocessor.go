@@ -4,7 +4,7 @@
 // but handles the whole processor protocol of package messages itself:
 //
 //   - messages.Initialized: remembers the shard and where it starts;
-//   - messages.Records: counts the batch and replies Processed with the
+//   - messages.Batch: counts the batch and replies Processed with the
 //     same BatchID, checkpointing at the end of the batch;
 //   - messages.ShutdownRequested: replies ShutdownAck, checkpointing after
 //     the last batch delivered;
@@ -44,7 +44,7 @@ func NewSink() *Sink {
 	return &Sink{perShard: map[string]int{}, perKey: map[string]int{}, seen: map[string]int{}}
 }
 
-func (s *Sink) add(batch messages.Records) {
+func (s *Sink) add(batch messages.Batch) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, r := range batch.Records {
@@ -131,7 +131,7 @@ func (p *Processor) Receive(ctx actor.Context) {
 	switch msg := ctx.Message().(type) {
 	case messages.Initialized:
 		p.shardID, p.start = msg.ShardID, msg.StartingCheckpoint
-	case messages.Records:
+	case messages.Batch:
 		p.sink.add(msg)
 		ctx.Respond(messages.Processed{BatchID: msg.BatchID, Checkpoint: messages.CheckpointBatchEnd()})
 	case messages.ShutdownRequested:

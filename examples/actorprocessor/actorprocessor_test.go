@@ -18,7 +18,7 @@ func TestProcessorReplies(t *testing.T) {
 	defer sys.Root.Stop(pid)
 
 	sys.Root.Send(pid, messages.Initialized{ShardID: "shardId-000000000001", StartingCheckpoint: "TRIM_HORIZON"})
-	batch := messages.Records{
+	batch := messages.Batch{
 		ShardID: "shardId-000000000001",
 		BatchID: 7,
 		Records: []messages.Record{
@@ -51,7 +51,7 @@ func TestProcessorReplies(t *testing.T) {
 
 	sys.Root.Send(pid, messages.ShardEnded{ShardID: batch.ShardID})
 	// Mailbox order: a request after ShardEnded is answered after it is handled.
-	if _, err := sys.Root.RequestFuture(pid, messages.Records{ShardID: batch.ShardID, BatchID: 8}, 5*time.Second).Result(); err != nil {
+	if _, err := sys.Root.RequestFuture(pid, messages.Batch{ShardID: batch.ShardID, BatchID: 8}, 5*time.Second).Result(); err != nil {
 		t.Fatalf("empty Records: %v", err)
 	}
 

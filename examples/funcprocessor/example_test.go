@@ -13,7 +13,7 @@ import (
 // shows up as duplicates.
 func Example() {
 	counter, fn := funcprocessor.New()
-	batch := messages.Records{
+	batch := messages.Batch{
 		ShardID: "shardId-000000000000",
 		BatchID: 1,
 		Records: []messages.Record{

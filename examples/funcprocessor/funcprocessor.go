@@ -61,7 +61,7 @@ func New() (*Counter, actors.ProcessorFunc) {
 
 // Process counts one batch. It never fails, so every batch is acknowledged
 // and checkpointed after its last record.
-func (c *Counter) Process(_ context.Context, batch messages.Records) error {
+func (c *Counter) Process(_ context.Context, batch messages.Batch) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s := c.perShard[batch.ShardID]

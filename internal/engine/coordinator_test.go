@@ -163,7 +163,7 @@ func (e *shellEnv) waitRunning(t *testing.T, n int, within time.Duration) {
 }
 
 func funcProps() *actor.Props {
-	return actors.FuncProcessor(func(context.Context, messages.Records) error { return nil })
+	return actors.FuncProcessor(func(context.Context, messages.Batch) error { return nil })
 }
 
 // A shard actor that crashes is taken again at once (it waited for the
@@ -217,7 +217,7 @@ func TestCoordinatorPanicRestartsCleanly(t *testing.T) {
 type noAck struct{}
 
 func (noAck) Receive(ctx actor.Context) {
-	if r, ok := ctx.Message().(messages.Records); ok {
+	if r, ok := ctx.Message().(messages.Batch); ok {
 		ctx.Respond(messages.Processed{BatchID: r.BatchID})
 	}
 }

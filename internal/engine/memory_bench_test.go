@@ -63,7 +63,7 @@ func BenchmarkIdleShardMemory(b *testing.B) {
 	st := &idleStream{}
 	deps := &Deps{
 		Owner: "bench", Store: okStore{}, Stream: st,
-		Processor: actors.FuncProcessor(func(context.Context, messages.Records) error { return nil }),
+		Processor: actors.FuncProcessor(func(context.Context, messages.Batch) error { return nil }),
 		Machine: shardfsm.Config{
 			MaxRecords: 10000, MinFetchInterval: 200 * time.Millisecond, IdleTimeBetweenReads: time.Minute,
 			ParentPollInterval: time.Second, RenewInterval: time.Hour, CheckpointInterval: 30 * time.Second, ShutdownTimeout: time.Second,

@@ -132,7 +132,7 @@ type shardActor struct {
 	cancel    context.CancelFunc
 	log       *slog.Logger
 	state     shardfsm.State
-	inflight  messages.Records
+	inflight  messages.Batch
 	sentAt    time.Time
 	finished  bool
 	told      bool // LeaseLost or ShardEnded was sent to the processor: see finish

@@ -113,9 +113,9 @@ type pauseRig struct {
 
 // newPauseRig: fn, if not nil, runs in the processor before a batch is
 // taken as processed.
-func newPauseRig(t *testing.T, fn func(context.Context, messages.Records) error) *pauseRig {
+func newPauseRig(t *testing.T, fn func(context.Context, messages.Batch) error) *pauseRig {
 	p := &pauseRig{log: &eventLog{}, s: &sink{}}
-	p.shardRig = newShardRig(t, actors.FuncProcessor(func(ctx context.Context, b messages.Records) error {
+	p.shardRig = newShardRig(t, actors.FuncProcessor(func(ctx context.Context, b messages.Batch) error {
 		p.log.add("deliver %s", b.Records[0].Data)
 		if fn != nil {
 			if err := fn(ctx, b); err != nil {
@@ -224,7 +224,7 @@ func TestShardVerifiesAtOnceOnANewEpoch(t *testing.T) {
 		release = func() { once.Do(func() { close(hold) }) }
 		t.Cleanup(release)
 		var first atomic.Bool
-		p = newPauseRig(t, func(ctx context.Context, b messages.Records) error {
+		p = newPauseRig(t, func(ctx context.Context, b messages.Batch) error {
 			if first.CompareAndSwap(false, true) {
 				entered <- struct{}{}
 				select {

@@ -244,10 +244,10 @@ func recordData(recs []messages.Record) []string {
 type sink struct {
 	mu      sync.Mutex
 	data    []string
-	batches []messages.Records
+	batches []messages.Batch
 }
 
-func (s *sink) add(b messages.Records) {
+func (s *sink) add(b messages.Batch) {
 	s.mu.Lock()
 	s.data = append(s.data, recordData(b.Records)...)
 	s.batches = append(s.batches, b)
@@ -284,7 +284,7 @@ func observed(props *actor.Props, see func(self *actor.PID, msg any)) *actor.Pro
 // parent hears the state, the writes and the checkpoint.
 func TestShardDeliversInOrderAndCheckpoints(t *testing.T) {
 	var s sink
-	r := newShardRig(t, actors.FuncProcessor(func(_ context.Context, b messages.Records) error { s.add(b); return nil }))
+	r := newShardRig(t, actors.FuncProcessor(func(_ context.Context, b messages.Batch) error { s.add(b); return nil }))
 	first := r.put(names("a", 25)...)
 	r.start()
 	s.waitFor(t, names("a", 25))
@@ -334,9 +334,9 @@ func TestShardReplacesHungProcessor(t *testing.T) {
 		stuck   atomic.Pointer[context.Context]
 		mu      sync.Mutex
 		sentTo  []*actor.PID // the processor of each delivery
-		batches []messages.Records
+		batches []messages.Batch
 	)
-	fn := func(ctx context.Context, b messages.Records) error {
+	fn := func(ctx context.Context, b messages.Batch) error {
 		if calls.Add(1) == 1 {
 			stuck.Store(&ctx)
 			<-release // ignores ctx
@@ -346,7 +346,7 @@ func TestShardReplacesHungProcessor(t *testing.T) {
 		return nil
 	}
 	props := observed(actors.FuncProcessor(fn), func(self *actor.PID, msg any) {
-		if b, ok := msg.(messages.Records); ok {
+		if b, ok := msg.(messages.Batch); ok {
 			mu.Lock()
 			sentTo, batches = append(sentTo, self), append(batches, b)
 			mu.Unlock()
@@ -403,7 +403,7 @@ func TestShardReplacesHungProcessor(t *testing.T) {
 func TestShardDeadLetterRunsOffTheMailbox(t *testing.T) {
 	var s sink
 	poison := errors.New("poison")
-	r := newShardRig(t, actors.FuncProcessor(func(_ context.Context, b messages.Records) error {
+	r := newShardRig(t, actors.FuncProcessor(func(_ context.Context, b messages.Batch) error {
 		if strings.HasPrefix(string(b.Records[0].Data), "poison") {
 			return poison
 		}
@@ -412,11 +412,11 @@ func TestShardDeadLetterRunsOffTheMailbox(t *testing.T) {
 	}))
 	r.deps.Machine.FailurePolicy = shardfsm.DeadLetter
 	r.deps.Machine.MaxProcessorAttempts = 2
-	entered, release := make(chan messages.Records, 1), make(chan struct{})
+	entered, release := make(chan messages.Batch, 1), make(chan struct{})
 	var once sync.Once
 	t.Cleanup(func() { once.Do(func() { close(release) }) })
 	var cause atomic.Pointer[error]
-	r.deps.DeadLetter = func(_ context.Context, shardID string, b messages.Records, err error) error {
+	r.deps.DeadLetter = func(_ context.Context, shardID string, b messages.Batch, err error) error {
 		cause.Store(&err)
 		entered <- b
 		<-release
@@ -424,7 +424,7 @@ func TestShardDeadLetterRunsOffTheMailbox(t *testing.T) {
 	}
 	bad := r.put(names("poison", 3)...)
 	r.start()
-	var dl messages.Records
+	var dl messages.Batch
 	select {
 	case dl = <-entered:
 	case <-time.After(2 * time.Second):
@@ -478,7 +478,7 @@ func TestShardAdoptsAnAmbiguousCheckpoint(t *testing.T) {
 	for _, n := range []int32{1, 2} {
 		t.Run(fmt.Sprintf("ambiguous=%d", n), func(t *testing.T) {
 			var s sink
-			r := newShardRig(t, actors.FuncProcessor(func(_ context.Context, b messages.Records) error { s.add(b); return nil }))
+			r := newShardRig(t, actors.FuncProcessor(func(_ context.Context, b messages.Batch) error { s.add(b); return nil }))
 			as := &ambiguousStore{MemStore: r.store}
 			as.fail.Store(n)
 			r.deps.Store = as
@@ -516,7 +516,7 @@ func TestShardAdoptsAnAmbiguousCheckpoint(t *testing.T) {
 func TestShardStopsOnALeaseTakenAway(t *testing.T) {
 	var s sink
 	var lost atomic.Int32
-	props := observed(actors.FuncProcessor(func(_ context.Context, b messages.Records) error { s.add(b); return nil }), func(_ *actor.PID, msg any) {
+	props := observed(actors.FuncProcessor(func(_ context.Context, b messages.Batch) error { s.add(b); return nil }), func(_ *actor.PID, msg any) {
 		if m, ok := msg.(messages.LeaseLost); ok && m.ShardID == testShard {
 			lost.Add(1)
 		}
@@ -568,7 +568,7 @@ func seriesOf(t *testing.T, reg *prometheus.Registry, id string) []string {
 // series, no board entry and no state counted; its lease is released.
 func TestShardForgetsItsSeriesWhenFinished(t *testing.T) {
 	var s sink
-	r := newShardRig(t, actors.FuncProcessor(func(_ context.Context, b messages.Records) error { s.add(b); return nil }))
+	r := newShardRig(t, actors.FuncProcessor(func(_ context.Context, b messages.Batch) error { s.add(b); return nil }))
 	recs := r.put(names("a", 12)...)
 	r.start()
 	s.waitFor(t, names("a", 12))
@@ -609,7 +609,7 @@ func TestShardBoardShowsProgressAndStall(t *testing.T) {
 	var once sync.Once
 	t.Cleanup(func() { once.Do(func() { close(hold) }) })
 	var s sink
-	r := newShardRig(t, actors.FuncProcessor(func(ctx context.Context, b messages.Records) error {
+	r := newShardRig(t, actors.FuncProcessor(func(ctx context.Context, b messages.Batch) error {
 		select {
 		case <-hold:
 		case <-ctx.Done():
@@ -684,7 +684,7 @@ func TestShardEndWritesChildren(t *testing.T) {
 		t.Run(fmt.Sprintf("listed=%v", listed), func(t *testing.T) {
 			var s sink
 			var ended atomic.Pointer[messages.ShardEnded]
-			props := observed(actors.FuncProcessor(func(_ context.Context, b messages.Records) error { s.add(b); return nil }), func(_ *actor.PID, msg any) {
+			props := observed(actors.FuncProcessor(func(_ context.Context, b messages.Batch) error { s.add(b); return nil }), func(_ *actor.PID, msg any) {
 				if m, ok := msg.(messages.ShardEnded); ok {
 					ended.Store(&m)
 				}
@@ -722,7 +722,7 @@ func TestShardEndWritesChildren(t *testing.T) {
 // carries on from the last record it read: nothing lost, nothing twice.
 func TestShardRecoversFromExpiredIteratorsAndThrottling(t *testing.T) {
 	var s sink
-	r := newShardRig(t, actors.FuncProcessor(func(_ context.Context, b messages.Records) error { s.add(b); return nil }))
+	r := newShardRig(t, actors.FuncProcessor(func(_ context.Context, b messages.Batch) error { s.add(b); return nil }))
 	var throttles atomic.Int32
 	r.mem.SetFault(func(_ context.Context, op, _ string) error {
 		if op == stream.OpGetRecords && throttles.Load() > 0 {
@@ -778,7 +778,7 @@ func TestShardUnknownToTheStreamIsUnreadable(t *testing.T) {
 func TestShardWaitsForParents(t *testing.T) {
 	ctx := context.Background()
 	var s sink
-	r := newShardRig(t, actors.FuncProcessor(func(_ context.Context, b messages.Records) error { s.add(b); return nil }))
+	r := newShardRig(t, actors.FuncProcessor(func(_ context.Context, b messages.Batch) error { s.add(b); return nil }))
 	// The rig's shard becomes the child of a parent row and a missing one.
 	if err := r.store.Create(ctx, lease.Lease{Key: "parent"}); err != nil {
 		t.Fatal(err)

@@ -130,7 +130,7 @@ func (w *Writer) Path() string { return w.path }
 // Append writes one line per record of batch in a single write and fsyncs
 // the file. On error nothing of the batch remains in the file (best
 // effort: the file is truncated back to its previous length).
-func (w *Writer) Append(batch messages.Records) error {
+func (w *Writer) Append(batch messages.Batch) error {
 	if len(batch.Records) == 0 {
 		return nil
 	}
@@ -173,7 +173,7 @@ func (w *Writer) Append(batch messages.Records) error {
 // Processor returns the function processor: it appends each batch and
 // acknowledges it (returns nil) only once the lines are fsynced.
 func (w *Writer) Processor() actors.ProcessorFunc {
-	return func(_ context.Context, batch messages.Records) error { return w.Append(batch) }
+	return func(_ context.Context, batch messages.Batch) error { return w.Append(batch) }
 }
 
 // Close syncs and closes the file. Later Appends fail.

@@ -13,8 +13,8 @@ import (
 	"github.com/kinactor/kinactor/messages"
 )
 
-func batch(shard string, from, n int) messages.Records {
-	b := messages.Records{ShardID: shard}
+func batch(shard string, from, n int) messages.Batch {
+	b := messages.Batch{ShardID: shard}
 	for i := from; i < from+n; i++ {
 		b.Records = append(b.Records, messages.Record{
 			SequenceNumber: fmt.Sprintf("%06d", i),
@@ -46,14 +46,14 @@ func TestWriteReadBack(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	binary := messages.Records{ShardID: "shard-b", Records: []messages.Record{
+	binary := messages.Batch{ShardID: "shard-b", Records: []messages.Record{
 		{SequenceNumber: "1", SubSequenceNumber: 3, PartitionKey: "x", Data: []byte{0, 1, 2, 0xff}},
 		{SequenceNumber: "2", PartitionKey: "y", Data: nil},
 	}}
 	if err := fn(context.Background(), binary); err != nil {
 		t.Fatal(err)
 	}
-	if err := fn(context.Background(), messages.Records{ShardID: "empty"}); err != nil {
+	if err := fn(context.Background(), messages.Batch{ShardID: "empty"}); err != nil {
 		t.Fatal(err)
 	}
 	if err := w.Close(); err != nil {

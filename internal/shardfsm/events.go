@@ -131,9 +131,9 @@ type (
 		Iterator string
 		Limit    int32
 	}
-	// Deliver sends a batch to the processor (messages.Records); the reply
+	// Deliver sends a batch to the processor (messages.Batch); the reply
 	// comes back as ProcessorReplied.
-	Deliver struct{ Batch messages.Records }
+	Deliver struct{ Batch messages.Batch }
 	// Notify sends an informational or request message to the processor:
 	// messages.Initialized, ShutdownRequested, ShardEnded, LeaseLost,
 	// CheckpointRefused. ShutdownRequested is answered with ShutdownAcked.
@@ -162,7 +162,7 @@ type (
 	// dead-letter handler, off the actor; answer with DeadLettered. The
 	// checkpoint moves past the batch only once the handler succeeded.
 	DeadLetterBatch struct {
-		Batch   messages.Records
+		Batch   messages.Batch
 		Err     error
 		Attempt int // 1 for the first call, more after a failed one
 	}

@@ -251,7 +251,7 @@ func (k TimerKind) String() string {
 
 // delivery is the batch the processor holds.
 type delivery struct {
-	batch    messages.Records
+	batch    messages.Batch
 	failures int       // failed attempts so far
 	crashed  bool      // last failure was a panic or a replacement (re-send Initialized)
 	replaced bool      // the processor was replaced: the next delivery gets a new id
@@ -821,7 +821,7 @@ func (m *Machine) deliver(now time.Time, b stream.Batch, out *effects) bool {
 	}
 	m.nextBatchID++
 	recs := b.Records
-	d := &delivery{batch: messages.Records{ShardID: m.shardID, BatchID: m.nextBatchID, Records: recs, MillisBehindLatest: b.MillisBehindLatest, Attempt: 1}}
+	d := &delivery{batch: messages.Batch{ShardID: m.shardID, BatchID: m.nextBatchID, Records: recs, MillisBehindLatest: b.MillisBehindLatest, Attempt: 1}}
 	m.inFlight = d
 	m.busySince = now
 	last := recs[len(recs)-1]
@@ -1015,7 +1015,7 @@ func (m *Machine) unreadable(now time.Time, err error, out *effects) {
 
 // acceptCheckpoint validates a checkpoint request against what was
 // delivered and queues the write, or refuses it.
-func (m *Machine) acceptCheckpoint(now time.Time, req messages.Checkpoint, batch *messages.Records, out *effects) {
+func (m *Machine) acceptCheckpoint(now time.Time, req messages.Checkpoint, batch *messages.Batch, out *effects) {
 	var cp lease.Checkpoint
 	switch req.Mode {
 	case messages.NoCheckpoint:
@@ -1065,7 +1065,7 @@ func (m *Machine) acceptCheckpoint(now time.Time, req messages.Checkpoint, batch
 	m.queueWrite(now, &WriteCheckpoint{Checkpoint: cp}, out)
 }
 
-func (m *Machine) refuse(batch *messages.Records, err error, out *effects) {
+func (m *Machine) refuse(batch *messages.Batch, err error, out *effects) {
 	var id uint64
 	if batch != nil {
 		id = batch.BatchID

@@ -27,10 +27,10 @@ type sim struct {
 	// the world
 	fetch     func(s *sim) Event // answer to Fetch
 	write     func(s *sim, op StoreOp) error
-	process   func(s *sim, b messages.Records) (Event, bool) // false: no answer (hung)
+	process   func(s *sim, b messages.Batch) (Event, bool) // false: no answer (hung)
 	deadLeter func(s *sim) error
 
-	delivered  []messages.Records
+	delivered  []messages.Batch
 	deliverAt  []time.Time
 	effects    []Effect
 	finished   *Finished
@@ -50,7 +50,7 @@ func newSim(t *testing.T, cfg Config, cp lease.Checkpoint) *sim {
 		timers: map[TimerKind]StartTimer{}, due: map[TimerKind]time.Time{}}
 	s.fetch = func(*sim) Event { return FetchSucceeded{Batch: stream.Batch{NextIterator: "it"}} }
 	s.write = func(*sim, StoreOp) error { return nil }
-	s.process = func(_ *sim, b messages.Records) (Event, bool) {
+	s.process = func(_ *sim, b messages.Batch) (Event, bool) {
 		return ProcessorReplied{Reply: messages.Processed{BatchID: b.BatchID, Checkpoint: messages.CheckpointBatchEnd()}}, true
 	}
 	s.deadLeter = func(*sim) error { return nil }
@@ -308,7 +308,7 @@ func flowingSim(t *testing.T, cfg Config) *sim {
 }
 
 // hungProcessor never answers.
-func hungProcessor(*sim, messages.Records) (Event, bool) { return nil, false }
+func hungProcessor(*sim, messages.Batch) (Event, bool) { return nil, false }
 
 func TestStallOnProcessorOnlyPastProcessTimeout(t *testing.T) {
 	cfg := simConfig()
@@ -408,7 +408,7 @@ func TestDeadLetterFailureNeverCheckpointsPast(t *testing.T) {
 		}
 		return FetchSucceeded{Batch: stream.Batch{NextIterator: "it"}}
 	}
-	s.process = func(_ *sim, b messages.Records) (Event, bool) {
+	s.process = func(_ *sim, b messages.Batch) (Event, bool) {
 		return ProcessorReplied{Reply: messages.Processed{BatchID: b.BatchID, Err: errors.New("poison")}}, true
 	}
 	calls := 0
@@ -442,7 +442,7 @@ func TestDeadLetterRetrySucceeds(t *testing.T) {
 		}
 		return FetchSucceeded{Batch: stream.Batch{NextIterator: "it"}}
 	}
-	s.process = func(_ *sim, b messages.Records) (Event, bool) {
+	s.process = func(_ *sim, b messages.Batch) (Event, bool) {
 		return ProcessorReplied{Reply: messages.Processed{BatchID: b.BatchID, Err: errors.New("poison")}}, true
 	}
 	calls := 0
@@ -544,7 +544,7 @@ func TestFailingProcessorIsAStall(t *testing.T) {
 		}
 		return FetchSucceeded{Batch: stream.Batch{NextIterator: "it"}}
 	}
-	s.process = func(_ *sim, b messages.Records) (Event, bool) {
+	s.process = func(_ *sim, b messages.Batch) (Event, bool) {
 		return ProcessorReplied{Reply: messages.Processed{BatchID: b.BatchID, Err: errors.New("poison")}}, true
 	}
 	s.step(Start{})
