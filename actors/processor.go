@@ -1,19 +1,278 @@
-// Package actors is what a user needs to write a processor: as a plain
-// function (FuncProcessor) or as a protoactor actor (ActorProcessor) that
-// speaks the protocol of package messages, and the dead-letter handler's
-// type. The shard and coordinator actors that drive processors are
-// internal to kinactor.
+// Package actors is what a user needs to write a processor, in one of three
+// forms, and the dead-letter handler's type. Each form gives the processor
+// props that kinactor.NewNode takes:
 //
-// This package must not import the root package or anything internal.
+//   - A Processor, a Go interface, with optional interfaces for the rest of
+//     a shard's life (Initializer, ShutdownHandler, ShardEnder, LeaseLoser,
+//     RefusalHandler), checked by type assertion as memberlist checks its
+//     optional delegates. FromProcessor makes one per shard. The compiler
+//     sees to it that every batch is answered: ProcessRecords returns a
+//     Result or an error. Start here.
+//   - A plain function (FuncProcessor): returning nil checkpoints after the
+//     batch. The one-liner for processors without state.
+//   - A protoactor actor (ActorProcessor) that speaks the protocol of
+//     package messages itself, answering with ctx.Respond.
+//
+// Why all three are *actor.Props, and NewNode keeps taking props: the
+// shard actor spawns one thing, so the shard actor shell and the shard
+// machine know a single form, and a user's own actor stays possible. The
+// interface and function forms are adapter actors built here, so a user of
+// either never imports protoactor: the type appears only in NewNode's
+// signature, and is inferred. What the compiler checks for the actor form
+// (nothing about the replies) it checks for the other two (a Result or an
+// error for every batch).
+//
+// The shard and coordinator actors that drive processors are internal to
+// kinactor. This package must not import the root package or anything
+// internal.
 package actors
 
 import (
 	"context"
+	"errors"
+	"fmt"
 
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/kinactor/kinactor/messages"
 )
+
+// ErrNoProcessor is the error every batch of a shard is answered with when
+// the function given to FromProcessor returned nil for it.
+var ErrNoProcessor = errors.New("actors: the processor factory returned nil")
+
+// Result is a Processor's answer to a batch: where to checkpoint. The zero
+// Result acknowledges the batch but checkpoints nothing (the checkpoint
+// stays where an earlier Result, or ShutdownHandler, put it: a processor
+// that buffers records checkpoints once they are flushed).
+type Result struct {
+	// Checkpoint is messages.CheckpointBatchEnd() (after the last record of
+	// the batch), messages.CheckpointAt(seq, subSeq) (after a record
+	// delivered so far, not behind the last checkpoint), or the zero value
+	// (no checkpoint). A checkpoint that is invalid is refused (see
+	// RefusalHandler); the batch still counts as processed.
+	Checkpoint messages.Checkpoint
+}
+
+// Processor processes the records of one shard, one batch at a time.
+//
+// Concurrency: a Processor value serves one shard, and its methods (this
+// one and the optional ones) are always called from one goroutine at a
+// time, the processor actor's, one call after the other, never
+// concurrently. The next batch is not delivered before ProcessRecords
+// returns. FromProcessor's newProcessor makes the value: once when the
+// shard starts on this node, and again after a panic or after a batch
+// outlived its deadline, so a value is never used again once it failed
+// mid-batch. Values of different shards are called concurrently; a value
+// that newProcessor returns for several shards must be safe for concurrent
+// use.
+type Processor interface {
+	// ProcessRecords processes batch (batch.Records, in order) and says
+	// where to checkpoint. Its context ends at batch.Deadline
+	// (Config.ProcessTimeout), when the shard gives up on this value and
+	// delivers the batch to a fresh one; a call that outlives it is
+	// abandoned, its Result ignored.
+	//
+	// An error, or a panic, means the batch was not processed: the Result
+	// is ignored and the same batch is delivered again after a backoff
+	// (after a panic, to a fresh value from newProcessor), with
+	// batch.Attempt one higher; the failure policy applies once
+	// Config.MaxProcessorAttempts are used up. A batch is never skipped
+	// silently.
+	ProcessRecords(ctx context.Context, batch messages.Batch) (Result, error)
+}
+
+// Initializer is implemented by a Processor that wants to know where its
+// shard starts. Initialize is called first, when the shard is ready to be
+// read and before its first batch, from the processor's goroutine; a value
+// made after a failure gets Initialized.Restarted set, and the failed
+// batch right after. Its context is the processor's (it has no deadline):
+// return promptly, the first batch waits for it and its deadline runs.
+//
+// An error fails the batches that follow, each as ProcessRecords failing
+// would (delivered again after a backoff, the failure policy applies), and
+// Initialize is called again before each of them, under that batch's
+// context, until it returns nil.
+type Initializer interface {
+	Initialize(ctx context.Context, init messages.Initialized) error
+}
+
+// ShutdownHandler is implemented by a Processor that checkpoints itself
+// when the shard stops here gracefully (the node stops, or the shard moves
+// to another node). Shutdown is called from the processor's goroutine after
+// the last batch's ProcessRecords returned, or instead of a batch that is
+// waiting to be delivered again; no batch follows. It must return within
+// Config.ShutdownTimeout, after which the lease is released without its
+// checkpoint (its context is the processor's and has no deadline).
+//
+// The checkpoint returned is written before the lease is released:
+// messages.CheckpointBatchEnd() is after the last batch acknowledged
+// (ProcessRecords returned nil for it), messages.CheckpointAt a record as
+// in Result; the zero Checkpoint (a flush failed) adds nothing to what the
+// Results asked for, and the next owner reads the rest again. Without a
+// ShutdownHandler, the zero Checkpoint is what the shard gets.
+type ShutdownHandler interface {
+	Shutdown(ctx context.Context, req messages.ShutdownRequested) messages.Checkpoint
+}
+
+// ShardEnder is implemented by a Processor that wants to know its shard
+// ended (split or merged): every record was acknowledged and SHARD_END was
+// checkpointed for it. ShardEnded is called from the processor's goroutine
+// after the last ProcessRecords returned; nothing follows it.
+type ShardEnder interface {
+	ShardEnded(ctx context.Context, end messages.ShardEnded)
+}
+
+// LeaseLoser is implemented by a Processor that wants to know another node
+// owns its shard now. LeaseLost is called from the processor's goroutine
+// after the last ProcessRecords returned; no batch follows, and
+// checkpoints would be refused. The processor's context ends once it
+// returns.
+type LeaseLoser interface {
+	LeaseLost(ctx context.Context, lost messages.LeaseLost)
+}
+
+// RefusalHandler is implemented by a Processor that wants to know a
+// checkpoint it asked for was refused (backwards, or beyond what was
+// delivered). CheckpointRefused is called from the processor's goroutine,
+// after the ProcessRecords (or Shutdown) whose checkpoint it was; the batch
+// still counts as processed.
+type RefusalHandler interface {
+	CheckpointRefused(ctx context.Context, refused messages.CheckpointRefused)
+}
+
+// FromProcessor returns processor props for kinactor.NewNode that run the
+// Processor newProcessor makes for each shard (and again after a failure;
+// see Processor). It returns nil (which NewNode refuses) if newProcessor is
+// nil.
+func FromProcessor(newProcessor func(shardID string) Processor) *actor.Props {
+	if newProcessor == nil {
+		return nil
+	}
+	return actor.PropsFromProducer(func() actor.Actor { return &adapter{newProcessor: newProcessor} })
+}
+
+// adapter is the processor actor of the interface form: it answers every
+// Batch with Processed and every ShutdownRequested with ShutdownAck, and
+// calls the optional interfaces that the Processor implements.
+type adapter struct {
+	newProcessor func(shardID string) Processor
+	p            Processor // made at the first Initialized or Batch
+	made         bool
+	init         *messages.Initialized // Initialize failed with it: call again before the next batch
+	ctx          context.Context       // ends when the actor stops or restarts, or the lease is lost
+	cancel       context.CancelFunc
+}
+
+func (a *adapter) Receive(ctx actor.Context) {
+	switch msg := ctx.Message().(type) {
+	case *actor.Started:
+		a.ctx, a.cancel = context.WithCancel(context.Background())
+	case *actor.Stopping, *actor.Restarting:
+		if a.cancel != nil {
+			a.cancel()
+		}
+	case messages.Initialized:
+		a.make(msg.ShardID)
+		if in, ok := a.p.(Initializer); ok {
+			if err := in.Initialize(a.ctx, msg); err != nil {
+				a.init = &msg
+			} else {
+				a.init = nil
+			}
+		}
+	case messages.Batch:
+		// A panic propagates: the shard actor's supervisor restarts this
+		// actor (a fresh value from newProcessor) and the batch is
+		// delivered again.
+		ctx.Respond(a.process(msg))
+	case messages.ShutdownRequested:
+		var cp messages.Checkpoint
+		if h, ok := a.p.(ShutdownHandler); ok && a.init == nil {
+			cp = h.Shutdown(a.ctx, msg)
+		}
+		ctx.Respond(messages.ShutdownAck{Checkpoint: cp})
+	case messages.ShardEnded:
+		if h, ok := a.p.(ShardEnder); ok {
+			h.ShardEnded(a.ctx, msg)
+		}
+	case messages.LeaseLost:
+		if h, ok := a.p.(LeaseLoser); ok {
+			h.LeaseLost(a.ctx, msg)
+		}
+		if a.cancel != nil {
+			a.cancel()
+		}
+	case messages.CheckpointRefused:
+		if h, ok := a.p.(RefusalHandler); ok {
+			h.CheckpointRefused(a.ctx, msg)
+		}
+	}
+}
+
+// make makes the shard's Processor, once per actor.
+func (a *adapter) make(shardID string) {
+	if !a.made {
+		a.p, a.made = a.newProcessor(shardID), true
+	}
+}
+
+// process runs one batch, under a context that ends at its deadline, and
+// returns the answer.
+func (a *adapter) process(b messages.Batch) messages.Processed {
+	a.make(b.ShardID)
+	if a.p == nil {
+		return messages.Processed{BatchID: b.BatchID, Err: ErrNoProcessor}
+	}
+	bctx, cancel := a.ctx, context.CancelFunc(func() {})
+	if !b.Deadline.IsZero() {
+		bctx, cancel = context.WithDeadline(a.ctx, b.Deadline)
+	}
+	defer cancel()
+	if a.init != nil {
+		if err := a.p.(Initializer).Initialize(bctx, *a.init); err != nil {
+			return messages.Processed{BatchID: b.BatchID, Err: fmt.Errorf("actors: initialize: %w", err)}
+		}
+		a.init = nil
+	}
+	res, err := a.p.ProcessRecords(bctx, b)
+	if err != nil {
+		return messages.Processed{BatchID: b.BatchID, Err: err}
+	}
+	return messages.Processed{BatchID: b.BatchID, Checkpoint: res.Checkpoint}
+}
+
+// ProcessorFunc is the plain-function way to process records. It is called
+// with one batch at a time, in order, for one shard; its context ends when
+// the batch's deadline (Config.ProcessTimeout) passes or the shard stops
+// here, and a function that outlives it is abandoned. Returning nil
+// acknowledges the batch and checkpoints after its last record (the write is
+// coalesced; see Config.CheckpointInterval). Returning an error, or
+// panicking, has the same batch delivered again after a backoff.
+type ProcessorFunc func(ctx context.Context, batch messages.Batch) error
+
+// FuncProcessor turns fn into processor props. Each shard gets its own
+// actor; fn may be called concurrently for different shards. It is a
+// Processor (FromProcessor) whose every Result, and whose Shutdown,
+// checkpoint at the end of what was acknowledged.
+func FuncProcessor(fn ProcessorFunc) *actor.Props {
+	p := funcProcessor{fn: fn}
+	return FromProcessor(func(string) Processor { return p })
+}
+
+type funcProcessor struct{ fn ProcessorFunc }
+
+func (p funcProcessor) ProcessRecords(ctx context.Context, batch messages.Batch) (Result, error) {
+	if err := p.fn(ctx, batch); err != nil {
+		return Result{}, err
+	}
+	return Result{Checkpoint: messages.CheckpointBatchEnd()}, nil
+}
+
+// Shutdown: every batch acknowledged so far was processed; checkpoint there.
+func (funcProcessor) Shutdown(context.Context, messages.ShutdownRequested) messages.Checkpoint {
+	return messages.CheckpointBatchEnd()
+}
 
 // ActorProcessor returns the props of a processor that is a user actor,
 // made fresh by produce for each shard (and after each restart). It
@@ -30,58 +289,3 @@ func ActorProcessor(produce func() actor.Actor) *actor.Props {
 // MaxProcessorAttempts failed calls the shard stops on this node without
 // checkpointing, so the batch is read again, never lost.
 type DeadLetterFunc func(ctx context.Context, shardID string, batch messages.Batch, cause error) error
-
-// ProcessorFunc is the plain-function way to process records. It is called
-// with one batch at a time, in order, for one shard; its context ends when
-// the batch's deadline (Config.ProcessTimeout) passes or the shard stops
-// here, and a function that outlives it is abandoned. Returning nil
-// acknowledges the batch and checkpoints after its last record (the write is
-// coalesced; see Config.CheckpointInterval). Returning an error, or
-// panicking, has the same batch delivered again after a backoff.
-type ProcessorFunc func(ctx context.Context, batch messages.Batch) error
-
-// FuncProcessor turns fn into processor props. Each shard gets its own
-// actor; fn may be called concurrently for different shards.
-func FuncProcessor(fn ProcessorFunc) *actor.Props {
-	return actor.PropsFromProducer(func() actor.Actor { return &funcProcessor{fn: fn} })
-}
-
-type funcProcessor struct {
-	fn     ProcessorFunc
-	ctx    context.Context
-	cancel context.CancelFunc
-}
-
-func (p *funcProcessor) Receive(ctx actor.Context) {
-	switch msg := ctx.Message().(type) {
-	case *actor.Started:
-		p.ctx, p.cancel = context.WithCancel(context.Background())
-	case *actor.Stopping, *actor.Restarting:
-		if p.cancel != nil {
-			p.cancel()
-		}
-	case messages.Batch:
-		// A panic in fn propagates: the supervisor restarts this actor and
-		// the shard actor delivers the batch again. The batch's context
-		// ends at its deadline (ProcessTimeout), when the shard actor gives
-		// up on this processor and replaces it.
-		bctx, cancel := p.ctx, context.CancelFunc(func() {})
-		if !msg.Deadline.IsZero() {
-			bctx, cancel = context.WithDeadline(p.ctx, msg.Deadline)
-		}
-		err := p.fn(bctx, msg)
-		cancel()
-		if err != nil {
-			ctx.Respond(messages.Processed{BatchID: msg.BatchID, Err: err})
-			return
-		}
-		ctx.Respond(messages.Processed{BatchID: msg.BatchID, Checkpoint: messages.CheckpointBatchEnd()})
-	case messages.ShutdownRequested:
-		// Every batch acknowledged so far was processed: checkpoint there.
-		ctx.Respond(messages.ShutdownAck{Checkpoint: messages.CheckpointBatchEnd()})
-	case messages.LeaseLost:
-		if p.cancel != nil {
-			p.cancel()
-		}
-	}
-}
