@@ -1,13 +1,14 @@
 // Package kinactor is a Kinesis consumer built on actors: each owned shard
 // is a supervised actor driving a pure state machine, user code is a
-// processor actor (or a plain function), and progress and ownership live in
-// a DynamoDB lease table where every write is fenced by a conditional
-// expression.
+// processor (a Go interface, a plain function, or an actor), and progress
+// and ownership live in a DynamoDB lease table where every write is fenced
+// by a conditional expression.
 //
 // Start here: fill a Config, call NewNode with the processor's props
-// (actors.FuncProcessor for a function, actors.ActorProcessor for an actor
-// speaking the protocol of package messages), then Start and, at the end,
-// Stop. To run many nodes as one cluster, set Config.Cluster
+// (actors.FromProcessor for an actors.Processor, one per shard;
+// actors.FuncProcessor for a function; actors.ActorProcessor for a
+// protoactor actor speaking the protocol of package messages), then Start
+// and, at the end, Stop. To run many nodes as one cluster, set Config.Cluster
 // (cluster.Config). Endpoints, region and credentials come from the
 // AWS SDK's usual environment (AWS_ENDPOINT_URL_KINESIS,
 // AWS_ENDPOINT_URL_DYNAMODB, AWS_REGION, ...), so pointing at real AWS

@@ -62,9 +62,11 @@ type Node struct {
 	stopErr  error
 }
 
-// NewNode validates cfg and returns a node that will run processor (props
-// from actors.FuncProcessor, actors.ActorProcessor, or your own) for every
-// shard it owns.
+// NewNode validates cfg and returns a node that will run processor for
+// every shard it owns: props from actors.FromProcessor (an
+// actors.Processor per shard; no protoactor in your code),
+// actors.FuncProcessor (a function), actors.ActorProcessor (an actor), or
+// your own.
 func NewNode(cfg Config, processor *actor.Props) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err

@@ -42,9 +42,12 @@ import (
 var ErrNoProcessor = errors.New("actors: the processor factory returned nil")
 
 // Result is a Processor's answer to a batch: where to checkpoint. The zero
-// Result acknowledges the batch but checkpoints nothing (the checkpoint
-// stays where an earlier Result, or ShutdownHandler, put it: a processor
-// that buffers records checkpoints once they are flushed).
+// Result acknowledges the batch but checkpoints nothing: the checkpoint
+// stays where an earlier Result put it, and the shard resumes there after a
+// crash or a move. But when the shard ends, SHARD_END is checkpointed once
+// its last batch is acknowledged, whatever that batch's Result: hold
+// nothing of an acknowledged batch that a later batch would have to
+// checkpoint.
 type Result struct {
 	// Checkpoint is messages.CheckpointBatchEnd() (after the last record of
 	// the batch), messages.CheckpointAt(seq, subSeq) (after a record

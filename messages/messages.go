@@ -3,7 +3,10 @@
 // Batch, ShutdownRequested, ShardEnded, LeaseLost, CheckpointRefused) and
 // what it replies (Processed, ShutdownAck).
 //
-// The protocol, seen from a processor:
+// A processor written as an actors.Processor, or an actors.ProcessorFunc,
+// sees these messages as method calls and arguments, and its adapter
+// answers them; only an actor processor (actors.ActorProcessor) speaks the
+// protocol itself. The protocol, seen from a processor:
 //
 //  1. Initialized arrives first (and again after every restart of the
 //     processor, before the batch is delivered again).
@@ -51,7 +54,8 @@ type Initialized struct {
 	Restarted bool
 }
 
-// Batch is one batch of records for the processor. Reply with Processed.
+// Batch is one batch of records for the processor (batch.Records, in
+// order). Reply with Processed.
 type Batch struct {
 	ShardID string
 	// BatchID identifies this delivery: echo it in Processed. A batch
@@ -67,7 +71,8 @@ type Batch struct {
 	Attempt int
 	// Deadline: a batch not answered by then counts as a failed delivery
 	// (Config.ProcessTimeout); the processor is replaced and the batch
-	// delivered again. The FuncProcessor's context ends at the deadline.
+	// delivered again. The context of actors.Processor's ProcessRecords
+	// (and of a FuncProcessor) ends at the deadline.
 	// Zero: no deadline.
 	Deadline time.Time
 }

@@ -73,19 +73,7 @@ func (p *Processor) Initialize(_ context.Context, in messages.Initialized) error
 
 // ProcessRecords counts the batch and checkpoints after its last record.
 func (p *Processor) ProcessRecords(_ context.Context, batch messages.Batch) (actors.Result, error) {
-	s := p.sink
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, r := range batch.Records {
-		k := p.shardID + "/" + r.SequenceNumber
-		s.seen[k]++
-		if s.seen[k] == 2 {
-			s.duplicates++
-		}
-		s.total++
-		s.perShard[p.shardID]++
-		s.perKey[r.PartitionKey]++
-	}
+	p.sink.add(p.shardID, batch.Records)
 	return actors.Result{Checkpoint: messages.CheckpointBatchEnd()}, nil
 }
 
@@ -107,6 +95,21 @@ func (p *Processor) LeaseLost(_ context.Context, l messages.LeaseLost) {
 	p.sink.mu.Lock()
 	p.sink.lost = append(p.sink.lost, l.ShardID)
 	p.sink.mu.Unlock()
+}
+
+func (s *Sink) add(shardID string, recs []messages.Record) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range recs {
+		k := shardID + "/" + r.SequenceNumber
+		s.seen[k]++
+		if s.seen[k] == 2 {
+			s.duplicates++
+		}
+		s.total++
+		s.perShard[shardID]++
+		s.perKey[r.PartitionKey]++
+	}
 }
 
 // Total is the number of records delivered, duplicates included.
