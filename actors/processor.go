@@ -18,9 +18,11 @@
 // machine know a single form, and a user's own actor stays possible. The
 // interface and function forms are adapter actors built here, so a user of
 // either never imports protoactor: the type appears only in NewNode's
-// signature, and is inferred. What the compiler checks for the actor form
-// (nothing about the replies) it checks for the other two (a Result or an
-// error for every batch).
+// signature, and is inferred. A NewNode taking a Processor would have
+// needed a second entry point for actors, and a type of our own wrapping
+// the props would hide nothing they do not. For the actor form the
+// compiler checks nothing about the replies; for the other two it checks
+// that every batch gets a Result or an error.
 //
 // The shard and coordinator actors that drive processors are internal to
 // kinactor. This package must not import the root package or anything
