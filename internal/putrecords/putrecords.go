@@ -1,6 +1,7 @@
-// Package putrecords is the one PutRecords loop of the kinactor command and
-// the test environment (`kinactor produce`, the demos, the chaos and
-// benchmark producer), and the numbered records they write.
+// Package putrecords is the one PutRecords loop of the kinactor command,
+// the failure destination of kind kinesis (internal/failure) and the test
+// environment (`kinactor produce`, the demos, the chaos and benchmark
+// producer), and the numbered records they write.
 //
 // Per-key order: Writer.Put resends the entries a call reports as failed
 // alone, in order, until they are written, and returns only then, so the
