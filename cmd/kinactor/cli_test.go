@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -19,8 +21,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 
+	"github.com/kinactor/kinactor"
 	"github.com/kinactor/kinactor/internal/ledger"
 	"github.com/kinactor/kinactor/internal/testenv/localaws"
+	"github.com/kinactor/kinactor/messages"
 )
 
 // syncBuffer is a bytes.Buffer safe for a node's logger and the test.
@@ -178,6 +182,11 @@ func TestFlagErrors(t *testing.T) {
 		{runNode, []string{"--app", "a", "--stream", "s", "--bind", "127.0.0.1:0", "--weight", "0"}, []string{"--weight", "0"}},
 		{runNode, []string{"--app", "a", "--stream", "s", "--sync-interval", "-1s"}, []string{"--sync-interval", "-1s"}},
 		{runNode, []string{"--stream", "s"}, []string{"--app"}},
+		{runNode, []string{"--app", "a", "--stream", "s", "--on-failure", "s3:x"}, []string{`--on-failure "s3:x": unknown kind "s3" (want dir:PATH, kinesis:STREAM or dynamodb:TABLE)`}},
+		{runNode, []string{"--app", "a", "--stream", "s", "--on-failure", "dynamodb:x"}, []string{"--on-failure", `"dynamodb:x"`, "table name"}},
+		{runNode, []string{"--app", "a", "--stream", "s", "--on-failure", "dir:/tmp/f", "--failure-policy", "stop-shard"}, []string{"--on-failure", "--failure-policy", "stop-shard"}},
+		{runNode, []string{"--app", "a", "--stream", "s", "--failure-policy", "dead-letter"}, []string{"--failure-policy dead-letter", "--on-failure"}},
+		{runNode, []string{"--app", "a", "--stream", "s", "--failure-policy", "skip"}, []string{"--failure-policy", `"skip"`}},
 		{runProduce, []string{"--stream", "s", "--records", "0"}, []string{"--records", "0"}},
 		{runProduce, []string{"--stream", "s", "--records", "5", "--batch", "501"}, []string{"--batch", "501"}},
 		{runProduce, []string{"--stream", "s", "--records", "5", "--rate", "-2"}, []string{"--rate", "-2"}},
@@ -362,5 +371,73 @@ func TestReshardSplit(t *testing.T) {
 	}
 	if err := runReshard(ctx, []string{"--stream", "rs", "--split", "shardId-000000000000"}, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "closed") {
 		t.Fatalf("splitting a closed shard: %v", err)
+	}
+}
+
+func TestFailureFlags(t *testing.T) {
+	for _, c := range []struct {
+		onFailure, policy string
+		spec              string // "" for none
+		want              kinactor.FailurePolicy
+	}{
+		{"", "", "", ""},
+		{"", "retry", "", kinactor.PolicyRetry},
+		{"", "stop-shard", "", kinactor.PolicyStopShard},
+		{"dir:/var/failed", "", "dir:/var/failed", kinactor.PolicyDeadLetter},
+		{"kinesis:dlq", "dead-letter", "kinesis:dlq", kinactor.PolicyDeadLetter},
+		{"dynamodb:failed-records", "", "dynamodb:failed-records", kinactor.PolicyDeadLetter},
+	} {
+		spec, policy, err := failureFlags(c.onFailure, c.policy)
+		if err != nil {
+			t.Errorf("failureFlags(%q, %q): %v", c.onFailure, c.policy, err)
+			continue
+		}
+		got := ""
+		if spec != nil {
+			got = spec.String()
+		}
+		if got != c.spec || policy != c.want {
+			t.Errorf("failureFlags(%q, %q) = %q, %q; want %q, %q", c.onFailure, c.policy, got, policy, c.spec, c.want)
+		}
+	}
+}
+
+// TestOnFailureDir: --on-failure dir:PATH makes the node's DeadLetter write
+// a dead-lettered batch's records to PATH (no AWS call).
+func TestOnFailureDir(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "failed")
+	spec, policy, err := failureFlags("dir:"+dir, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := kinactor.Config{StreamName: "s", FailurePolicy: policy}
+	if err := setOnFailure(context.Background(), &cfg, *spec, aws.Config{}, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.DeadLetter == nil || cfg.FailurePolicy != kinactor.PolicyDeadLetter {
+		t.Fatalf("DeadLetter set %v, policy %q", cfg.DeadLetter != nil, cfg.FailurePolicy)
+	}
+	batch := messages.Batch{ShardID: "shardId-000000000000", Attempt: 5, Records: []messages.Record{
+		{SequenceNumber: "1", PartitionKey: "a", Data: []byte("x")}, {SequenceNumber: "2", PartitionKey: "b"}, {SequenceNumber: "3", PartitionKey: "a"},
+	}}
+	if err := cfg.DeadLetter(context.Background(), batch.ShardID, batch, errors.New("poison")); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "shardId-000000000000.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("%d lines, want 3:\n%s", len(lines), b)
+	}
+	for i, l := range lines {
+		var e kinactor.FailureEntry
+		if err := json.Unmarshal([]byte(l), &e); err != nil {
+			t.Fatal(err)
+		}
+		if e.Stream != "s" || e.SequenceNumber != batch.Records[i].SequenceNumber || e.Error != "poison" || e.Attempts != 5 {
+			t.Errorf("line %d: %+v", i, e)
+		}
 	}
 }

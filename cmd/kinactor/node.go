@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -67,6 +68,8 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	stallTimeout := fs.Duration("stall-timeout", 0, "a shard without progress (fetch, processor answer, lease write) this long is stalled and moved to another node (0 = default 30s)")
 	processTimeout := fs.Duration("process-timeout", 0, "a batch the processor has not answered this long is a failed delivery (0 = default 5m)")
 	stopTimeout := fs.Duration("stop-timeout", 30*time.Second, "how long the graceful stop may take before leases are left to expire")
+	onFailure := fs.String("on-failure", "", "write the records of batches that failed --failure-policy's attempts to dir:PATH (one JSONL file per shard, fsynced), kinesis:STREAM (must exist) or dynamodb:TABLE (created if missing); the checkpoint moves past a batch only once written (implies --failure-policy dead-letter)")
+	failurePolicy := fs.String("failure-policy", "", "after 5 failed deliveries of a batch: retry (forever), dead-letter (to --on-failure) or stop-shard (default: dead-letter with --on-failure, else retry)")
 	readyFile := fs.String("ready-file", "", "write {node, gossip, http, pid} as JSON to this file once ready")
 	earlyDetection := fs.Bool("early-detection", true, "hold a TCP connection to every member and declare one dead as soon as its connection ends and its gossip port refuses (milliseconds after a crash, instead of gossip's ~1.3 s)")
 	testFaults := fs.Bool(testFaultsFlag, false, "for chaos runs only: gossip through a fault-injecting transport and serve POST /faults/partition?block=HOST:PORT,... and /faults/heal on --http (every member must use it)")
@@ -93,6 +96,10 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
 		return fmt.Errorf("node: invalid --log-level %q (want debug, info, warn or error)", *logLevel)
 	}
+	failSpec, policy, err := failureFlags(*onFailure, *failurePolicy)
+	if err != nil {
+		return err
+	}
 	cfg := kinactor.Config{
 		StreamName:         *streamName,
 		ApplicationName:    *app,
@@ -104,6 +111,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		StallTimeout:       *stallTimeout,
 		ProcessTimeout:     *processTimeout,
 		FanOutConsumer:     *fanOut,
+		FailurePolicy:      policy,
 		Logger:             slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})),
 		Registerer:         nodeRegistry(),
 	}
@@ -213,6 +221,19 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *testFaults {
 		hang = &processorHang{}
 		fn = hang.wrap(fn)
+	}
+	if failSpec != nil {
+		awsCfg, err := config.LoadDefaultConfig(ctx)
+		if err != nil {
+			return fmt.Errorf("node: loading AWS config: %w", err)
+		}
+		cfg.AWS = &awsCfg // the node's clients and the destination's from one config
+		if err := setOnFailure(ctx, &cfg, *failSpec, awsCfg, log); err != nil {
+			if ctx.Err() != nil {
+				return nil // interrupted while starting: not a failure
+			}
+			return err
+		}
 	}
 	node, err := kinactor.NewNode(cfg, actors.FuncProcessor(fn))
 	if err != nil {
