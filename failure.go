@@ -2,6 +2,7 @@ package kinactor
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"time"
 
@@ -110,6 +111,11 @@ const (
 func DeadLetterTo(d FailureDestination, streamName string, log *slog.Logger) actors.DeadLetterFunc {
 	if log == nil {
 		log = slog.Default()
+	}
+	if d == nil {
+		return func(context.Context, string, messages.Batch, error) error {
+			return errors.New("kinactor: DeadLetterTo: no failure destination")
+		}
 	}
 	policy := backoff.Policy{Base: DeadLetterRetryBase, Cap: DeadLetterRetryCap}
 	return func(ctx context.Context, shardID string, batch messages.Batch, cause error) error {

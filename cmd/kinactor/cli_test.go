@@ -187,6 +187,7 @@ func TestFlagErrors(t *testing.T) {
 		{runNode, []string{"--app", "a", "--stream", "s", "--on-failure", "dir:/tmp/f", "--failure-policy", "stop-shard"}, []string{"--on-failure", "--failure-policy", "stop-shard"}},
 		{runNode, []string{"--app", "a", "--stream", "s", "--failure-policy", "dead-letter"}, []string{"--failure-policy dead-letter", "--on-failure"}},
 		{runNode, []string{"--app", "a", "--stream", "s", "--failure-policy", "skip"}, []string{"--failure-policy", `"skip"`}},
+		{runNode, []string{"--app", "a", "--stream", "s", "--on-failure", "kinesis:s"}, []string{"--on-failure", `"kinesis:s"`, "--stream"}},
 		{runProduce, []string{"--stream", "s", "--records", "0"}, []string{"--records", "0"}},
 		{runProduce, []string{"--stream", "s", "--records", "5", "--batch", "501"}, []string{"--batch", "501"}},
 		{runProduce, []string{"--stream", "s", "--records", "5", "--rate", "-2"}, []string{"--rate", "-2"}},

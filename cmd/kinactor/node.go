@@ -24,6 +24,7 @@ import (
 	"github.com/kinactor/kinactor"
 	"github.com/kinactor/kinactor/actors"
 	"github.com/kinactor/kinactor/cluster"
+	"github.com/kinactor/kinactor/internal/failure"
 	"github.com/kinactor/kinactor/internal/ledger"
 	"github.com/kinactor/kinactor/messages"
 )
@@ -99,6 +100,9 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	failSpec, policy, err := failureFlags(*onFailure, *failurePolicy)
 	if err != nil {
 		return err
+	}
+	if failSpec != nil && failSpec.Kind == failure.KindKinesis && failSpec.Target == *streamName {
+		return fmt.Errorf("node: --on-failure %q is the stream consumed (--stream): its failures would be read again", *onFailure)
 	}
 	cfg := kinactor.Config{
 		StreamName:         *streamName,
