@@ -47,6 +47,9 @@ const (
 	AtTimestamp InitialPosition = InitialPosition(ktypes.ShardIteratorTypeAtTimestamp)
 )
 
+// MaxParallelizationFactor is the highest Config.ParallelizationFactor.
+const MaxParallelizationFactor = 100
+
 // FailurePolicy says what happens to a batch the processor keeps failing.
 type FailurePolicy string
 
@@ -165,8 +168,35 @@ type Config struct {
 	// deliveries of one batch (default 5).
 	FailurePolicy        FailurePolicy
 	MaxProcessorAttempts int
-	// DeadLetter receives batches under PolicyDeadLetter (required then).
+	// DeadLetter receives batches under PolicyDeadLetter (required then),
+	// and the records MaxRecordAge turns away (required with it). Use
+	// DeadLetterTo for a failure destination (a directory, a stream, a
+	// table) that receives the records themselves.
 	DeadLetter actors.DeadLetterFunc
+
+	// BisectOnError: a batch that fails (an error, a panic, a
+	// ProcessTimeout) is split in halves and each half delivered on its
+	// own, recursively, so that one poison record is isolated in about
+	// log2(batch size) deliveries while the records around it are
+	// processed. Splits do not count against MaxProcessorAttempts, which
+	// then counts the failed deliveries of a record on its own (or named
+	// in Result.Failed). Lambda's BisectBatchOnFunctionError.
+	BisectOnError bool
+	// MaxRecordAge: records that arrived in the stream longer ago than
+	// this (by their ApproximateArrivalTimestamp) when they are due to be
+	// delivered are not delivered: they go to DeadLetter (required) and
+	// are counted in kinactor_records_expired_total. 0 (default): no
+	// limit. Lambda's MaximumRecordAgeInSeconds.
+	MaxRecordAge time.Duration
+	// ParallelizationFactor: how many workers process one shard's records
+	// at once, each the records of its own partition keys (a hash of the
+	// user record's key, so KPL aggregates spread too), so every key keeps
+	// its order. The checkpoint only moves to the highest position below
+	// which every record was acknowledged. 1 (default) to 100; Lambda
+	// allows 1 to 10. Honoured by FromProcessor (a Processor value per
+	// worker) and FuncProcessor (the function is called concurrently for
+	// different keys of a shard); an actor processor is one worker.
+	ParallelizationFactor int
 
 	// Logger for the node; default slog.Default().
 	Logger *slog.Logger
@@ -232,6 +262,9 @@ func (c Config) withDefaults() Config {
 	def(&c.ProcessorBackoffCap, 10*time.Second)
 	if c.FailurePolicy == "" {
 		c.FailurePolicy = PolicyRetry
+	}
+	if c.ParallelizationFactor == 0 {
+		c.ParallelizationFactor = 1
 	}
 	if c.MaxProcessorAttempts == 0 {
 		c.MaxProcessorAttempts = 5
@@ -333,6 +366,15 @@ func (c Config) Validate() error {
 	}
 	if c.MaxProcessorAttempts < 1 {
 		return bad("MaxProcessorAttempts", c.MaxProcessorAttempts, "must be at least 1")
+	}
+	if c.MaxRecordAge < 0 {
+		return bad("MaxRecordAge", c.MaxRecordAge.String(), "must not be negative")
+	}
+	if c.MaxRecordAge > 0 && c.DeadLetter == nil {
+		return bad("DeadLetter", nil, fmt.Sprintf("a dead-letter function (or DeadLetterTo a failure destination) is required with MaxRecordAge %s: the records it turns away go there", c.MaxRecordAge))
+	}
+	if c.ParallelizationFactor < 1 || c.ParallelizationFactor > MaxParallelizationFactor {
+		return bad("ParallelizationFactor", c.ParallelizationFactor, fmt.Sprintf("must be between 1 and %d", MaxParallelizationFactor))
 	}
 	if cl := c.Cluster; cl != nil {
 		if cl.BindAddr == "" && cl.Transport == nil {

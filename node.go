@@ -315,6 +315,9 @@ func (n *Node) machineConfig() shardfsm.Config {
 		LeaseExpiry:          c.LeaseExpiry,
 		StallTimeout:         c.StallTimeout,
 		ProcessTimeout:       c.ProcessTimeout,
+		BisectOnError:        c.BisectOnError,
+		MaxRecordAge:         c.MaxRecordAge,
+		Workers:              c.ParallelizationFactor,
 	}
 }
 

@@ -57,6 +57,14 @@ type Result struct {
 	// (no checkpoint). A checkpoint that is invalid is refused (see
 	// RefusalHandler); the batch still counts as processed.
 	Checkpoint messages.Checkpoint
+	// Failed names the records of the batch that failed, by position
+	// (record.Pos()): a partial batch failure, Lambda's
+	// ReportBatchItemFailures. The records before the first of them, in
+	// batch order, are processed and checkpointed (Checkpoint is then
+	// ignored); that record and every one after it are delivered again
+	// after a backoff. A position that is not a record of the batch fails
+	// the whole batch, with an error that names it.
+	Failed []messages.Position
 }
 
 // Processor processes the records of one shard, one batch at a time.

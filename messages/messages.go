@@ -52,6 +52,31 @@ type Initialized struct {
 	// Restarted is true when the processor was restarted after a failure and
 	// the previous batch is about to be delivered again.
 	Restarted bool
+	// Workers is Config.ParallelizationFactor: how many workers the
+	// processor runs for this shard, each with the records of its own
+	// partition keys. The adapters of actors.FromProcessor and
+	// actors.FuncProcessor honour it; an actor processor is one worker
+	// and may ignore it. 0 means 1.
+	Workers int
+}
+
+// Position names one record: its sequence number and, for a user record
+// of a KPL aggregate, its sub-sequence number (0 otherwise).
+type Position struct {
+	SequenceNumber    string
+	SubSequenceNumber int64
+}
+
+// Pos returns the record's position.
+func (r Record) Pos() Position {
+	return Position{SequenceNumber: r.SequenceNumber, SubSequenceNumber: r.SubSequenceNumber}
+}
+
+func (p Position) String() string {
+	if p.SubSequenceNumber == 0 {
+		return p.SequenceNumber
+	}
+	return fmt.Sprintf("%s/%d", p.SequenceNumber, p.SubSequenceNumber)
 }
 
 // Batch is one batch of records for the processor (batch.Records, in
@@ -132,6 +157,15 @@ type Processed struct {
 	// again after a backoff, and the failure policy applies once the
 	// configured number of attempts is used up.
 	Err error
+	// Failed names the records of the batch that failed (partial batch
+	// failure, as Lambda's ReportBatchItemFailures). The records before
+	// the first of them (in batch order) count as processed and are
+	// checkpointed; that record and every one after it are delivered again
+	// after a backoff (with Config.BisectOnError the failed record first on
+	// its own). Checkpoint is then ignored. A position that is not a
+	// record of the batch makes the whole batch fail, with an error naming
+	// it. With Err set, Failed is ignored.
+	Failed []Position
 }
 
 // ShutdownRequested asks the processor to finish: reply with ShutdownAck,

@@ -176,6 +176,15 @@ type Config struct {
 	// ProcessTimeout: a delivery not answered for this long fails, and the
 	// processor is replaced (0: never).
 	ProcessTimeout time.Duration
+	// BisectOnError: a failed delivery of more than one record is split:
+	// its first half is delivered, then its second, recursively; splits
+	// do not count as attempts.
+	BisectOnError bool
+	// MaxRecordAge: records at the head of a delivery that arrived longer
+	// ago than this are dead-lettered (ErrRecordTooOld) instead (0: no limit).
+	MaxRecordAge time.Duration
+	// Workers is told to the processor in messages.Initialized (0: 1).
+	Workers int
 }
 
 func (c Config) fenceAfter() time.Duration {
@@ -657,7 +666,7 @@ func (m *Machine) onIterator(now time.Time, e IteratorReady, out *effects) {
 		m.lastFetch = now
 		m.progressed(now, out)
 		m.state = Processing
-		out.add(Notify{Msg: messages.Initialized{ShardID: m.shardID, StartingCheckpoint: m.startingCheckpoint(), SubSequenceNumber: m.written.SubSequenceNumber}})
+		out.add(Notify{Msg: messages.Initialized{ShardID: m.shardID, Workers: max(m.cfg.Workers, 1), StartingCheckpoint: m.startingCheckpoint(), SubSequenceNumber: m.written.SubSequenceNumber}})
 		m.scheduleFetch(now, out)
 	case Processing: // fresh iterator after ExpiredIterator
 		m.iterator = e.Iterator
@@ -952,7 +961,7 @@ func (m *Machine) redeliver(now time.Time, out *effects) {
 	}
 	if d.crashed {
 		d.crashed = false
-		out.add(Notify{Msg: messages.Initialized{ShardID: m.shardID, StartingCheckpoint: m.startingCheckpoint(), SubSequenceNumber: m.written.SubSequenceNumber, Restarted: true}})
+		out.add(Notify{Msg: messages.Initialized{ShardID: m.shardID, Workers: max(m.cfg.Workers, 1), StartingCheckpoint: m.startingCheckpoint(), SubSequenceNumber: m.written.SubSequenceNumber, Restarted: true}})
 	}
 	m.send(now, d, out)
 }
