@@ -195,6 +195,20 @@ type (
 		Err     error
 		Crashed bool
 	}
+	// Bisected reports a failed part of Records records split in two, the
+	// first First records delivered next (for metrics and logs).
+	Bisected struct {
+		BatchID uint64
+		Records int
+		First   int
+	}
+	// RecordsDeadLettered reports records the dead-letter handler took:
+	// Expired, turned away by MaxRecordAge; else they used up their
+	// attempts (for metrics and logs).
+	RecordsDeadLettered struct {
+		Records int
+		Expired bool
+	}
 	// Finished: the machine reached ShutdownComplete; the shell tells the
 	// coordinator and stops the actor.
 	Finished struct {
@@ -222,6 +236,8 @@ func (VerifyingLease) isEffect()          {}
 func (CheckpointRefusedEffect) isEffect() {}
 func (ProcessorFailure) isEffect()        {}
 func (Finished) isEffect()                {}
+func (Bisected) isEffect()                {}
+func (RecordsDeadLettered) isEffect()     {}
 
 // Errors describing refused checkpoints.
 var (
@@ -229,3 +245,11 @@ var (
 	ErrCheckpointAhead     = errors.New("checkpoint is beyond the last record delivered")
 	ErrCheckpointInvalid   = errors.New("checkpoint request is malformed")
 )
+
+// ErrFailedNotInBatch fails a whole batch whose Processed.Failed names a
+// position that is not one of its records.
+var ErrFailedNotInBatch = errors.New("Processed.Failed names a record that is not in the batch")
+
+// ErrRecordTooOld is the cause given to the dead-letter handler for records
+// older than MaxRecordAge.
+var ErrRecordTooOld = errors.New("record older than MaxRecordAge")

@@ -76,6 +76,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"sort"
 	"time"
 
 	ktypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
@@ -258,18 +259,25 @@ func (k TimerKind) String() string {
 
 // ---- The machine ----------------------------------------------------------
 
-// delivery is the batch the processor holds.
+// delivery is what is left of a fetched batch, with the part of it the
+// processor holds (see Processing).
 type delivery struct {
-	batch    messages.Batch
-	failures int       // failed attempts so far
-	crashed  bool      // last failure was a panic or a replacement (re-send Initialized)
-	replaced bool      // the processor was replaced: the next delivery gets a new id
-	waiting  bool      // failed, waiting for the redeliver timer
-	sentAt   time.Time // when the current attempt was delivered
+	batch    messages.Batch    // the part delivered (or to deliver again)
+	rest     []messages.Record // what is left of the batch: batch.Records is its head
+	fails    []int             // failed deliveries of each record of rest; nil before the first
+	split    []int             // BisectOnError: the sizes of the parts to deliver, the next one last
+	behind   int64             // MillisBehindLatest of the fetch
+	failures int               // failed deliveries since the last progress
+	crashed  bool              // last failure was a panic or a replacement (re-send Initialized)
+	replaced bool              // the processor was replaced: the next delivery gets a new id
+	waiting  bool              // failed, waiting for the redeliver timer
+	sentAt   time.Time         // when the current attempt was delivered
 
-	deadLettering bool  // with the dead-letter handler
-	dlFailures    int   // failed dead-letter calls
-	cause         error // the processor's last failure
+	deadLettering bool           // dl is with the dead-letter handler
+	dl            messages.Batch // the records with the dead-letter handler, the head of rest
+	dlExpired     bool           // dl is there for MaxRecordAge
+	dlFailures    int            // failed dead-letter calls
+	cause         error          // the processor's last failure
 }
 
 // Machine is the state of one shard. Create it with New; drive it with Step.
@@ -534,6 +542,9 @@ func (m *Machine) stallCause(now time.Time) string {
 		// processor answers, but makes no progress).
 		if m.inGrace(now) || now.Sub(m.busySince) < st {
 			return ""
+		}
+		if m.inFlight != nil && m.inFlight.deadLettering {
+			return "failure-destination"
 		}
 		return "processor"
 	case now.Sub(m.lastProgress) < st:
@@ -817,6 +828,21 @@ func (m *Machine) onFetchFailed(now time.Time, err error, out *effects) {
 }
 
 // ---- Processing: the processor ---------------------------------------------
+//
+// A delivery is what is left of one fetched batch (rest, in order). It goes
+// to the processor whole, or, after a failure with BisectOnError, a part at
+// a time (split: the sizes of the parts still to deliver, the next one
+// last). A success, or a partial failure (Processed.Failed), moves the head
+// of rest forward: the records before the first failed one are done; that
+// one and all after it stay. Each record counts its own failed deliveries
+// (fails): a whole failure counts against every record delivered, unless
+// it is split; a partial failure counts against the first record it names
+// only. Once the head record has failed MaxProcessorAttempts times, the
+// failure policy applies to the part delivered (with bisect, that one
+// record; without, the whole rest, as a batch was before). Records at the
+// head whose age exceeds MaxRecordAge are dead-lettered before anything is
+// delivered. The checkpoint never passes a record that is neither
+// acknowledged nor taken by the dead-letter handler.
 
 // deliver hands a batch to the processor, unless the lease may have
 // expired (then the machine finishes and deliver returns false).
@@ -828,18 +854,62 @@ func (m *Machine) deliver(now time.Time, b stream.Batch, out *effects) bool {
 		m.buffered = &b // held until the lease is known to be ours
 		return false
 	}
-	m.nextBatchID++
-	recs := b.Records
-	d := &delivery{batch: messages.Batch{ShardID: m.shardID, BatchID: m.nextBatchID, Records: recs, MillisBehindLatest: b.MillisBehindLatest, Attempt: 1}}
+	d := &delivery{rest: b.Records, behind: b.MillisBehindLatest}
 	m.inFlight = d
 	m.busySince = now
-	last := recs[len(recs)-1]
-	m.maxSent = lease.Checkpoint{SequenceNumber: last.SequenceNumber, SubSequenceNumber: last.SubSequenceNumber}
-	m.send(now, d, out)
+	m.sendNext(now, out)
 	return true
 }
 
-// send delivers the in-flight batch (again) with its deadline.
+// sendNext delivers the next part of the in-flight delivery (or hands its
+// expired head to the dead-letter handler).
+func (m *Machine) sendNext(now time.Time, out *effects) {
+	d := m.inFlight
+	if k := m.expired(now, d.rest); k > 0 {
+		d.split = d.split[:0] // the parts were counted from the old head
+		m.startDeadLetter(d.rest[:k], fmt.Errorf("%w: %d records arrived before %s (MaxRecordAge %s)", ErrRecordTooOld, k, now.Add(-m.cfg.MaxRecordAge).Format(time.RFC3339), m.cfg.MaxRecordAge), true, out)
+		return
+	}
+	n := len(d.rest)
+	if len(d.split) > 0 {
+		n = min(d.split[len(d.split)-1], n)
+	}
+	recs := d.rest[:n:n]
+	same := len(d.batch.Records) == n && n > 0 && d.batch.Records[0].Pos() == recs[0].Pos()
+	if !same || d.replaced || d.batch.BatchID == 0 {
+		// A new part, or a new processor: a new id, so that a late answer
+		// to another delivery is not taken for this one's.
+		m.nextBatchID++
+		d.batch.BatchID = m.nextBatchID
+	}
+	d.replaced = false
+	d.batch.ShardID, d.batch.Records, d.batch.MillisBehindLatest = m.shardID, recs, d.behind
+	d.batch.Attempt = 1
+	if d.fails != nil {
+		d.batch.Attempt = d.fails[0] + 1
+	}
+	last := lease.Checkpoint{SequenceNumber: recs[n-1].SequenceNumber, SubSequenceNumber: recs[n-1].SubSequenceNumber}
+	if m.maxSent.IsSentinel() || last.Compare(m.maxSent) > 0 {
+		m.maxSent = last
+	}
+	m.send(now, d, out)
+}
+
+// expired counts the records at the head of recs that arrived before
+// MaxRecordAge ago (records without an arrival time never expire).
+func (m *Machine) expired(now time.Time, recs []messages.Record) int {
+	if m.cfg.MaxRecordAge <= 0 {
+		return 0
+	}
+	cutoff := now.Add(-m.cfg.MaxRecordAge)
+	k := 0
+	for k < len(recs) && !recs[k].ApproximateArrivalTimestamp.IsZero() && recs[k].ApproximateArrivalTimestamp.Before(cutoff) {
+		k++
+	}
+	return k
+}
+
+// send delivers the in-flight part (again) with its deadline.
 func (m *Machine) send(now time.Time, d *delivery, out *effects) {
 	d.sentAt = now
 	if pt := m.cfg.ProcessTimeout; pt > 0 {
@@ -860,6 +930,15 @@ func (m *Machine) onReply(now time.Time, r messages.Processed, out *effects) {
 		return
 	}
 	m.cancelTimer(TimerProcess)
+	if r.Err == nil && len(r.Failed) > 0 {
+		i, err := failedIndex(d.batch.Records, r.Failed)
+		if err != nil {
+			r.Err = fmt.Errorf("shard %s batch %d: %w", m.shardID, d.batch.BatchID, err)
+		} else {
+			m.onPartialFailure(now, i, out)
+			return
+		}
+	}
 	if r.Err != nil {
 		// An answer, but no progress: a processor that fails every batch
 		// (a poison batch under retry, a sink that refuses) is stalled.
@@ -868,14 +947,111 @@ func (m *Machine) onReply(now time.Time, r messages.Processed, out *effects) {
 	}
 	m.progressed(now, out)
 	m.acceptCheckpoint(now, r.Checkpoint, &d.batch, out)
-	m.batchDone(now, out)
+	m.advance(now, len(d.batch.Records), true, out)
+}
+
+// failedIndex returns the index in recs of the first record named in
+// failed, or an error naming a position that is not a record of recs.
+func failedIndex(recs []messages.Record, failed []messages.Position) (int, error) {
+	first := len(recs)
+	for _, p := range failed {
+		i := sort.Search(len(recs), func(i int) bool { return comparePos(recs[i].Pos(), p) >= 0 })
+		if i == len(recs) || recs[i].Pos() != p {
+			if len(recs) == 0 {
+				return 0, fmt.Errorf("%w: %s, and the batch is empty", ErrFailedNotInBatch, p)
+			}
+			return 0, fmt.Errorf("%w: %s (the batch holds %d records, %s to %s)", ErrFailedNotInBatch, p, len(recs), recs[0].Pos(), recs[len(recs)-1].Pos())
+		}
+		first = min(first, i)
+	}
+	return first, nil
+}
+
+func comparePos(a, b messages.Position) int {
+	return lease.Checkpoint{SequenceNumber: a.SequenceNumber, SubSequenceNumber: a.SubSequenceNumber}.Compare(lease.Checkpoint{SequenceNumber: b.SequenceNumber, SubSequenceNumber: b.SubSequenceNumber})
+}
+
+// onPartialFailure: the processor named failed records, the first at
+// index i of the part delivered. The records before it are done (and
+// checkpointed); it failed once more; it and the records after it are
+// delivered again.
+func (m *Machine) onPartialFailure(now time.Time, i int, out *effects) {
+	d := m.inFlight
+	n := len(d.batch.Records)
+	if i > 0 {
+		m.progressed(now, out)
+		last := d.batch.Records[i-1]
+		m.acceptCheckpoint(now, messages.CheckpointAt(last.SequenceNumber, last.SubSequenceNumber), &d.batch, out)
+		if m.cfg.BisectOnError && len(d.split) > 0 {
+			d.split[len(d.split)-1] = n - i // what is left of this part
+		}
+		if !m.advance(now, i, false, out) {
+			return
+		}
+	}
+	if m.cfg.BisectOnError {
+		// The failed record is named: deliver it on its own, then what is
+		// left of its part.
+		if len(d.split) > 0 && d.split[len(d.split)-1] > 1 {
+			d.split[len(d.split)-1]--
+			d.split = append(d.split, 1)
+		} else if len(d.split) == 0 && len(d.rest) > 1 {
+			d.split = append(d.split, len(d.rest)-1, 1)
+		}
+	}
+	m.failed(now, fmt.Errorf("record %s failed (named in Processed.Failed)", d.rest[0].Pos()), false, 1, out)
+}
+
+// advance marks the first k records of the part delivered done: the head
+// of the delivery moves past them. whole: the part is done (the next part
+// is due). It reports whether the delivery goes on (false: it is done, or
+// the machine is stopping and asked the processor to shut down).
+func (m *Machine) advance(now time.Time, k int, whole bool, out *effects) bool {
+	d := m.inFlight
+	last := d.rest[k-1]
+	m.acked = lease.Checkpoint{SequenceNumber: last.SequenceNumber, SubSequenceNumber: last.SubSequenceNumber}
+	d.rest = d.rest[k:]
+	if d.fails != nil {
+		d.fails = d.fails[k:]
+	}
+	if whole && len(d.split) > 0 {
+		d.split = d.split[:len(d.split)-1]
+	}
+	d.failures = 0
+	if len(d.rest) == 0 {
+		m.batchDone(now, out)
+		return false
+	}
+	if m.state == AwaitingShutdownAck {
+		// Stopping: what is left is not delivered, nor checkpointed; the
+		// next owner reads it.
+		m.inFlight = nil
+		m.askShutdown(now, out)
+		return false
+	}
+	m.busySince = now
+	if whole {
+		m.continueDelivery(now, out)
+	}
+	return true
+}
+
+// continueDelivery sends the next part of the delivery at once, unless the
+// lease may have lapsed or is being verified.
+func (m *Machine) continueDelivery(now time.Time, out *effects) {
+	if m.fenced(now, out) {
+		return
+	}
+	if m.w.verify {
+		m.inFlight.waiting = true
+		m.heldRedelivery = true
+		return
+	}
+	m.sendNext(now, out)
 }
 
 // batchDone moves on after the in-flight batch is finished with.
 func (m *Machine) batchDone(now time.Time, out *effects) {
-	if last, ok := m.inFlight.batch.Last(); ok {
-		m.acked = lease.Checkpoint{SequenceNumber: last.SequenceNumber, SubSequenceNumber: last.SubSequenceNumber}
-	}
 	m.inFlight = nil
 	if m.state == AwaitingShutdownAck {
 		m.askShutdown(now, out)
@@ -901,6 +1077,8 @@ func (m *Machine) next(now time.Time, out *effects) {
 	m.scheduleFetch(now, out)
 }
 
+// onProcessorFailure: the part delivered failed as a whole (an error, a
+// panic, a timeout).
 func (m *Machine) onProcessorFailure(now time.Time, err error, crashed bool, out *effects) {
 	d := m.inFlight
 	if m.state == AwaitingShutdownAck && m.awaitShutdown && d == nil {
@@ -913,8 +1091,37 @@ func (m *Machine) onProcessorFailure(now time.Time, err error, crashed bool, out
 	if d == nil || d.waiting || d.deadLettering {
 		return
 	}
+	n := len(d.batch.Records)
+	if m.cfg.BisectOnError && n > 1 && m.state == Processing {
+		// Split: the first half, then the second; no attempt counted.
+		d.failures++
+		d.crashed = d.crashed || crashed
+		first := (n + 1) / 2
+		if len(d.split) > 0 {
+			d.split = d.split[:len(d.split)-1]
+		}
+		d.split = append(d.split, n-first, first)
+		out.add(ProcessorFailure{BatchID: d.batch.BatchID, Attempt: d.batch.Attempt, Err: err, Crashed: crashed}, Bisected{BatchID: d.batch.BatchID, Records: n, First: first})
+		d.waiting = true
+		m.timer(out, TimerRedeliver, m.cfg.ProcessorBackoff.Delay(1, m.cfg.Rand))
+		return
+	}
+	m.failed(now, err, crashed, n, out)
+}
+
+// failed counts a failed delivery against the first n records of the
+// delivery and applies the failure policy once its head has used up its
+// attempts (to those n records).
+func (m *Machine) failed(now time.Time, err error, crashed bool, n int, out *effects) {
+	d := m.inFlight
 	d.failures++
 	d.crashed = d.crashed || crashed
+	if d.fails == nil {
+		d.fails = make([]int, len(d.rest))
+	}
+	for j := range n {
+		d.fails[j]++
+	}
 	out.add(ProcessorFailure{BatchID: d.batch.BatchID, Attempt: d.batch.Attempt, Err: err, Crashed: crashed})
 	if m.state == AwaitingShutdownAck {
 		// Stopping anyway: the batch is not checkpointed, the next owner
@@ -923,19 +1130,37 @@ func (m *Machine) onProcessorFailure(now time.Time, err error, crashed bool, out
 		m.askShutdown(now, out)
 		return
 	}
-	exhausted := m.cfg.MaxProcessorAttempts > 0 && d.failures >= m.cfg.MaxProcessorAttempts
+	exhausted := m.cfg.MaxProcessorAttempts > 0 && d.fails[0] >= m.cfg.MaxProcessorAttempts
 	switch {
 	case exhausted && m.cfg.FailurePolicy == DeadLetter:
-		d.deadLettering, d.cause = true, err
-		out.add(DeadLetterBatch{Batch: d.batch, Err: err, Attempt: 1})
+		m.startDeadLetter(d.rest[:n], err, false, out)
 	case exhausted && m.cfg.FailurePolicy == StopShard:
 		m.inFlight = nil
-		m.err = fmt.Errorf("shard %s: batch %d failed %d times: %w", m.shardID, d.batch.BatchID, d.failures, err)
+		m.err = fmt.Errorf("shard %s: record %s failed %d times: %w", m.shardID, d.rest[0].Pos(), d.fails[0], err)
 		m.beginShuttingDown(now, Failed, out)
 	default:
 		d.waiting = true
-		m.timer(out, TimerRedeliver, m.cfg.ProcessorBackoff.Delay(d.failures, m.cfg.Rand))
+		m.timer(out, TimerRedeliver, m.cfg.ProcessorBackoff.Delay(d.fails[0], m.cfg.Rand))
 	}
+}
+
+// startDeadLetter hands recs, the head of the delivery, to the dead-letter
+// handler; nothing is delivered, or checkpointed past them, before it took
+// them.
+func (m *Machine) startDeadLetter(recs []messages.Record, cause error, expired bool, out *effects) {
+	d := m.inFlight
+	id := d.batch.BatchID
+	if expired || id == 0 {
+		m.nextBatchID++
+		id = m.nextBatchID
+	}
+	d.deadLettering, d.cause, d.dlExpired, d.dlFailures = true, cause, expired, 0
+	attempt := 1
+	if d.fails != nil {
+		attempt = d.fails[0]
+	}
+	d.dl = messages.Batch{ShardID: m.shardID, BatchID: id, Records: recs[:len(recs):len(recs)], MillisBehindLatest: d.behind, Attempt: attempt}
+	out.add(DeadLetterBatch{Batch: d.dl, Err: cause, Attempt: 1})
 }
 
 func (m *Machine) redeliver(now time.Time, out *effects) {
@@ -951,19 +1176,11 @@ func (m *Machine) redeliver(now time.Time, out *effects) {
 		return
 	}
 	d.waiting = false
-	d.batch.Attempt++
-	if d.replaced {
-		// A new processor: a new id, so that a late answer of the old one
-		// is not taken for its answer.
-		d.replaced = false
-		m.nextBatchID++
-		d.batch.BatchID = m.nextBatchID
-	}
 	if d.crashed {
 		d.crashed = false
 		out.add(Notify{Msg: messages.Initialized{ShardID: m.shardID, Workers: max(m.cfg.Workers, 1), StartingCheckpoint: m.startingCheckpoint(), SubSequenceNumber: m.written.SubSequenceNumber, Restarted: true}})
 	}
-	m.send(now, d, out)
+	m.sendNext(now, out)
 }
 
 // onProcessTimeout: the processor holds the batch past ProcessTimeout. It
@@ -978,30 +1195,31 @@ func (m *Machine) onProcessTimeout(now time.Time, out *effects) {
 	m.onProcessorFailure(now, fmt.Errorf("%w (%s)", ErrProcessTimeout, m.cfg.ProcessTimeout), true, out)
 }
 
-// onDeadLettered: the dead-letter handler took the batch (checkpoint past
-// it and move on), or failed (call it again after a backoff; after
-// MaxProcessorAttempts failures stop the shard without checkpointing, so
-// the batch is read again, never lost).
+// onDeadLettered: the dead-letter handler took the records (checkpoint past
+// them and move on), or failed: it is called again after a backoff, for as
+// long as it takes. The checkpoint never passes records it did not take;
+// the shard stalls (on "failure-destination") instead, visibly.
 func (m *Machine) onDeadLettered(now time.Time, e DeadLettered, out *effects) {
 	d := m.inFlight
-	if d == nil || !d.deadLettering || e.BatchID != d.batch.BatchID || m.state != Processing {
+	if d == nil || !d.deadLettering || e.BatchID != d.dl.BatchID || m.state != Processing {
 		return
 	}
 	if e.Err == nil {
 		m.progressed(now, out)
 		d.deadLettering = false
-		m.acceptCheckpoint(now, messages.CheckpointBatchEnd(), &d.batch, out)
-		m.batchDone(now, out)
+		out.add(RecordsDeadLettered{Records: len(d.dl.Records), Expired: d.dlExpired})
+		m.acceptCheckpoint(now, messages.CheckpointBatchEnd(), &d.dl, out)
+		whole := !d.dlExpired
+		if !whole {
+			d.batch.BatchID = 0 // the next part is a new delivery
+		}
+		if m.advance(now, len(d.dl.Records), whole, out) && !whole {
+			m.continueDelivery(now, out)
+		}
 		return
 	}
 	d.dlFailures++
-	out.add(ProcessorFailure{BatchID: d.batch.BatchID, Attempt: d.batch.Attempt, Err: fmt.Errorf("dead-letter handler: %w", e.Err)})
-	if m.cfg.MaxProcessorAttempts > 0 && d.dlFailures >= m.cfg.MaxProcessorAttempts {
-		m.inFlight = nil
-		m.err = fmt.Errorf("shard %s: dead-letter handler failed %d times for batch %d: %w", m.shardID, d.dlFailures, d.batch.BatchID, e.Err)
-		m.beginShuttingDown(now, Failed, out)
-		return
-	}
+	out.add(ProcessorFailure{BatchID: d.dl.BatchID, Attempt: d.dl.Attempt, Err: fmt.Errorf("dead-letter handler: %w", e.Err)})
 	m.timer(out, TimerDeadLetter, m.cfg.ProcessorBackoff.Delay(d.dlFailures, m.cfg.Rand))
 }
 
@@ -1226,7 +1444,7 @@ func (m *Machine) onTimer(now time.Time, k TimerKind, out *effects) {
 		m.onProcessTimeout(now, out)
 	case TimerDeadLetter:
 		if d := m.inFlight; d != nil && d.deadLettering && m.state == Processing {
-			out.add(DeadLetterBatch{Batch: d.batch, Err: d.cause, Attempt: d.dlFailures + 1})
+			out.add(DeadLetterBatch{Batch: d.dl, Err: d.cause, Attempt: d.dlFailures + 1})
 		}
 	case TimerRenew:
 		// Due RenewInterval after the last successful write was sent; a

@@ -17,7 +17,7 @@ import (
 // timers fire when due, and every effect that calls out is answered by the
 // world's functions after a small latency.
 type sim struct {
-	t      *testing.T
+	t      testing.TB
 	m      *Machine
 	now    time.Time
 	timers map[TimerKind]StartTimer
@@ -45,7 +45,7 @@ type pending struct {
 
 const latency = 10 * time.Millisecond
 
-func newSim(t *testing.T, cfg Config, cp lease.Checkpoint) *sim {
+func newSim(t testing.TB, cfg Config, cp lease.Checkpoint) *sim {
 	s := &sim{t: t, m: New(cfg, "shardId-000000000001", nil, cp), now: t0,
 		timers: map[TimerKind]StartTimer{}, due: map[TimerKind]time.Time{}}
 	s.fetch = func(*sim) Event { return FetchSucceeded{Batch: stream.Batch{NextIterator: "it"}} }
@@ -392,13 +392,15 @@ func inProcessingCfg(t *testing.T, cfg Config) *h {
 }
 
 // A dead-letter handler that fails never lets the checkpoint pass its
-// batch: the call is retried with backoff, and after MaxProcessorAttempts
-// failures the shard stops without checkpointing (the batch was
-// checkpointed past at once, and lost).
+// batch: the call is retried with backoff for as long as it fails, the
+// shard stalls visibly (on "failure-destination"), and nothing is
+// checkpointed past the batch. (Before, the shard stopped after
+// MaxProcessorAttempts failed calls and another owner started over.)
 func TestDeadLetterFailureNeverCheckpointsPast(t *testing.T) {
 	cfg := simConfig()
 	cfg.FailurePolicy = DeadLetter
 	cfg.MaxProcessorAttempts = 3
+	cfg.StallTimeout = 30 * time.Second
 	s := newSim(t, cfg, lease.Checkpoint{SequenceNumber: lease.CheckpointTrimHorizon})
 	first := true
 	s.fetch = func(*sim) Event {
@@ -415,16 +417,23 @@ func TestDeadLetterFailureNeverCheckpointsPast(t *testing.T) {
 	s.deadLeter = func(*sim) error { calls++; return errors.New("dead-letter queue unreachable") }
 	s.step(Start{})
 	s.run(t0.Add(10 * time.Minute))
+	stalled := ""
 	for _, e := range s.effects {
 		if wc, ok := e.(WriteCheckpoint); ok && !wc.Checkpoint.IsSentinel() {
 			t.Fatalf("checkpoint written past a batch the dead-letter handler never took: %v", wc.Checkpoint)
 		}
+		if st, ok := e.(Stalled); ok {
+			stalled = st.Cause
+		}
 	}
-	if calls != 3 {
-		t.Fatalf("dead-letter handler called %d times, want 3", calls)
+	if calls < 10 {
+		t.Fatalf("dead-letter handler called %d times in 10 minutes, want it retried on", calls)
 	}
-	if s.finished == nil || s.finished.Outcome != Failed {
-		t.Fatalf("finished %+v, want Failed", s.finished)
+	if s.finished != nil {
+		t.Fatalf("finished %+v, want the shard held, stalled", s.finished)
+	}
+	if stalled != "failure-destination" {
+		t.Fatalf("stalled on %q, want failure-destination", stalled)
 	}
 }
 
