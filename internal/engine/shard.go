@@ -500,6 +500,15 @@ func (a *shardActor) run(ctx actor.Context, eff shardfsm.Effect) {
 		}
 		a.deps.Metrics.ProcessorFailures.WithLabelValues(outcome).Inc()
 		a.log.Warn("processor failed", "batch", e.BatchID, "attempt", e.Attempt, "crashed", e.Crashed, "err", e.Err)
+	case shardfsm.Bisected:
+		a.deps.Metrics.Bisections.Inc()
+		a.log.Info("failed delivery split in halves", "batch", e.BatchID, "records", e.Records, "first", e.First)
+	case shardfsm.RecordsDeadLettered:
+		reason := "failed"
+		if e.Expired {
+			reason = "expired"
+		}
+		a.deps.Metrics.RecordsDeadLettered.WithLabelValues(reason).Add(float64(e.Records))
 	case shardfsm.Finished:
 		a.finish(ctx, e)
 	}

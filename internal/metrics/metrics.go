@@ -28,6 +28,12 @@ type Metrics struct {
 	LeaseLosses        prometheus.Counter     //
 	ProcessorRestarts  prometheus.Counter     // supervisor restarts after a panic
 	ProcessorFailures  *prometheus.CounterVec // outcome: retried, dead_lettered, shard_stopped, during_shutdown
+	// RecordsDeadLettered counts records the dead-letter handler (the
+	// failure destination) took: reason expired (MaxRecordAge) or failed
+	// (their attempts used up).
+	RecordsDeadLettered *prometheus.CounterVec
+	// Bisections counts failed deliveries split in halves (BisectOnError).
+	Bisections         prometheus.Counter
 	ShardStates        *prometheus.GaugeVec   // state: number of shards in it
 	ShardsFinished     *prometheus.CounterVec // outcome: released, shard-end, lease-lost, failed
 	LeaseTakes         *prometheus.CounterVec // reason: free, released, dead_owner, expired, own
@@ -80,31 +86,33 @@ func New(reg prometheus.Registerer) *Metrics {
 	ns := "kinactor"
 	lat := []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
 	m := &Metrics{
-		RecordsProcessed:   prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "records_processed_total", Help: "Records acknowledged by the processor."}, []string{"shard"}),
-		BytesProcessed:     prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "bytes_processed_total", Help: "Record payload bytes acknowledged by the processor."}, []string{"shard"}),
-		MillisBehindLatest: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "millis_behind_latest", Help: "MillisBehindLatest of the last GetRecords per shard."}, []string{"shard"}),
-		GetRecordsLatency:  prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "get_records_duration_seconds", Help: "GetRecords call latency.", Buckets: lat}),
-		ProcessingLatency:  prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "processing_duration_seconds", Help: "Time from delivering a batch to the processor's reply.", Buckets: lat}),
-		FetchErrors:        prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "fetch_errors_total", Help: "GetRecords/GetShardIterator errors by kind."}, []string{"kind"}),
-		CheckpointsWritten: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "checkpoints_written_total", Help: "Checkpoints written to the lease table."}),
-		CheckpointsRefused: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "checkpoints_refused_total", Help: "Checkpoint requests refused (backwards, beyond delivered, malformed)."}),
-		LeaseWrites:        prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "lease_writes_total", Help: "Lease-table writes by operation and result."}, []string{"op", "result"}),
-		LeasesHeld:         prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "leases_held", Help: "Leases this node holds."}),
-		LeaseLosses:        prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "lease_losses_total", Help: "Leases lost to a failed fenced write."}),
-		ProcessorRestarts:  prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "processor_restarts_total", Help: "Processor actors restarted by their supervisor after a panic."}),
-		ProcessorFailures:  prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "processor_failures_total", Help: "Failed batch deliveries by what happened next."}, []string{"outcome"}),
-		ShardStates:        prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "shards", Help: "Shard actors on this node by state."}, []string{"state"}),
-		ShardsFinished:     prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "shards_finished_total", Help: "Shard actors that finished, by outcome."}, []string{"outcome"}),
-		LeaseTakes:         prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "lease_takes_total", Help: "Leases taken, by reason."}, []string{"reason"}),
-		ClusterMembers:     prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "cluster_members", Help: "Live cluster members this node sees (1 without a cluster)."}),
-		OwnershipChanges:   prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "ownership_changes_total", Help: "Leases this node took, released or lost."}),
-		HandoffDuration:    prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "handoff_duration_seconds", Help: "From asking a shard to hand off until its lease was released.", Buckets: lat}),
-		KPLRecords:         prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "kpl_records_total", Help: "KPL aggregates: user records delivered, dropped as outside the shard's hash range, and aggregates delivered whole as malformed."}, []string{"kind"}),
-		GossipSentBytes:    prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "gossip_sent_bytes_total", Help: "Payload bytes of the ownership messages this node sent to other members (heartbeats with progress: hb; releases: released; shard lists: shards), by message type; a broadcast counts once."}, []string{"type"}),
-		GossipRefused:      prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "gossip_refused_total", Help: "Ownership messages received by gossip and refused, by reason: app (for another application), stranger (the sender is not a member of this application in the view), key (names a key that is no shard id of this stream), type (unknown message type), malformed (does not decode)."}, []string{"reason"}),
-		DeclaredDead:       prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "declared_dead_total", Help: "Times another member declared this node dead while it was alive (each time every shard verified its lease before delivering more)."}),
-		GossipSendFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "gossip_send_failures_total", Help: "Direct sends of ownership messages to one member that failed, by message type: a heartbeat (hb) is dropped, a release (released) is broadcast instead."}, []string{"type"}),
-		ShardUnowned:       prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "shard_unowned_seconds", Help: "How long a shard had no owner before this node took it: from the release (sender's clock) or from seeing its owner die.", Buckets: lat}),
+		RecordsProcessed:    prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "records_processed_total", Help: "Records acknowledged by the processor."}, []string{"shard"}),
+		BytesProcessed:      prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "bytes_processed_total", Help: "Record payload bytes acknowledged by the processor."}, []string{"shard"}),
+		MillisBehindLatest:  prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "millis_behind_latest", Help: "MillisBehindLatest of the last GetRecords per shard."}, []string{"shard"}),
+		GetRecordsLatency:   prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "get_records_duration_seconds", Help: "GetRecords call latency.", Buckets: lat}),
+		ProcessingLatency:   prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "processing_duration_seconds", Help: "Time from delivering a batch to the processor's reply.", Buckets: lat}),
+		FetchErrors:         prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "fetch_errors_total", Help: "GetRecords/GetShardIterator errors by kind."}, []string{"kind"}),
+		CheckpointsWritten:  prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "checkpoints_written_total", Help: "Checkpoints written to the lease table."}),
+		CheckpointsRefused:  prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "checkpoints_refused_total", Help: "Checkpoint requests refused (backwards, beyond delivered, malformed)."}),
+		LeaseWrites:         prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "lease_writes_total", Help: "Lease-table writes by operation and result."}, []string{"op", "result"}),
+		LeasesHeld:          prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "leases_held", Help: "Leases this node holds."}),
+		LeaseLosses:         prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "lease_losses_total", Help: "Leases lost to a failed fenced write."}),
+		ProcessorRestarts:   prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "processor_restarts_total", Help: "Processor actors restarted by their supervisor after a panic."}),
+		ProcessorFailures:   prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "processor_failures_total", Help: "Failed batch deliveries by what happened next."}, []string{"outcome"}),
+		RecordsDeadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "records_dead_lettered_total", Help: "Records the dead-letter handler (failure destination) took, by reason: expired (MaxRecordAge) or failed (attempts used up)."}, []string{"reason"}),
+		Bisections:          prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "batch_bisections_total", Help: "Failed deliveries split in halves (BisectOnError)."}),
+		ShardStates:         prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "shards", Help: "Shard actors on this node by state."}, []string{"state"}),
+		ShardsFinished:      prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "shards_finished_total", Help: "Shard actors that finished, by outcome."}, []string{"outcome"}),
+		LeaseTakes:          prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "lease_takes_total", Help: "Leases taken, by reason."}, []string{"reason"}),
+		ClusterMembers:      prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "cluster_members", Help: "Live cluster members this node sees (1 without a cluster)."}),
+		OwnershipChanges:    prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "ownership_changes_total", Help: "Leases this node took, released or lost."}),
+		HandoffDuration:     prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "handoff_duration_seconds", Help: "From asking a shard to hand off until its lease was released.", Buckets: lat}),
+		KPLRecords:          prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "kpl_records_total", Help: "KPL aggregates: user records delivered, dropped as outside the shard's hash range, and aggregates delivered whole as malformed."}, []string{"kind"}),
+		GossipSentBytes:     prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "gossip_sent_bytes_total", Help: "Payload bytes of the ownership messages this node sent to other members (heartbeats with progress: hb; releases: released; shard lists: shards), by message type; a broadcast counts once."}, []string{"type"}),
+		GossipRefused:       prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "gossip_refused_total", Help: "Ownership messages received by gossip and refused, by reason: app (for another application), stranger (the sender is not a member of this application in the view), key (names a key that is no shard id of this stream), type (unknown message type), malformed (does not decode)."}, []string{"reason"}),
+		DeclaredDead:        prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "declared_dead_total", Help: "Times another member declared this node dead while it was alive (each time every shard verified its lease before delivering more)."}),
+		GossipSendFailures:  prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "gossip_send_failures_total", Help: "Direct sends of ownership messages to one member that failed, by message type: a heartbeat (hb) is dropped, a release (released) is broadcast instead."}, []string{"type"}),
+		ShardUnowned:        prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "shard_unowned_seconds", Help: "How long a shard had no owner before this node took it: from the release (sender's clock) or from seeing its owner die.", Buckets: lat}),
 	}
 	m.SinceProgress = &progressCollector{desc: prometheus.NewDesc(ns+"_shard_seconds_since_progress",
 		"Seconds since each shard this node runs last made progress (a successful fetch or a processor answer).", []string{"shard"}, nil)}
@@ -113,7 +121,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	}
 	reg.MustRegister(m.RecordsProcessed, m.BytesProcessed, m.MillisBehindLatest, m.GetRecordsLatency,
 		m.ProcessingLatency, m.FetchErrors, m.CheckpointsWritten, m.CheckpointsRefused, m.LeaseWrites,
-		m.LeasesHeld, m.LeaseLosses, m.ProcessorRestarts, m.ProcessorFailures, m.ShardStates,
+		m.LeasesHeld, m.LeaseLosses, m.ProcessorRestarts, m.ProcessorFailures, m.RecordsDeadLettered, m.Bisections, m.ShardStates,
 		m.ShardsFinished, m.LeaseTakes, m.ClusterMembers, m.OwnershipChanges, m.HandoffDuration, m.ShardUnowned, m.KPLRecords, m.GossipSentBytes,
 		m.GossipRefused, m.GossipSendFailures, m.DeclaredDead, m.SinceProgress)
 	return m

@@ -1155,9 +1155,12 @@ func (m *Machine) startDeadLetter(recs []messages.Record, cause error, expired b
 		id = m.nextBatchID
 	}
 	d.deadLettering, d.cause, d.dlExpired, d.dlFailures = true, cause, expired, 0
-	attempt := 1
-	if d.fails != nil {
+	attempt := 1 // deliveries of the head record so far (0: expired before any)
+	switch {
+	case d.fails != nil:
 		attempt = d.fails[0]
+	case expired:
+		attempt = 0
 	}
 	d.dl = messages.Batch{ShardID: m.shardID, BatchID: id, Records: recs[:len(recs):len(recs)], MillisBehindLatest: d.behind, Attempt: attempt}
 	out.add(DeadLetterBatch{Batch: d.dl, Err: cause, Attempt: 1})
