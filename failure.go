@@ -18,7 +18,8 @@ import (
 // FailureEntry is one record of a batch that failed for good, as a failure
 // destination stores it: Stream (when known), Shard, SequenceNumber,
 // SubSequenceNumber, PartitionKey, ArrivalTime, Data (the payload), Error
-// (the cause's text), Attempts (deliveries of the batch) and FailedAt. Its
+// (the cause's text), Attempts (failed deliveries of the record; 0 for a
+// record MaxRecordAge turned away before any) and FailedAt. Its
 // JSON form (a line of a FailureDir file, the data of a FailureStream
 // record) has stable names, the payload in standard base64 and the times
 // in RFC 3339:
@@ -98,7 +99,7 @@ const (
 )
 
 // DeadLetterTo returns a DeadLetterFunc for Config.DeadLetter (with
-// FailurePolicy PolicyDeadLetter) that writes every record of the batch to
+// FailurePolicy PolicyDeadLetter, or MaxRecordAge) that writes every record of the batch to
 // d as a FailureEntry: Stream streamName, the shard, the record's fields,
 // the cause's text as Error, batch.Attempt as Attempts. A failed write is
 // retried with capped exponential backoff (DeadLetterRetryBase to
@@ -106,8 +107,8 @@ const (
 // slog.Default()) until the call's context ends (ProcessTimeout); it
 // returns nil only once d wrote every record. The node checkpoints past
 // the batch only then: a call that ends in an error is made again after
-// ProcessorBackoff, and after MaxProcessorAttempts failed calls the shard
-// stops on this node without checkpointing, so the batch is never skipped.
+// ProcessorBackoff, for as long as it fails (the shard stalls on
+// "failure-destination" meanwhile), so the batch is never skipped.
 func DeadLetterTo(d FailureDestination, streamName string, log *slog.Logger) actors.DeadLetterFunc {
 	if log == nil {
 		log = slog.Default()

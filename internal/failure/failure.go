@@ -47,7 +47,7 @@ type Entry struct {
 	ArrivalTime       time.Time `json:"arrival"` // Kinesis's ApproximateArrivalTimestamp
 	Data              []byte    `json:"data,omitempty"`
 	Error             string    `json:"error"`    // the cause's text
-	Attempts          int       `json:"attempts"` // deliveries of the batch to the processor
+	Attempts          int       `json:"attempts"` // failed deliveries of the record (0: too old to be delivered)
 	FailedAt          time.Time `json:"failed_at"`
 }
 
