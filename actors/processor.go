@@ -175,6 +175,12 @@ type adapter struct {
 	init         *messages.Initialized // Initialize failed with it: call again before the next batch
 	ctx          context.Context       // ends when the actor stops or restarts, or the lease is lost
 	cancel       context.CancelFunc
+
+	// With Initialized.Workers > 1: one value per worker (values[0] is p),
+	// the Initialize calls still to make again, and the fan-out's state.
+	values []Processor
+	inits  []*messages.Initialized
+	fan    *fanout
 }
 
 func (a *adapter) Receive(ctx actor.Context) {
@@ -186,61 +192,114 @@ func (a *adapter) Receive(ctx actor.Context) {
 			a.cancel()
 		}
 	case messages.Initialized:
-		a.make(msg.ShardID)
-		if in, ok := a.p.(Initializer); ok {
+		a.make(msg.ShardID, msg.Workers)
+		for w, v := range a.all() {
+			in, ok := v.(Initializer)
+			if !ok {
+				continue
+			}
+			var pending *messages.Initialized
 			if err := in.Initialize(a.ctx, msg); err != nil {
-				a.init = &msg
+				pending = &msg
+			}
+			if a.fan != nil {
+				a.inits[w] = pending
 			} else {
-				a.init = nil
+				a.init = pending
 			}
 		}
 	case messages.Batch:
 		// A panic propagates: the shard actor's supervisor restarts this
 		// actor (a fresh value from newProcessor) and the batch is
 		// delivered again.
-		ctx.Respond(a.process(msg))
+		if a.fan != nil {
+			ctx.Respond(a.processParallel(msg))
+		} else {
+			ctx.Respond(a.process(msg))
+		}
 	case messages.ShutdownRequested:
+		if a.fan != nil {
+			cps := make([]messages.Checkpoint, len(a.values))
+			for w, v := range a.values {
+				if h, ok := v.(ShutdownHandler); ok && a.inits[w] == nil {
+					cps[w] = h.Shutdown(a.ctx, msg)
+				}
+			}
+			ctx.Respond(messages.ShutdownAck{Checkpoint: a.fan.shutdown(cps)})
+			return
+		}
 		var cp messages.Checkpoint
 		if h, ok := a.p.(ShutdownHandler); ok && a.init == nil {
 			cp = h.Shutdown(a.ctx, msg)
 		}
 		ctx.Respond(messages.ShutdownAck{Checkpoint: cp})
 	case messages.ShardEnded:
-		if h, ok := a.p.(ShardEnder); ok {
-			h.ShardEnded(a.ctx, msg)
+		for _, v := range a.all() {
+			if h, ok := v.(ShardEnder); ok {
+				h.ShardEnded(a.ctx, msg)
+			}
 		}
 	case messages.LeaseLost:
-		if h, ok := a.p.(LeaseLoser); ok {
-			h.LeaseLost(a.ctx, msg)
+		for _, v := range a.all() {
+			if h, ok := v.(LeaseLoser); ok {
+				h.LeaseLost(a.ctx, msg)
+			}
 		}
 		if a.cancel != nil {
 			a.cancel()
 		}
 	case messages.CheckpointRefused:
-		if h, ok := a.p.(RefusalHandler); ok {
-			h.CheckpointRefused(a.ctx, msg)
+		for _, v := range a.all() {
+			if h, ok := v.(RefusalHandler); ok {
+				h.CheckpointRefused(a.ctx, msg)
+			}
 		}
 	}
 }
 
-// make makes the shard's Processor, once per actor.
-func (a *adapter) make(shardID string) {
-	if !a.made {
-		a.p, a.made = a.newProcessor(shardID), true
+// make makes the shard's Processor values, once per actor: one, or one per
+// worker.
+func (a *adapter) make(shardID string, workers int) {
+	if a.made {
+		return
 	}
+	a.p, a.made = a.newProcessor(shardID), true
+	if workers > 1 {
+		a.values = make([]Processor, workers)
+		a.values[0] = a.p
+		for w := 1; w < workers; w++ {
+			a.values[w] = a.newProcessor(shardID)
+		}
+		a.inits = make([]*messages.Initialized, workers)
+		a.fan = newFanout(workers)
+	}
+}
+
+// all returns the values made (nil ones left out).
+func (a *adapter) all() []Processor {
+	if a.fan != nil {
+		var vs []Processor
+		for _, v := range a.values {
+			if v != nil {
+				vs = append(vs, v)
+			}
+		}
+		return vs
+	}
+	if a.p == nil {
+		return nil
+	}
+	return []Processor{a.p}
 }
 
 // process runs one batch, under a context that ends at its deadline, and
 // returns the answer.
 func (a *adapter) process(b messages.Batch) messages.Processed {
-	a.make(b.ShardID)
+	a.make(b.ShardID, 1)
 	if a.p == nil {
 		return messages.Processed{BatchID: b.BatchID, Err: ErrNoProcessor}
 	}
-	bctx, cancel := a.ctx, context.CancelFunc(func() {})
-	if !b.Deadline.IsZero() {
-		bctx, cancel = context.WithDeadline(a.ctx, b.Deadline)
-	}
+	bctx, cancel := a.batchContext(b)
 	defer cancel()
 	if a.init != nil {
 		if err := a.p.(Initializer).Initialize(bctx, *a.init); err != nil {
@@ -252,7 +311,35 @@ func (a *adapter) process(b messages.Batch) messages.Processed {
 	if err != nil {
 		return messages.Processed{BatchID: b.BatchID, Err: err}
 	}
-	return messages.Processed{BatchID: b.BatchID, Checkpoint: res.Checkpoint}
+	return messages.Processed{BatchID: b.BatchID, Checkpoint: res.Checkpoint, Failed: res.Failed}
+}
+
+// processParallel runs one batch on the workers (see fanout).
+func (a *adapter) processParallel(b messages.Batch) messages.Processed {
+	bctx, cancel := a.batchContext(b)
+	defer cancel()
+	for w, in := range a.inits {
+		if in == nil || a.values[w] == nil {
+			continue
+		}
+		if err := a.values[w].(Initializer).Initialize(bctx, *in); err != nil {
+			return messages.Processed{BatchID: b.BatchID, Err: fmt.Errorf("actors: initialize worker %d: %w", w, err)}
+		}
+		a.inits[w] = nil
+	}
+	parts := a.fan.split(b)
+	outs, p := runWorkers(bctx, a.values, b, parts)
+	if p != nil {
+		panic(p) // in the actor's goroutine: its supervisor restarts it
+	}
+	return a.fan.combine(b, parts, outs)
+}
+
+func (a *adapter) batchContext(b messages.Batch) (context.Context, context.CancelFunc) {
+	if !b.Deadline.IsZero() {
+		return context.WithDeadline(a.ctx, b.Deadline)
+	}
+	return a.ctx, func() {}
 }
 
 // ProcessorFunc is the plain-function way to process records. It is called
@@ -262,7 +349,38 @@ func (a *adapter) process(b messages.Batch) messages.Processed {
 // acknowledges the batch and checkpoints after its last record (the write is
 // coalesced; see Config.CheckpointInterval). Returning an error, or
 // panicking, has the same batch delivered again after a backoff.
+//
+// A function reports a partial batch failure by returning FailRecords with
+// the positions of the records that failed: the records before the first of
+// them are processed and checkpointed, it and the ones after it delivered
+// again (see Result.Failed).
+//
+// With Config.ParallelizationFactor N > 1 the function is called from N
+// goroutines at once for one shard, each with the records of its own
+// partition keys (in order): it must be safe for concurrent use.
 type ProcessorFunc func(ctx context.Context, batch messages.Batch) error
+
+// BatchItemFailures is the error a ProcessorFunc returns to name the
+// records of its batch that failed (a partial batch failure); make it with
+// FailRecords.
+type BatchItemFailures struct {
+	Records []messages.Position
+}
+
+func (f *BatchItemFailures) Error() string {
+	if len(f.Records) == 0 {
+		return "actors: batch item failures naming no record"
+	}
+	return fmt.Sprintf("actors: %d records failed, the first named %s", len(f.Records), f.Records[0])
+}
+
+// FailRecords returns the error by which a ProcessorFunc says that the
+// records at these positions (record.Pos()) failed and the others
+// succeeded. With no position it is an ordinary error: the whole batch
+// failed.
+func FailRecords(positions ...messages.Position) error {
+	return &BatchItemFailures{Records: positions}
+}
 
 // FuncProcessor turns fn into processor props. Each shard gets its own
 // actor; fn may be called concurrently for different shards. It is a
@@ -277,6 +395,10 @@ type funcProcessor struct{ fn ProcessorFunc }
 
 func (p funcProcessor) ProcessRecords(ctx context.Context, batch messages.Batch) (Result, error) {
 	if err := p.fn(ctx, batch); err != nil {
+		var f *BatchItemFailures
+		if errors.As(err, &f) && len(f.Records) > 0 {
+			return Result{Failed: f.Records}, nil
+		}
 		return Result{}, err
 	}
 	return Result{Checkpoint: messages.CheckpointBatchEnd()}, nil
@@ -298,7 +420,10 @@ func ActorProcessor(produce func() actor.Actor) *actor.Props {
 // DeadLetterFunc receives a batch that exhausted its attempts under the
 // dead-letter policy. It runs off the shard's mailbox, bounded by
 // ProcessTimeout; the checkpoint moves past the batch only once it returned
-// nil. An error has it called again after a backoff; after
-// MaxProcessorAttempts failed calls the shard stops on this node without
-// checkpointing, so the batch is read again, never lost.
+// nil. An error has it called again after a backoff, for as long as it
+// fails (the shard is stalled on "failure-destination" meanwhile), so the
+// records are never skipped. It also receives the records Config.MaxRecordAge
+// turns away (cause wrapping an error that says so, batch.Attempt 0 if they
+// were never delivered), and, after a partial failure or a bisect, only the
+// records that used up their attempts.
 type DeadLetterFunc func(ctx context.Context, shardID string, batch messages.Batch, cause error) error
