@@ -70,7 +70,14 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	processTimeout := fs.Duration("process-timeout", 0, "a batch the processor has not answered this long is a failed delivery (0 = default 5m)")
 	stopTimeout := fs.Duration("stop-timeout", 30*time.Second, "how long the graceful stop may take before leases are left to expire")
 	onFailure := fs.String("on-failure", "", "write the records of batches that failed --failure-policy's attempts to dir:PATH (one JSONL file per shard, fsynced), kinesis:STREAM (must exist) or dynamodb:TABLE (created if missing); the checkpoint moves past a batch only once written (implies --failure-policy dead-letter)")
-	failurePolicy := fs.String("failure-policy", "", "after 5 failed deliveries of a batch: retry (forever), dead-letter (to --on-failure) or stop-shard (default: dead-letter with --on-failure, else retry)")
+	failurePolicy := fs.String("failure-policy", "", "after --max-attempts failed deliveries of a record: retry (forever), dead-letter (to --on-failure) or stop-shard (default: dead-letter with --on-failure, else retry)")
+	maxAttempts := fs.Int("max-attempts", 5, "failed deliveries of a record before --failure-policy applies (Lambda's MaximumRetryAttempts; with --bisect-on-error, counted for the record on its own)")
+	bisect := fs.Bool("bisect-on-error", false, "split a failed batch in halves and deliver each on its own, recursively, to isolate a poison record in about log2(batch) deliveries (Lambda's BisectBatchOnFunctionError)")
+	maxRecordAge := fs.Duration("max-record-age", 0, "records that arrived longer ago than this are not delivered but written to --on-failure (required) and counted (Lambda's MaximumRecordAgeInSeconds); 0: no limit")
+	parallelization := fs.Int("parallelization", 1, "workers per shard, each with the records of its own partition keys, so every key keeps its order (Lambda's ParallelizationFactor; 1 to 100)")
+	failKeys := fs.String("fail-keys", "", "ledger processor test knob: every record of these comma-separated partition keys fails (a partial batch failure naming them; see --fail-mode)")
+	failMode := fs.String("fail-mode", "partial", "ledger processor test knob: how --fail-keys fails a batch: partial (names the records) or batch (an error for the whole batch, what --bisect-on-error splits)")
+	recordDelay := fs.Duration("record-delay", 0, "ledger processor test knob: sleep this long per record before appending it (a slow sink)")
 	readyFile := fs.String("ready-file", "", "write {node, gossip, http, pid} as JSON to this file once ready")
 	earlyDetection := fs.Bool("early-detection", true, "hold a TCP connection to every member and declare one dead as soon as its connection ends and its gossip port refuses (milliseconds after a crash, instead of gossip's ~1.3 s)")
 	testFaults := fs.Bool(testFaultsFlag, false, "for chaos runs only: gossip through a fault-injecting transport and serve POST /faults/partition?block=HOST:PORT,... and /faults/heal on --http (every member must use it)")
@@ -104,20 +111,40 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if failSpec != nil && failSpec.Kind == failure.KindKinesis && failSpec.Target == *streamName {
 		return fmt.Errorf("node: --on-failure %q is the stream consumed (--stream): its failures would be read again", *onFailure)
 	}
+	if *maxAttempts < 1 {
+		return fmt.Errorf("node: invalid --max-attempts %d (want at least 1)", *maxAttempts)
+	}
+	if *parallelization < 1 || *parallelization > kinactor.MaxParallelizationFactor {
+		return fmt.Errorf("node: invalid --parallelization %d (want 1 to %d)", *parallelization, kinactor.MaxParallelizationFactor)
+	}
+	if *maxRecordAge < 0 {
+		return fmt.Errorf("node: invalid --max-record-age %s (must not be negative)", *maxRecordAge)
+	}
+	if *maxRecordAge > 0 && failSpec == nil {
+		return fmt.Errorf("node: --max-record-age %s needs --on-failure: the records it turns away are written there", *maxRecordAge)
+	}
+	knobs, err := ledgerKnobs(*processor, *failKeys, *failMode, *recordDelay)
+	if err != nil {
+		return err
+	}
 	cfg := kinactor.Config{
-		StreamName:         *streamName,
-		ApplicationName:    *app,
-		WorkerID:           *name,
-		InitialPosition:    kinactor.InitialPosition(*initial),
-		CheckpointInterval: *checkpointInterval,
-		LeaseRenewInterval: *renewInterval,
-		ShardSyncInterval:  *syncInterval,
-		StallTimeout:       *stallTimeout,
-		ProcessTimeout:     *processTimeout,
-		FanOutConsumer:     *fanOut,
-		FailurePolicy:      policy,
-		Logger:             slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})),
-		Registerer:         nodeRegistry(),
+		StreamName:            *streamName,
+		MaxProcessorAttempts:  *maxAttempts,
+		BisectOnError:         *bisect,
+		MaxRecordAge:          *maxRecordAge,
+		ParallelizationFactor: *parallelization,
+		ApplicationName:       *app,
+		WorkerID:              *name,
+		InitialPosition:       kinactor.InitialPosition(*initial),
+		CheckpointInterval:    *checkpointInterval,
+		LeaseRenewInterval:    *renewInterval,
+		ShardSyncInterval:     *syncInterval,
+		StallTimeout:          *stallTimeout,
+		ProcessTimeout:        *processTimeout,
+		FanOutConsumer:        *fanOut,
+		FailurePolicy:         policy,
+		Logger:                slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})),
+		Registerer:            nodeRegistry(),
 	}
 	switch kinactor.InitialPosition(*initial) {
 	case kinactor.TrimHorizon, kinactor.Latest:
@@ -208,7 +235,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	log := cfg.Logger
 	switch *processor {
 	case "ledger":
-		fn = func(_ context.Context, b messages.Batch) error { return lw.Append(b) }
+		fn = func(ctx context.Context, b messages.Batch) error { return lw.ProcessorWith(knobs)(ctx, b) }
 	case "log":
 		fn = func(_ context.Context, b messages.Batch) error {
 			if len(b.Records) > 0 {
@@ -376,4 +403,33 @@ func nodeRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return reg
+}
+
+// ledgerKnobs checks the ledger processor's test knobs.
+func ledgerKnobs(processor, failKeys, failMode string, delay time.Duration) (ledger.Knobs, error) {
+	var k ledger.Knobs
+	if processor != "ledger" && (failKeys != "" || delay != 0) {
+		return k, fmt.Errorf("node: --fail-keys and --record-delay are knobs of --processor ledger, not %q", processor)
+	}
+	if delay < 0 {
+		return k, fmt.Errorf("node: invalid --record-delay %s (must not be negative)", delay)
+	}
+	k.RecordDelay = delay
+	switch failMode {
+	case "partial":
+	case "batch":
+		k.FailWhole = true
+	default:
+		return k, fmt.Errorf("node: invalid --fail-mode %q (want partial or batch)", failMode)
+	}
+	if failKeys != "" {
+		k.FailKeys = map[string]bool{}
+		for _, key := range strings.Split(failKeys, ",") {
+			if key = strings.TrimSpace(key); key == "" {
+				return k, fmt.Errorf("node: invalid --fail-keys %q (an empty key)", failKeys)
+			}
+			k.FailKeys[key] = true
+		}
+	}
+	return k, nil
 }

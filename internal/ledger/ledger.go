@@ -4,6 +4,9 @@
 // acknowledged, so every checkpointed record is on disk. ReadDir reads the
 // ledgers of all nodes back.
 //
+// Knobs (ProcessorWith) make records of chosen keys fail, and the sink
+// slow, for tests and demos of the failure features.
+//
 // A line is
 //
 //	{"node":"n1","shard":"shardId-000000000001","seq":"4959...","sub":0,"ts":1764127283123,"pk":"k7","data":{"pk":"k7","n":12}}
@@ -174,6 +177,66 @@ func (w *Writer) Append(batch messages.Batch) error {
 // acknowledges it (returns nil) only once the lines are fsynced.
 func (w *Writer) Processor() actors.ProcessorFunc {
 	return func(_ context.Context, batch messages.Batch) error { return w.Append(batch) }
+}
+
+// Knobs are the ledger processor's test knobs, for demos and black-box
+// tests of the failure features (kinactor node --fail-keys, --fail-mode,
+// --record-delay).
+type Knobs struct {
+	// FailKeys: every record with one of these partition keys fails. The
+	// records of the batch before the first failing one are appended; the
+	// batch is answered as a partial failure naming every failing record
+	// (actors.FailRecords), or, with FailWhole, with an error for the whole
+	// batch (what BisectOnError splits).
+	FailKeys  map[string]bool
+	FailWhole bool
+	// RecordDelay is slept before each record is appended (a slow sink);
+	// a batch whose context ends meanwhile fails with the context's error.
+	RecordDelay time.Duration
+}
+
+// ErrFailKey is the error of a batch failed whole by Knobs.FailKeys.
+var ErrFailKey = errors.New("ledger: a record of a failing key (--fail-keys)")
+
+// ProcessorWith returns the function processor with test knobs. It may be
+// called concurrently (Config.ParallelizationFactor): the Writer is.
+func (w *Writer) ProcessorWith(k Knobs) actors.ProcessorFunc {
+	if len(k.FailKeys) == 0 && k.RecordDelay <= 0 {
+		return w.Processor()
+	}
+	return func(ctx context.Context, batch messages.Batch) error {
+		var failed []messages.Position
+		ok := len(batch.Records)
+		for i, r := range batch.Records {
+			if k.FailKeys[r.PartitionKey] {
+				if len(failed) == 0 {
+					ok = i
+				}
+				failed = append(failed, r.Pos())
+			}
+		}
+		if k.FailWhole && len(failed) > 0 {
+			return fmt.Errorf("%w: %s (key %q)", ErrFailKey, failed[0], batch.Records[ok].PartitionKey)
+		}
+		if k.RecordDelay > 0 {
+			t := time.NewTimer(k.RecordDelay * time.Duration(ok))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			case <-t.C:
+			}
+		}
+		head := batch
+		head.Records = batch.Records[:ok]
+		if err := w.Append(head); err != nil {
+			return err
+		}
+		if len(failed) > 0 {
+			return actors.FailRecords(failed...)
+		}
+		return nil
+	}
 }
 
 // Close syncs and closes the file. Later Appends fail.
