@@ -428,7 +428,8 @@ type ShardStatus struct {
 	// progress: a successful fetch or a successful processor answer.
 	SinceProgress float64 `json:"since_progress_seconds"`
 	// Stalled: no progress for StallTimeout; StallCause says on what:
-	// "kinesis", "dynamodb" or "processor".
+	// "kinesis", "dynamodb", "processor" or "failure-destination" (the
+	// dead-letter handler keeps failing: nothing is checkpointed past).
 	Stalled    bool   `json:"stalled,omitempty"`
 	StallCause string `json:"stall_cause,omitempty"`
 }
