@@ -28,14 +28,21 @@ import (
 // first of them; one that returns an error (or panics), at its first record.
 // The batch's failure point F is the earliest of these. When F is known to
 // be a failed record (named, or the only record of its worker's part), the
-// answer is Processed.Failed [F]: the records before F are processed. When
-// it is not (an error of a worker that had several records: any of them
-// may be the culprit), the answer is Processed.Err, for the whole batch, so
-// that the shard retries or bisects it. Either way the records that
-// succeeded are remembered (until a delivery starts after them), and a
-// delivery that holds them again does not give them to a worker again: no
-// duplicates while the adapter lives. A panic restarts the adapter with
-// fresh values and forgets.
+// answer is Processed.Failed, F first, then the other workers' failure
+// points: the shard takes the records before F as processed and
+// checkpoints them (a worker that names records lets its own records
+// before them be checkpointed, as a single value does). When F is not
+// known (an error of a worker that had several records: any of them may
+// be the culprit), the answer is Processed.Err, for the whole batch, so
+// that the shard retries or bisects it; naming F would have the shard count
+// the failure against F alone and, once its attempts are used up, give up
+// on F, which may be innocent. The answer is Processed.Err too when a
+// record before F is held (processed, not covered by its worker's
+// checkpoints): the shard's checkpoint before F would be ahead of it.
+// Either way the records that succeeded are remembered (until a delivery
+// starts after them), and a delivery that holds them again does not give
+// them to a worker again: no duplicates while the adapter lives. A panic
+// restarts the adapter with fresh values and forgets.
 
 // WorkerOf returns the worker, of n, of a partition key: FNV-1a (32 bits)
 // of the key, modulo n. The same on every node and in every version.
@@ -123,114 +130,154 @@ type outcome struct {
 // combine takes the workers' outcomes for parts (as split made them) of
 // batch b and returns the batch's answer.
 func (f *fanout) combine(b messages.Batch, parts [][]messages.Record, outs []outcome) messages.Processed {
-	index := make(map[messages.Position]int, len(b.Records))
-	for i, r := range b.Records {
-		index[r.Pos()] = i
+	index := func(p messages.Position) int { // in b, sorted
+		i, _ := slices.BinarySearchFunc(b.Records, p, func(r messages.Record, p messages.Position) int { return comparePos(r.Pos(), p) })
+		return i
 	}
-	// Each worker's failure point (-1: none) and whether it is a known
-	// failed record.
+	// The batch's failure point F (an index in b; len: none), whether it
+	// is known to be a failed record, and every worker's failure point.
 	failAt, known := len(b.Records), false
+	var points []int
 	var errs []error
+	var bad error              // a position named that is not a record of its worker's part
 	okUpTo := make([]int, f.n) // per worker: how many of its part succeeded
+	named := make([]bool, f.n) // per worker: it named its failed records
 	for w, part := range parts {
 		okUpTo[w] = len(part)
 		if len(part) == 0 {
 			continue
 		}
 		o := outs[w]
+		at, k := 0, false
 		switch {
 		case o.err != nil:
-			okUpTo[w] = 0
+			okUpTo[w], at, k = 0, index(part[0].Pos()), len(part) == 1
 			errs = append(errs, o.err)
-			if i := index[part[0].Pos()]; i < failAt || (i == failAt && !known) {
-				failAt, known = i, len(part) == 1
-			}
 		case len(o.res.Failed) > 0:
-			first := len(part)
-			for _, p := range o.res.Failed {
-				j := -1
-				for k, r := range part {
-					if r.Pos() == p {
-						j = k
-						break
-					}
+			j, missing := firstNamed(part, o.res.Failed)
+			if missing != nil {
+				if bad == nil {
+					bad = fmt.Errorf("actors: Result.Failed names %s, not a record of the batch given to worker %d of shard %s", *missing, w, b.ShardID)
 				}
-				if j < 0 {
-					return messages.Processed{BatchID: b.BatchID, Err: fmt.Errorf("actors: Result.Failed names %s, not a record of the batch given to worker %d of shard %s", p, w, b.ShardID)}
-				}
-				first = min(first, j)
+				okUpTo[w], at = 0, index(part[0].Pos())
+				break
 			}
-			okUpTo[w] = first
-			if i := index[part[first].Pos()]; i <= failAt {
-				failAt, known = i, true
-			}
+			okUpTo[w], at, k = j, index(part[j].Pos()), true
+			named[w] = true
+		default:
+			continue
+		}
+		points = append(points, at)
+		if at < failAt {
+			failAt, known = at, k
 		}
 	}
-	// What was delivered to workers now is uncovered until their
-	// checkpoints say otherwise.
-	// (A record delivered again after a failure is tracked already.)
+	// What was delivered to workers now (b's records that are not done,
+	// as split made the parts) is uncovered until their checkpoints say
+	// otherwise; a record delivered again after a failure is tracked
+	// already. fresh is in batch order.
 	var fresh []posWorker
-	for w, part := range parts {
-		var add []messages.Position
-		for _, r := range part {
-			if !contains(f.uncovered[w], r.Pos()) {
-				add = append(add, r.Pos())
-				fresh = append(fresh, posWorker{pos: r.Pos(), worker: w})
-			}
+	add := make([][]messages.Position, f.n)
+	for _, r := range b.Records {
+		if f.done[r.Pos()] {
+			continue
 		}
-		f.uncovered[w] = mergePos(f.uncovered[w], add)
+		w := WorkerOf(r.PartitionKey, f.n)
+		if !contains(f.uncovered[w], r.Pos()) {
+			add[w] = append(add[w], r.Pos())
+			fresh = append(fresh, posWorker{pos: r.Pos(), worker: w})
+		}
 	}
-	slices.SortFunc(fresh, func(a, b posWorker) int { return comparePos(a.pos, b.pos) })
+	for w := range add {
+		f.uncovered[w] = mergePos(f.uncovered[w], add[w])
+	}
 	f.order = mergeOrder(f.order, fresh)
-	// Records that succeeded: their workers' checkpoints apply, and they
-	// are not given to a worker again.
+	// Records that succeeded: their workers' checkpoints apply, and, if
+	// the batch is to be delivered again, they are not given to a worker
+	// again.
+	failed := bad != nil || failAt < len(b.Records)
 	for w, part := range parts {
 		if len(part) == 0 {
 			continue
 		}
-		o := outs[w]
 		if okUpTo[w] < len(part) {
 			// Failed here: the records it did not process stay uncovered,
-			// and are delivered again.
+			// and are delivered again; its checkpoint is ignored.
 			for _, r := range part[:okUpTo[w]] {
 				f.done[r.Pos()] = true
 			}
 			if okUpTo[w] > 0 {
 				f.acked[w] = part[okUpTo[w]-1].Pos()
 			}
+			if named[w] {
+				// As with Result.Failed from a single value: its records
+				// before the first named one may be checkpointed.
+				f.coverBefore(w, part[okUpTo[w]].Pos())
+			}
 			continue
 		}
-		for _, r := range part {
-			f.done[r.Pos()] = true
+		if failed {
+			for _, r := range part {
+				f.done[r.Pos()] = true
+			}
 		}
 		f.acked[w] = part[len(part)-1].Pos()
-		f.cover(w, o.res.Checkpoint)
+		f.cover(w, outs[w].res.Checkpoint)
 	}
-	if failAt == len(b.Records) {
-		// Every record succeeded.
-		for _, r := range b.Records {
-			delete(f.done, r.Pos())
+	switch {
+	case bad != nil:
+		return messages.Processed{BatchID: b.BatchID, Err: bad}
+	case !failed:
+		// Every record succeeded (some in an earlier delivery).
+		if len(f.done) > 0 {
+			for _, r := range b.Records {
+				delete(f.done, r.Pos())
+			}
 		}
 		return messages.Processed{BatchID: b.BatchID, Checkpoint: f.checkpoint(b)}
-	}
-	if !known {
+	case !known:
 		return messages.Processed{BatchID: b.BatchID, Err: errors.Join(errs...)}
 	}
-	// The records before F are processed and checkpointed by the shard.
+	// The shard takes the records before F as processed and checkpoints
+	// them. If a worker holds one of them (processed, not covered by its
+	// checkpoints), that would be ahead of it: the batch fails whole
+	// instead (unless F is its first record: then nothing is checkpointed).
 	fpos := b.Records[failAt].Pos()
-	for w := range f.uncovered {
-		u := f.uncovered[w]
-		k := 0
-		for k < len(u) && comparePos(u[k], fpos) < 0 {
-			k++
+	if failAt > 0 {
+		if w, held, ok := f.earliestUncovered(); ok && comparePos(held, fpos) < 0 {
+			err := errors.Join(errs...)
+			if err == nil {
+				err = fmt.Errorf("actors: record %s failed (named in Result.Failed)", fpos)
+			}
+			return messages.Processed{BatchID: b.BatchID, Err: fmt.Errorf("%w; the batch fails whole, as worker %d has not checkpointed record %s before it", err, w, held)}
 		}
-		f.uncovered[w] = u[k:]
 	}
 	f.advance()
 	if failAt > 0 {
-		f.reported = b.Records[failAt-1].Pos()
+		if p := b.Records[failAt-1].Pos(); f.reported.SequenceNumber == "" || comparePos(p, f.reported) > 0 {
+			f.reported = p
+		}
 	}
-	return messages.Processed{BatchID: b.BatchID, Failed: []messages.Position{fpos}}
+	slices.Sort(points)
+	ps := make([]messages.Position, len(points))
+	for i, at := range points {
+		ps[i] = b.Records[at].Pos()
+	}
+	return messages.Processed{BatchID: b.BatchID, Failed: ps}
+}
+
+// firstNamed returns the index in part of the first record named in
+// failed, or a position named that is not a record of part.
+func firstNamed(part []messages.Record, failed []messages.Position) (int, *messages.Position) {
+	first := len(part)
+	for _, p := range failed {
+		j, ok := slices.BinarySearchFunc(part, p, func(r messages.Record, p messages.Position) int { return comparePos(r.Pos(), p) })
+		if !ok {
+			return 0, &p
+		}
+		first = min(first, j)
+	}
+	return first, nil
 }
 
 // givenUp forgets the records before first that were delivered, never
@@ -240,9 +287,16 @@ func (f *fanout) combine(b messages.Batch, parts [][]messages.Record, outs []out
 func (f *fanout) givenUp(first messages.Position) {
 	gone := map[messages.Position]bool{}
 	for w, u := range f.uncovered {
+		if len(u) == 0 || comparePos(u[0], first) >= 0 {
+			continue // the usual case
+		}
 		kept := u[:0]
-		for _, p := range u {
-			if comparePos(p, first) < 0 && (f.acked[w].SequenceNumber == "" || comparePos(p, f.acked[w]) > 0) {
+		for i, p := range u {
+			if comparePos(p, first) >= 0 {
+				kept = append(kept, u[i:]...) // sorted: the rest is after first
+				break
+			}
+			if f.acked[w].SequenceNumber == "" || comparePos(p, f.acked[w]) > 0 {
 				gone[p] = true
 				continue
 			}
@@ -332,17 +386,37 @@ func (f *fanout) cover(w int, cp messages.Checkpoint) {
 	}
 }
 
+// coverBefore covers worker w's records before p.
+func (f *fanout) coverBefore(w int, p messages.Position) {
+	u := f.uncovered[w]
+	k := 0
+	for k < len(u) && comparePos(u[k], p) < 0 {
+		k++
+	}
+	f.uncovered[w] = u[k:]
+}
+
+// earliestUncovered returns the earliest record not covered, and its
+// worker; false if there is none.
+func (f *fanout) earliestUncovered() (int, messages.Position, bool) {
+	w, ok := -1, false
+	for v, u := range f.uncovered {
+		if len(u) > 0 && (!ok || comparePos(u[0], f.uncovered[w][0]) < 0) {
+			w, ok = v, true
+		}
+	}
+	if !ok {
+		return 0, messages.Position{}, false
+	}
+	return w, f.uncovered[w][0], true
+}
+
 // advance moves the covered prefix of order forward to just before the
 // earliest uncovered record.
 func (f *fanout) advance() {
-	var earliest *messages.Position
-	for w := range f.uncovered {
-		if u := f.uncovered[w]; len(u) > 0 && (earliest == nil || comparePos(u[0], *earliest) < 0) {
-			earliest = &u[0]
-		}
-	}
+	_, earliest, ok := f.earliestUncovered()
 	k := 0
-	for k < len(f.order) && (earliest == nil || comparePos(f.order[k].pos, *earliest) < 0) {
+	for k < len(f.order) && (!ok || comparePos(f.order[k].pos, earliest) < 0) {
 		f.covered = f.order[k].pos
 		k++
 	}
@@ -350,18 +424,26 @@ func (f *fanout) advance() {
 }
 
 // checkpoint returns the batch's checkpoint after its workers' checkpoints
-// were applied: CheckpointBatchEnd when everything delivered is covered,
-// else CheckpointAt the last covered record if it moved, else none.
+// were applied: CheckpointBatchEnd when everything delivered up to the
+// batch's last record is covered, else CheckpointAt the last covered record
+// if it moved, else none. It is never beyond the batch's last record (with
+// a bisect, records after it were delivered before and may be covered):
+// the shard has acknowledged no record after it yet.
 func (f *fanout) checkpoint(b messages.Batch) messages.Checkpoint {
 	f.advance()
-	if f.covered.SequenceNumber == "" || (f.reported.SequenceNumber != "" && comparePos(f.covered, f.reported) <= 0) {
+	c := f.covered
+	last, ok := b.Last()
+	if ok && c.SequenceNumber != "" && comparePos(c, last.Pos()) > 0 {
+		c = last.Pos()
+	}
+	if c.SequenceNumber == "" || (f.reported.SequenceNumber != "" && comparePos(c, f.reported) <= 0) {
 		return messages.Checkpoint{}
 	}
-	f.reported = f.covered
-	if last, ok := b.Last(); ok && last.Pos() == f.covered {
+	f.reported = c
+	if ok && last.Pos() == c {
 		return messages.CheckpointBatchEnd()
 	}
-	return messages.CheckpointAt(f.covered.SequenceNumber, f.covered.SubSequenceNumber)
+	return messages.CheckpointAt(c.SequenceNumber, c.SubSequenceNumber)
 }
 
 // shutdown applies the workers' shutdown checkpoints and returns the

@@ -24,6 +24,15 @@
 // compiler checks nothing about the replies; for the other two it checks
 // that every batch gets a Result or an error.
 //
+// Per-key parallelism: with Config.ParallelizationFactor N > 1 (told in
+// messages.Initialized.Workers) the adapters of FromProcessor and
+// FuncProcessor run N workers per shard, each with the records of its own
+// partition keys (WorkerOf), so that every key keeps its order: a batch is
+// split among them, they run at once, and the batch is answered once all
+// have returned, with a checkpoint never ahead of a record some worker has
+// not acknowledged and checkpointed (see FromProcessor). With N = 1 (or 0)
+// nothing of this runs. An actor processor is one worker and may ignore N.
+//
 // The shard and coordinator actors that drive processors are internal to
 // kinactor. This package must not import the root package or anything
 // internal.
@@ -33,6 +42,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/asynkron/protoactor-go/actor"
 
@@ -79,6 +89,13 @@ type Result struct {
 // mid-batch. Values of different shards are called concurrently; a value
 // that newProcessor returns for several shards must be safe for concurrent
 // use.
+//
+// With Config.ParallelizationFactor N > 1, newProcessor makes N values per
+// shard, one per worker (see FromProcessor). Each value is still called by
+// one goroutine at a time, one call after the other, but ProcessRecords
+// runs on a goroutine of its own, at the same time as the other workers'
+// values of the shard; the optional methods are called from the actor's
+// goroutine, one value after the other, while no ProcessRecords runs.
 type Processor interface {
 	// ProcessRecords processes batch (batch.Records, in order) and says
 	// where to checkpoint. Its context ends at batch.Deadline
@@ -158,6 +175,46 @@ type RefusalHandler interface {
 // Processor newProcessor makes for each shard (and again after a failure;
 // see Processor). It returns nil (which NewNode refuses) if newProcessor is
 // nil.
+//
+// With messages.Initialized.Workers N > 1 (Config.ParallelizationFactor)
+// the adapter calls newProcessor N times per shard (and N times again after
+// a failure: a panic in one worker restarts them all, with fresh values).
+// Worker w gets the records whose partition key has WorkerOf(key, N) == w,
+// in order, as a batch of its own with the batch's ShardID, BatchID,
+// MillisBehindLatest, Attempt and Deadline; a worker with no record is not
+// called. The workers run at once, under the batch's context, and the
+// batch is answered once all of them returned:
+//
+//   - Checkpoints: a value's Result.Checkpoint concerns its own records,
+//     cumulatively: CheckpointBatchEnd is all of them so far, CheckpointAt(p)
+//     those at or before p, the zero Checkpoint nothing new. The batch's
+//     checkpoint is the last record before the earliest one that some
+//     worker has not covered yet: never ahead of it. Shutdown is asked of
+//     every value, and combined the same way. The adapter keeps the
+//     positions of the records not covered yet: a value that never
+//     checkpoints before Shutdown makes that list grow with every record.
+//   - Failures: a value that names records in Result.Failed failed at the
+//     first of them (and, as with one value, lets its records before that
+//     one be checkpointed); one that returns an error, at its first record.
+//     The earliest of these failure points F is answered as
+//     Processed.Failed (F first, then the other workers' failure points)
+//     when F is known to be a failed record (named, or the one record its
+//     worker had): the records before F count as processed and are
+//     checkpointed. Otherwise the whole batch is answered with the error,
+//     so that the shard retries or bisects it: when F is the first record
+//     of a worker that had several (which of them failed is not known), and
+//     when a record before F is held, processed by a worker that has not
+//     covered it with its checkpoints yet (F first in the batch excepted:
+//     nothing is checkpointed then). A position named that is not a record
+//     of the worker's batch fails the whole batch, with an error naming it.
+//   - No duplicates: the records that succeeded are remembered, and when
+//     the shard delivers them again (the rest of a batch after a failure)
+//     they are not given to a worker again, until a delivery starts after
+//     them. A restart of the adapter forgets them: at-least-once.
+//
+// Initialize, ShardEnded, LeaseLost and CheckpointRefused are called on
+// every value that implements them (a failed Initialize is called again,
+// on that value, before the next batch).
 func FromProcessor(newProcessor func(shardID string) Processor) *actor.Props {
 	if newProcessor == nil {
 		return nil
@@ -316,6 +373,9 @@ func (a *adapter) process(b messages.Batch) messages.Processed {
 
 // processParallel runs one batch on the workers (see fanout).
 func (a *adapter) processParallel(b messages.Batch) messages.Processed {
+	if slices.Contains(a.values, nil) {
+		return messages.Processed{BatchID: b.BatchID, Err: ErrNoProcessor}
+	}
 	bctx, cancel := a.batchContext(b)
 	defer cancel()
 	for w, in := range a.inits {
@@ -355,9 +415,13 @@ func (a *adapter) batchContext(b messages.Batch) (context.Context, context.Cance
 // them are processed and checkpointed, it and the ones after it delivered
 // again (see Result.Failed).
 //
-// With Config.ParallelizationFactor N > 1 the function is called from N
-// goroutines at once for one shard, each with the records of its own
-// partition keys (in order): it must be safe for concurrent use.
+// With Config.ParallelizationFactor N > 1 the function is called from up to
+// N goroutines at once for one shard, each with the records of its own
+// partition keys (in order; see FromProcessor): it must be safe for
+// concurrent use. After a worker's error (or FailRecords) the batch, or its
+// rest, is delivered again, but only the records that failed, or were not
+// reached, are given to the function again: the other workers' are
+// remembered as processed.
 type ProcessorFunc func(ctx context.Context, batch messages.Batch) error
 
 // BatchItemFailures is the error a ProcessorFunc returns to name the
@@ -383,9 +447,11 @@ func FailRecords(positions ...messages.Position) error {
 }
 
 // FuncProcessor turns fn into processor props. Each shard gets its own
-// actor; fn may be called concurrently for different shards. It is a
-// Processor (FromProcessor) whose every Result, and whose Shutdown,
-// checkpoint at the end of what was acknowledged.
+// actor; fn may be called concurrently for different shards, and, with
+// Config.ParallelizationFactor > 1, for different partition keys of one
+// shard (the workers share fn). It is a Processor (FromProcessor) whose
+// every Result, and whose Shutdown, checkpoint at the end of what was
+// acknowledged.
 func FuncProcessor(fn ProcessorFunc) *actor.Props {
 	p := funcProcessor{fn: fn}
 	return FromProcessor(func(string) Processor { return p })
