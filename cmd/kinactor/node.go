@@ -111,40 +111,33 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if failSpec != nil && failSpec.Kind == failure.KindKinesis && failSpec.Target == *streamName {
 		return fmt.Errorf("node: --on-failure %q is the stream consumed (--stream): its failures would be read again", *onFailure)
 	}
-	if *maxAttempts < 1 {
-		return fmt.Errorf("node: invalid --max-attempts %d (want at least 1)", *maxAttempts)
+	cfg := kinactor.Config{
+		StreamName:         *streamName,
+		ApplicationName:    *app,
+		WorkerID:           *name,
+		InitialPosition:    kinactor.InitialPosition(*initial),
+		CheckpointInterval: *checkpointInterval,
+		LeaseRenewInterval: *renewInterval,
+		ShardSyncInterval:  *syncInterval,
+		StallTimeout:       *stallTimeout,
+		ProcessTimeout:     *processTimeout,
+		FanOutConsumer:     *fanOut,
+		FailurePolicy:      policy,
+		Logger:             slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})),
+		Registerer:         nodeRegistry(),
 	}
-	if *parallelization < 1 || *parallelization > kinactor.MaxParallelizationFactor {
-		return fmt.Errorf("node: invalid --parallelization %d (want 1 to %d)", *parallelization, kinactor.MaxParallelizationFactor)
-	}
-	if *maxRecordAge < 0 {
-		return fmt.Errorf("node: invalid --max-record-age %s (must not be negative)", *maxRecordAge)
-	}
-	if *maxRecordAge > 0 && failSpec == nil {
-		return fmt.Errorf("node: --max-record-age %s needs --on-failure: the records it turns away are written there", *maxRecordAge)
+	if err := (processingFlags{
+		maxAttempts:     *maxAttempts,
+		parallelization: *parallelization,
+		bisect:          *bisect,
+		maxRecordAge:    *maxRecordAge,
+		onFailure:       failSpec != nil,
+	}).apply(&cfg); err != nil {
+		return err
 	}
 	knobs, err := ledgerKnobs(*processor, *failKeys, *failMode, *recordDelay)
 	if err != nil {
 		return err
-	}
-	cfg := kinactor.Config{
-		StreamName:            *streamName,
-		MaxProcessorAttempts:  *maxAttempts,
-		BisectOnError:         *bisect,
-		MaxRecordAge:          *maxRecordAge,
-		ParallelizationFactor: *parallelization,
-		ApplicationName:       *app,
-		WorkerID:              *name,
-		InitialPosition:       kinactor.InitialPosition(*initial),
-		CheckpointInterval:    *checkpointInterval,
-		LeaseRenewInterval:    *renewInterval,
-		ShardSyncInterval:     *syncInterval,
-		StallTimeout:          *stallTimeout,
-		ProcessTimeout:        *processTimeout,
-		FanOutConsumer:        *fanOut,
-		FailurePolicy:         policy,
-		Logger:                slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})),
-		Registerer:            nodeRegistry(),
 	}
 	switch kinactor.InitialPosition(*initial) {
 	case kinactor.TrimHorizon, kinactor.Latest:
@@ -403,6 +396,40 @@ func nodeRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return reg
+}
+
+// processingFlags are the flags of the Lambda-style processing:
+// --max-attempts, --parallelization, --bisect-on-error, --max-record-age,
+// and whether --on-failure was given (--max-record-age needs it).
+type processingFlags struct {
+	maxAttempts     int
+	parallelization int
+	bisect          bool
+	maxRecordAge    time.Duration
+	onFailure       bool
+}
+
+// apply checks the flags and sets them in cfg; an error names the flag and
+// its value. The failure policy is failureFlags': with --on-failure it is
+// dead-letter, which is also what --max-record-age's records go through.
+func (p processingFlags) apply(cfg *kinactor.Config) error {
+	if p.maxAttempts < 1 {
+		return fmt.Errorf("node: invalid --max-attempts %d (want at least 1)", p.maxAttempts)
+	}
+	if p.parallelization < 1 || p.parallelization > kinactor.MaxParallelizationFactor {
+		return fmt.Errorf("node: invalid --parallelization %d (want 1 to %d)", p.parallelization, kinactor.MaxParallelizationFactor)
+	}
+	if p.maxRecordAge < 0 {
+		return fmt.Errorf("node: invalid --max-record-age %s (must not be negative)", p.maxRecordAge)
+	}
+	if p.maxRecordAge > 0 && !p.onFailure {
+		return fmt.Errorf("node: --max-record-age %s needs --on-failure: the records it turns away are written there", p.maxRecordAge)
+	}
+	cfg.MaxProcessorAttempts = p.maxAttempts
+	cfg.ParallelizationFactor = p.parallelization
+	cfg.BisectOnError = p.bisect
+	cfg.MaxRecordAge = p.maxRecordAge
+	return nil
 }
 
 // ledgerKnobs checks the ledger processor's test knobs.
