@@ -4,8 +4,31 @@
 // acknowledged, so every checkpointed record is on disk. ReadDir reads the
 // ledgers of all nodes back.
 //
-// Knobs (ProcessorWith) make records of chosen keys fail, and the sink
-// slow, for tests and demos of the failure features.
+// Knobs (ProcessorWith; kinactor node --fail-keys, --fail-mode,
+// --record-delay) make records of chosen keys fail, and the sink slow, for
+// tests and demos of the failure features:
+//
+//   - --fail-keys k1,k2: every record whose partition key is k1 or k2
+//     fails. The batch is answered as a partial batch failure
+//     (actors.FailRecords, which becomes Result.Failed) naming every failing
+//     record of the batch, and only the records before the first failing
+//     one, in batch order, are appended: the pipeline counts those as
+//     processed and delivers the failing record and every record after it
+//     again, so appending the later ones now would append them twice. A
+//     batch whose first record fails appends nothing. A failing key fails
+//     at every delivery, so after --max-attempts its records are left to
+//     --failure-policy (dead-lettered, retried for ever, or the shard
+//     stopped) and never appended.
+//   - --fail-mode batch: the same records fail the whole batch with an
+//     error (ErrFailKey) instead, nothing appended: what --bisect-on-error
+//     splits to isolate them.
+//   - --record-delay D: a batch sleeps D for each record it appends, before
+//     appending them (a slow sink); a batch whose context ends meanwhile
+//     fails with the context's error, nothing appended.
+//
+// One Writer serves every shard, and every worker of a shard
+// (Config.ParallelizationFactor): its appends are serialised, each batch
+// one write of whole lines.
 //
 // A line is
 //

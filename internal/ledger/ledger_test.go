@@ -2,6 +2,8 @@ package ledger
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kinactor/kinactor/actors"
 	"github.com/kinactor/kinactor/messages"
 )
 
@@ -176,5 +179,74 @@ func TestBadNodeName(t *testing.T) {
 		if _, err := NewWriter(t.TempDir(), n); err == nil {
 			t.Errorf("NewWriter(%q) succeeded", n)
 		}
+	}
+}
+
+// TestKnobsWorkersOfOneShardLinesIntact: four workers of one shard
+// (ParallelizationFactor 4) append through one knobbed processor at once,
+// each batch ending with a record of a failing key: every line in the
+// file, the last one too, is whole JSON, every record before a failing one
+// is there exactly once with its own key and payload, and no failing
+// record is.
+func TestKnobsWorkersOfOneShardLinesIntact(t *testing.T) {
+	w, err := NewWriter(t.TempDir(), "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	fn := w.ProcessorWith(Knobs{FailKeys: map[string]bool{"bad": true}, RecordDelay: time.Microsecond})
+	pad := strings.Repeat("p", 4096) // long lines: torn or interleaved writes would show
+	const workers, batches = 4, 25
+	var wg sync.WaitGroup
+	for g := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			key := fmt.Sprint("k", g)
+			for i := range batches {
+				b := messages.Batch{ShardID: "shardId-000000000001"}
+				for j := range 3 {
+					b.Records = append(b.Records, messages.Record{SequenceNumber: fmt.Sprintf("%d%03d%d", g+1, i, j), PartitionKey: key,
+						Data: fmt.Appendf(nil, `{"k":%q,"i":%d,"j":%d,"pad":%q}`, key, i, j, pad)})
+				}
+				b.Records = append(b.Records, messages.Record{SequenceNumber: fmt.Sprintf("%d%03d9", g+1, i), PartitionKey: "bad", Data: []byte(`{}`)})
+				err := fn(context.Background(), b)
+				var items *actors.BatchItemFailures
+				if !errors.As(err, &items) || len(items.Records) != 1 || items.Records[0] != b.Records[3].Pos() {
+					t.Errorf("worker %d batch %d: %v, want the failing record named", g, i, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	raw, err := os.ReadFile(w.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(raw) == 0 || raw[len(raw)-1] != '\n' {
+		t.Fatal("the file does not end with a whole line")
+	}
+	seen := map[string]bool{}
+	for n, l := range strings.Split(strings.TrimSuffix(string(raw), "\n"), "\n") {
+		var e Entry
+		if err := json.Unmarshal([]byte(l), &e); err != nil {
+			t.Fatalf("line %d is not whole JSON: %v", n+1, err)
+		}
+		var d struct {
+			K    string
+			I, J int
+			Pad  string
+		}
+		if err := json.Unmarshal(e.Data, &d); err != nil || d.K != e.PK || d.Pad != pad || e.PK == "bad" {
+			t.Fatalf("line %d: entry %s/%s key %q, payload %.60s (%v)", n+1, e.Shard, e.Seq, e.PK, e.Data, err)
+		}
+		if want := fmt.Sprintf("%c%03d%d", e.PK[1]+1, d.I, d.J); e.Seq != want || seen[e.Seq] {
+			t.Fatalf("line %d: seq %s (want %s), seen before %v", n+1, e.Seq, want, seen[e.Seq])
+		}
+		seen[e.Seq] = true
+	}
+	if len(seen) != workers*batches*3 {
+		t.Fatalf("%d records appended, want %d", len(seen), workers*batches*3)
 	}
 }
