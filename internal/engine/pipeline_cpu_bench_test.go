@@ -158,4 +158,3 @@ func cpuTime() cpuStamp {
 
 // Sub returns the CPU time from o to c.
 func (c cpuStamp) Sub(o cpuStamp) time.Duration { return c.user - o.user + c.sys - o.sys }
-
