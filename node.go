@@ -413,6 +413,9 @@ type NodeStatus struct {
 	// runs, which check that none grows past the rows and members it
 	// serves.
 	Maps map[string]int `json:"ownership_maps,omitempty"`
+	// Moves: this node's ownership changes of the last 15 minutes (at
+	// most 200), oldest first.
+	Moves []Move `json:"moves"`
 }
 
 // ShardStatus is one shard this node owns.
@@ -432,6 +435,36 @@ type ShardStatus struct {
 	// dead-letter handler keeps failing: nothing is checkpointed past).
 	Stalled    bool   `json:"stalled,omitempty"`
 	StallCause string `json:"stall_cause,omitempty"`
+	// Load is what the shard's reads carry and how busy its processor is,
+	// smoothed over about 20 s (the assignment's weight).
+	Load ShardLoad `json:"load"`
+}
+
+// ShardLoad is a shard's measured load, exponentially smoothed (half-life
+// 20 s). Measured is false for the first sampling interval (5 s).
+type ShardLoad struct {
+	RecordsPerSec float64 `json:"records_per_second"`
+	BytesPerSec   float64 `json:"bytes_per_second"`
+	// Busy: the fraction of wall time the processor spent on the shard's
+	// batches (above 1 with ParallelizationFactor > 1).
+	Busy     float64 `json:"busy"`
+	Measured bool    `json:"measured"`
+	// Weight is the load as the assignment weighs it: bytes/s ÷ 2 MiB/s
+	// (one shard's read limit) + Busy.
+	Weight float64 `json:"weight"`
+}
+
+// Move is one ownership change on a node.
+type Move struct {
+	At    time.Time `json:"at"`
+	Shard string    `json:"shard"`
+	// Kind: "take", "handoff" (began handing the shard to Peer),
+	// "release" (released it) or "lost" (fenced, or another owner seen).
+	Kind string `json:"kind"`
+	// Reason: for a take free, released, dead_owner, expired or own; for a
+	// handoff assignment or stopping; else the shard's outcome.
+	Reason string `json:"reason"`
+	Peer   string `json:"peer,omitempty"`
 }
 
 // Members returns the members this node sees (itself alone when it runs
@@ -467,7 +500,17 @@ func (n *Node) Status(ctx context.Context) (NodeStatus, error) {
 	select {
 	case s := <-reply:
 		for _, sh := range s.Shards {
-			st.Shards = append(st.Shards, ShardStatus(sh))
+			l := sh.Load
+			st.Shards = append(st.Shards, ShardStatus{
+				ShardID: sh.ShardID, State: sh.State, Checkpoint: sh.Checkpoint,
+				MillisBehindLatest: sh.MillisBehindLatest, SinceProgress: sh.SinceProgress,
+				Stalled: sh.Stalled, StallCause: sh.StallCause,
+				Load: ShardLoad{RecordsPerSec: l.RecordsPerSec, BytesPerSec: l.BytesPerSec, Busy: l.Busy, Measured: l.Measured, Weight: l.Weight()},
+			})
+		}
+		st.Moves = make([]Move, 0, len(s.Moves))
+		for _, mv := range s.Moves {
+			st.Moves = append(st.Moves, Move(mv))
 		}
 		st.Unhealthy, st.Refused, st.Maps = s.Unhealthy, s.Refused, s.Maps
 		return st, nil

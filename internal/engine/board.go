@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -16,6 +17,33 @@ type Board struct {
 	shards map[string]*shardLive
 }
 
+// Load is a shard's measured load: what its reads carry and how busy its
+// processor is, smoothed (an exponentially weighted moving average with
+// LoadHalfLife). Measured is false until the shard has run for one
+// sampling interval.
+type Load struct {
+	RecordsPerSec float64 `json:"records_per_second"`
+	BytesPerSec   float64 `json:"bytes_per_second"`
+	// Busy is the fraction of wall time the shard's processor spent on its
+	// batches (from each delivery to its answer): 0.5 is busy half the
+	// time; more than 1 with ParallelizationFactor > 1.
+	Busy     float64 `json:"busy"`
+	Measured bool    `json:"measured"`
+}
+
+// ShardReadLimit is what one Kinesis shard can give a reader per second
+// (2 MiB/s, AWS's shared-throughput read limit per shard).
+const ShardReadLimit = 2 << 20
+
+// Weight is the load as one number for the assignment: the shard's share
+// of its read limit (bytes/s ÷ 2 MiB/s) plus its processor's busy
+// fraction. Both are "fractions of one shard's worth", so a shard at its
+// read limit and a shard whose processor never rests weigh the same.
+func (l Load) Weight() float64 { return l.BytesPerSec/ShardReadLimit + l.Busy }
+
+// LoadHalfLife is the half-life of the load averages.
+const LoadHalfLife = 20 * time.Second
+
 // NewBoard returns an empty board.
 func NewBoard() *Board { return &Board{shards: map[string]*shardLive{}} }
 
@@ -24,6 +52,26 @@ type shardLive struct {
 	lastProgress atomic.Int64 // unix nanoseconds
 	behind       atomic.Int64 // MillisBehindLatest of the last fetch
 	stalled      atomic.Pointer[string]
+	// Cumulative, written by the shard actor: records and bytes read,
+	// nanoseconds its processor was busy.
+	records, bytes, busy atomic.Int64
+	// Sampled by Board.Sample, under Board.mu.
+	load       Load
+	sampledAt  time.Time
+	lastCounts [3]int64
+}
+
+// read counts one fetch's records and bytes.
+func (l *shardLive) read(records, bytes int) {
+	l.records.Add(int64(records))
+	l.bytes.Add(int64(bytes))
+}
+
+// worked counts processor time.
+func (l *shardLive) worked(d time.Duration) {
+	if d > 0 {
+		l.busy.Add(int64(d))
+	}
 }
 
 // ShardView is one shard as the board shows it.
@@ -32,6 +80,7 @@ type ShardView struct {
 	LastProgress       time.Time
 	MillisBehindLatest int64
 	StalledOn          string // "" unless stalled
+	Load               Load
 }
 
 func (b *Board) add(key string) *shardLive {
@@ -66,7 +115,7 @@ func (b *Board) Shards() []ShardView {
 	b.mu.Lock()
 	out := make([]ShardView, 0, len(b.shards))
 	for k, l := range b.shards {
-		v := ShardView{ShardID: k, LastProgress: time.Unix(0, l.lastProgress.Load()), MillisBehindLatest: l.behind.Load()}
+		v := ShardView{ShardID: k, LastProgress: time.Unix(0, l.lastProgress.Load()), MillisBehindLatest: l.behind.Load(), Load: l.load}
 		if c := l.stalled.Load(); c != nil {
 			v.StalledOn = *c
 		}
@@ -86,4 +135,40 @@ func (b *Board) Stalled() []string {
 		}
 	}
 	return out
+}
+
+// Sample folds what every running shard read and processed since the last
+// sample into its load averages. The first call for a shard only starts
+// its clock; the second makes it Measured. Call it at a steady interval
+// (the coordinator does, every LoadSampleInterval).
+func (b *Board) Sample(now time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, l := range b.shards {
+		c := [3]int64{l.records.Load(), l.bytes.Load(), l.busy.Load()}
+		if l.sampledAt.IsZero() {
+			l.sampledAt, l.lastCounts = now, c
+			continue
+		}
+		dt := now.Sub(l.sampledAt)
+		if dt <= 0 {
+			continue
+		}
+		sec := dt.Seconds()
+		cur := Load{
+			RecordsPerSec: float64(c[0]-l.lastCounts[0]) / sec,
+			BytesPerSec:   float64(c[1]-l.lastCounts[1]) / sec,
+			Busy:          float64(c[2]-l.lastCounts[2]) / float64(dt),
+			Measured:      true,
+		}
+		if !l.load.Measured {
+			l.load = cur
+		} else {
+			a := 1 - math.Exp2(-sec/LoadHalfLife.Seconds())
+			l.load.RecordsPerSec += a * (cur.RecordsPerSec - l.load.RecordsPerSec)
+			l.load.BytesPerSec += a * (cur.BytesPerSec - l.load.BytesPerSec)
+			l.load.Busy += a * (cur.Busy - l.load.Busy)
+		}
+		l.sampledAt, l.lastCounts = now, c
+	}
 }

@@ -89,7 +89,34 @@ type Status struct {
 	Refused   []string      `json:"refused,omitempty"`
 	// Maps: the ownership machine's map sizes (ownership.Machine.Sizes).
 	Maps map[string]int `json:"maps,omitempty"`
+	// Moves: this node's last ownership changes (at most MovesKept, none
+	// older than MovesFor), oldest first.
+	Moves []Move `json:"moves"`
 }
+
+// Move is one ownership change on this node.
+type Move struct {
+	At    time.Time `json:"at"`
+	Shard string    `json:"shard"`
+	// Kind: "take" (this node took the lease), "handoff" (it began to hand
+	// the shard to another member), "release" (it released it, at a stop
+	// or handoff), "lost" (a fenced write or a read showed another owner).
+	Kind string `json:"kind"`
+	// Reason: for a take, why (free, released, dead_owner, expired, own);
+	// for a handoff, "assignment" or "stopping"; for a loss, the outcome.
+	Reason string `json:"reason"`
+	// Peer: the previous holder of a take, the assignee of a handoff.
+	Peer string `json:"peer,omitempty"`
+}
+
+// How many moves a node keeps for status, and for how long.
+const (
+	MovesKept = 200
+	MovesFor  = 15 * time.Minute
+)
+
+// LoadSampleInterval is how often the coordinator samples shard loads.
+const LoadSampleInterval = 5 * time.Second
 
 // ShardStatus is one owned shard.
 type ShardStatus struct {
@@ -105,6 +132,9 @@ type ShardStatus struct {
 	// "kinesis", "dynamodb" or "processor".
 	Stalled    bool   `json:"stalled,omitempty"`
 	StallCause string `json:"stall_cause,omitempty"`
+	// Load: what the shard's reads carry and its processor's busy
+	// fraction, smoothed.
+	Load Load `json:"load"`
 }
 
 // Results of the coordinator's asynchronous calls, and its timers.
@@ -114,6 +144,7 @@ type (
 	syncResult   struct{ done ownership.SyncDone }
 	rowsResult   struct{ done ownership.RowsDone }
 	takeResult   struct {
+		prev string // the holder the take was conditional on
 		done ownership.TakeDone
 		sent TakeSent // when the take was sent, and the pause epoch then
 	}
@@ -158,6 +189,7 @@ type coordinator struct {
 	takenAt map[string]TakeSent // when the take of a shard being spawned was sent, in which pause epoch
 	gen     uint64
 	ticks   int
+	moves   []Move // ownership changes on this node, for status
 	view    []cluster.Member
 }
 
@@ -201,6 +233,9 @@ func (c *coordinator) Receive(ctx actor.Context) {
 				c.setView(ms)
 				c.step(ctx, ownership.ViewChanged{Members: ms})
 			}
+		}
+		if c.ticks%int(max(1, LoadSampleInterval/c.tickInterval())) == 0 {
+			c.deps.Board.Sample(time.Now())
 		}
 		c.step(ctx, ownership.Tick{})
 	case MembershipChanged:
@@ -284,10 +319,7 @@ func (c *coordinator) start(ctx actor.Context) {
 			}
 		})
 	}
-	tick := c.cfg.TickInterval
-	if tick <= 0 {
-		tick = 250 * time.Millisecond
-	}
+	tick := c.tickInterval()
 	c.cancelTick = sendEvery(tick, c.sys.Root, c.self, coordTick{})
 	c.step(ctx, ownership.Started{})
 	if c.cfg.Gossip != nil {
@@ -359,6 +391,7 @@ func (c *coordinator) onTake(ctx actor.Context, r takeResult) {
 		m.LeaseTakes.WithLabelValues(d.Reason).Inc()
 		m.OwnershipChanges.Inc()
 		c.takenAt[d.Key] = r.sent
+		c.moved(Move{Shard: d.Key, Kind: "take", Reason: d.Reason, Peer: r.prev})
 		c.log.Info("lease taken", "shard", d.Key, "reason", d.Reason, "counter", d.Lease.Counter)
 	case d.LostRace:
 		m.LeaseWrites.WithLabelValues("take", "lost").Inc()
@@ -384,6 +417,11 @@ func (c *coordinator) onFinished(ctx actor.Context, f ShardFinished) {
 	}
 	if f.Outcome == shardfsm.Released || f.Outcome == shardfsm.LeaseLost || f.Outcome == shardfsm.Fenced {
 		m.OwnershipChanges.Inc()
+		kind := "lost"
+		if f.Outcome == shardfsm.Released {
+			kind = "release"
+		}
+		c.moved(Move{Shard: f.ShardID, Kind: kind, Reason: f.Outcome.String()})
 	}
 	cause := f.Cause
 	if f.Outcome == shardfsm.Fenced {
@@ -485,16 +523,19 @@ func (c *coordinator) run(ctx actor.Context, eff ownership.Effect) {
 			sent := TakeSent{Epoch: deps.Pauses.Mark()}
 			sent.At = time.Now()
 			l, err := deps.Store.Take(op, e.Lease, deps.Owner, lease.TakeOptions{Resume: e.Resume, Identity: deps.Identity})
-			return takeResult{sent: sent, done: ownership.TakeDone{Key: e.Lease.Key, Reason: e.Reason, Lease: l, Err: err, LostRace: errors.Is(err, lease.ErrLeaseLost)}}
+			return takeResult{prev: e.Lease.Owner, sent: sent, done: ownership.TakeDone{Key: e.Lease.Key, Reason: e.Reason, Lease: l, Err: err, LostRace: errors.Is(err, lease.ErrLeaseLost)}}
 		})
 	case ownership.Spawn:
 		c.spawn(ctx, e.Lease)
 	case ownership.Handoff:
 		if o := c.owned[e.Key]; o != nil {
 			o.handoffAt = time.Now()
+			reason := "stopping"
 			if e.To != "" {
+				reason = "assignment"
 				c.log.Info("handing off shard", "shard", e.Key, "to", e.To)
 			}
+			c.moved(Move{Shard: e.Key, Kind: "handoff", Reason: reason, Peer: e.To})
 			ctx.Send(o.pid, shardfsm.StopRequested{})
 		}
 	case ownership.Send:
@@ -610,6 +651,7 @@ func (c *coordinator) status() Status {
 		}
 		ss := ShardStatus{ShardID: id, State: st, Checkpoint: o.checkpoint.SequenceNumber}
 		if v, ok := views[id]; ok {
+			ss.Load = v.Load
 			ss.MillisBehindLatest = v.MillisBehindLatest
 			ss.SinceProgress = now.Sub(v.LastProgress).Seconds()
 			ss.Stalled, ss.StallCause = v.StalledOn != "", v.StalledOn
@@ -617,7 +659,34 @@ func (c *coordinator) status() Status {
 		s.Shards = append(s.Shards, ss)
 	}
 	slices.SortFunc(s.Shards, func(a, b ShardStatus) int { return strings.Compare(a.ShardID, b.ShardID) })
+	c.trimMoves(now)
+	s.Moves = append([]Move{}, c.moves...)
 	return s
+}
+
+func (c *coordinator) tickInterval() time.Duration {
+	if c.cfg.TickInterval <= 0 {
+		return 250 * time.Millisecond
+	}
+	return c.cfg.TickInterval
+}
+
+// moved records one ownership change for status.
+func (c *coordinator) moved(mv Move) {
+	mv.At = time.Now()
+	c.moves = append(c.moves, mv)
+	c.trimMoves(mv.At)
+}
+
+// trimMoves keeps the last MovesKept moves of the last MovesFor.
+func (c *coordinator) trimMoves(now time.Time) {
+	drop := 0
+	for drop < len(c.moves) && (len(c.moves)-drop > MovesKept || now.Sub(c.moves[drop].At) > MovesFor) {
+		drop++
+	}
+	if drop > 0 {
+		c.moves = append(c.moves[:0], c.moves[drop:]...)
+	}
 }
 
 // sameMembers reports whether two views have the same members with the same

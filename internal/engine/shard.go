@@ -223,7 +223,11 @@ func (a *shardActor) Receive(ctx actor.Context) {
 
 func (a *shardActor) onProcessed(ctx actor.Context, r messages.Processed) {
 	if r.BatchID == a.inflight.BatchID && !a.sentAt.IsZero() {
-		a.deps.Metrics.ProcessingLatency.Observe(time.Since(a.sentAt).Seconds())
+		took := time.Since(a.sentAt)
+		a.deps.Metrics.ProcessingLatency.Observe(took.Seconds())
+		if a.live != nil {
+			a.live.worked(took)
+		}
 		if r.Err == nil {
 			n, b := len(a.inflight.Records), 0
 			for _, rec := range a.inflight.Records {
@@ -275,6 +279,11 @@ func (a *shardActor) onFetch(ctx actor.Context, r fetchResult) {
 	a.deps.Metrics.MillisBehindLatest.WithLabelValues(a.lease.Key).Set(float64(r.batch.MillisBehindLatest))
 	if a.live != nil {
 		a.live.behind.Store(r.batch.MillisBehindLatest)
+		b := 0
+		for _, rec := range r.batch.Records {
+			b += len(rec.Data)
+		}
+		a.live.read(len(r.batch.Records), b)
 	}
 	a.step(ctx, shardfsm.FetchSucceeded{Batch: deaggregate(r.batch, a.lease.StartingHashKey, a.lease.EndingHashKey, a.deps.Metrics)})
 }
