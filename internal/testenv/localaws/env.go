@@ -94,6 +94,13 @@ func StartT(t testing.TB, kinesis, dynamo Kind) *Env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
+		// A server that died under the test explains its failure: say so
+		// with the server's own last words.
+		for _, s := range []*Server{env.Kinesis, env.DynamoDB} {
+			if err := s.Crashed(); err != nil {
+				t.Error(err)
+			}
+		}
 		if err := env.Stop(); err != nil {
 			t.Errorf("localaws: %v", err)
 		}

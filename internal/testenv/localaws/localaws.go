@@ -23,6 +23,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -85,12 +86,29 @@ type Server struct {
 	Port     int
 	Command  string // the command line, for messages
 
-	cmd      *exec.Cmd
-	tail     *tailBuffer
-	exited   chan struct{} // closed when the process has exited
-	waitErr  error         // set before exited is closed
-	stopOnce sync.Once
-	stopErr  error
+	cmd    *exec.Cmd
+	tail   *tailBuffer
+	exited chan struct{} // closed when the process has exited
+	// stopCalled: Stop was called (an exit before that is a crash).
+	stopCalled atomic.Bool
+	waitErr    error // set before exited is closed
+	stopOnce   sync.Once
+	stopErr    error
+}
+
+// Crashed returns an error naming the server, how it exited and the tail
+// of its log if its process exited before Stop was called; else nil.
+func (s *Server) Crashed() error {
+	if s == nil || s.cmd == nil || s.stopCalled.Load() {
+		return nil
+	}
+	select {
+	case <-s.exited:
+		return fmt.Errorf("localaws: %s (pid %d, %s) exited by itself during the test (%v); the end of its log:\n%s",
+			s.Kind, s.cmd.Process.Pid, s.Endpoint, s.waitErr, s.LogTail())
+	default:
+		return nil
+	}
 }
 
 // Exited is closed when the server process has exited, whether by Stop or not.
@@ -314,6 +332,7 @@ func (s *Server) Stop() error {
 	if s == nil || s.cmd == nil {
 		return nil
 	}
+	s.stopCalled.Store(true)
 	s.stopOnce.Do(func() {
 		s.stopErr = s.stop()
 	})

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -186,5 +187,46 @@ func TestTakenPort(t *testing.T) {
 func TestModulePathOf(t *testing.T) {
 	if got := modulePathOf([]byte("// x\nmodule github.com/kinactor/kinactor\n\ngo 1.26\n")); got != modulePath {
 		t.Fatalf("modulePathOf = %q", got)
+	}
+}
+
+// A server that dies under a test is reported as such, with how it died;
+// one stopped by Stop is not.
+func TestCrashedServer(t *testing.T) {
+	SkipShort(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	s, err := Start(ctx, Kinesalite, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Stop() })
+	if err := s.Crashed(); err != nil {
+		t.Fatalf("a running server is reported crashed: %v", err)
+	}
+	if err := s.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-s.Exited():
+	case <-ctx.Done():
+		t.Fatal("the killed server did not exit")
+	}
+	err = s.Crashed()
+	if err == nil || !strings.Contains(err.Error(), "exited by itself") || !strings.Contains(err.Error(), "killed") {
+		t.Fatalf("Crashed after SIGKILL = %v", err)
+	}
+	_ = s.Stop()
+	if err := s.Crashed(); err != nil {
+		t.Fatalf("Crashed after Stop = %v", err)
+	}
+
+	s2, err := Start(ctx, Kinesalite, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = s2.Stop()
+	if err := s2.Crashed(); err != nil {
+		t.Fatalf("a server stopped by Stop is reported crashed: %v", err)
 	}
 }
