@@ -92,6 +92,8 @@ type Status struct {
 	// Moves: this node's last ownership changes (at most MovesKept, none
 	// older than MovesFor), oldest first.
 	Moves []Move `json:"moves"`
+	// Rows: the ownership machine's copy of the lease table, by key.
+	Rows []lease.Lease `json:"-"`
 }
 
 // Move is one ownership change on this node.
@@ -638,7 +640,7 @@ func (c *coordinator) publishLoop(ctx context.Context, gs Gossip, ch chan cluste
 }
 
 func (c *coordinator) status() Status {
-	s := Status{Owner: c.deps.Owner, Unhealthy: c.m.Unhealthy(), Refused: c.m.Refused(), Maps: c.m.Sizes()}
+	s := Status{Owner: c.deps.Owner, Unhealthy: c.m.Unhealthy(), Refused: c.m.Refused(), Maps: c.m.Sizes(), Rows: c.m.Rows()}
 	views := map[string]ShardView{}
 	for _, v := range c.deps.Board.Shards() {
 		views[v.ShardID] = v

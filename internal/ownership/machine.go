@@ -722,6 +722,16 @@ func (m *Machine) Lease(key string) (lease.Lease, bool) {
 	return l, ok
 }
 
+// Rows returns the machine's copy of the lease table (what its last read
+// showed, updated since by gossip and its own writes), sorted by key.
+func (m *Machine) Rows() []lease.Lease {
+	out := make([]lease.Lease, 0, len(m.leases))
+	for _, k := range sortedKeys(m.leases) {
+		out = append(out, m.leases[k])
+	}
+	return out
+}
+
 // Stopping reports whether StopAll was received.
 func (m *Machine) Stopping() bool { return m.stopping }
 
