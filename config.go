@@ -47,6 +47,15 @@ const (
 	AtTimestamp InitialPosition = InitialPosition(ktypes.ShardIteratorTypeAtTimestamp)
 )
 
+// Balance is how shards are spread over a cluster's members.
+type Balance string
+
+// Balances.
+const (
+	BalanceCount Balance = "count"
+	BalanceLoad  Balance = "load"
+)
+
 // MaxParallelizationFactor is the highest Config.ParallelizationFactor.
 const MaxParallelizationFactor = 100
 
@@ -198,6 +207,21 @@ type Config struct {
 	// different keys of a shard); an actor processor is one worker.
 	ParallelizationFactor int
 
+	// Balance is how shards are spread over the members: BalanceCount
+	// (default: the number of shards, weighted by Cluster.Weight) or
+	// BalanceLoad (their measured load: bytes/s read ÷ 2 MiB/s plus the
+	// processor's busy fraction, smoothed, shared by gossip). With
+	// BalanceLoad a shard stays where it is until its holder is over its
+	// share by more than LoadThreshold (default 0.10); the holder then
+	// hands at most MaxLoadMoves (default 2) shards per RebalanceInterval
+	// (default 10s) to the least loaded members, gracefully, and a shard
+	// that moved does not move again within LoadCoolDown (default 5m).
+	Balance           Balance
+	LoadThreshold     float64
+	MaxLoadMoves      int
+	RebalanceInterval time.Duration
+	LoadCoolDown      time.Duration
+
 	// Logger for the node; default slog.Default().
 	Logger *slog.Logger
 	// Registerer for the node's Prometheus collectors; default a fresh
@@ -265,6 +289,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ParallelizationFactor == 0 {
 		c.ParallelizationFactor = 1
+	}
+	if c.Balance == "" {
+		c.Balance = BalanceCount
 	}
 	if c.MaxProcessorAttempts == 0 {
 		c.MaxProcessorAttempts = 5
@@ -375,6 +402,23 @@ func (c Config) Validate() error {
 	}
 	if c.ParallelizationFactor < 1 || c.ParallelizationFactor > MaxParallelizationFactor {
 		return bad("ParallelizationFactor", c.ParallelizationFactor, fmt.Sprintf("must be between 1 and %d", MaxParallelizationFactor))
+	}
+	switch c.Balance {
+	case BalanceCount, BalanceLoad:
+	default:
+		return bad("Balance", string(c.Balance), "must be count or load")
+	}
+	if c.LoadThreshold < 0 || c.LoadThreshold > 10 {
+		return bad("LoadThreshold", c.LoadThreshold, "must be between 0 (default 0.10) and 10")
+	}
+	if c.MaxLoadMoves < 0 {
+		return bad("MaxLoadMoves", c.MaxLoadMoves, "must not be negative (0: default 2)")
+	}
+	if c.RebalanceInterval < 0 {
+		return bad("RebalanceInterval", c.RebalanceInterval.String(), "must not be negative")
+	}
+	if c.LoadCoolDown < 0 {
+		return bad("LoadCoolDown", c.LoadCoolDown.String(), "must not be negative")
 	}
 	if cl := c.Cluster; cl != nil {
 		if cl.BindAddr == "" && cl.Transport == nil {

@@ -236,6 +236,11 @@ func (n *Node) Start(ctx context.Context) error {
 		FollowerSyncInterval: cfg.FollowerSyncInterval,
 		LeaseExpiry:          cfg.LeaseExpiry,
 		StallTimeout:         cfg.StallTimeout,
+		LoadAware:            cfg.Balance == BalanceLoad,
+		LoadThreshold:        cfg.LoadThreshold,
+		MaxLoadMoves:         cfg.MaxLoadMoves,
+		RebalanceInterval:    cfg.RebalanceInterval,
+		LoadCoolDown:         cfg.LoadCoolDown,
 	}), "coordinator")
 	if err != nil {
 		if n.membership != nil {

@@ -80,6 +80,11 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	recordDelay := fs.Duration("record-delay", 0, "ledger processor test knob: sleep this long per record before appending it (a slow sink)")
 	readyFile := fs.String("ready-file", "", "write {node, gossip, http, pid} as JSON to this file once ready")
 	earlyDetection := fs.Bool("early-detection", true, "hold a TCP connection to every member and declare one dead as soon as its connection ends and its gossip port refuses (milliseconds after a crash, instead of gossip's ~1.3 s)")
+	balance := fs.String("balance", "count", "how shards are spread over the members: count (shards per member) or load (measured bytes/s and processor time, shared by gossip)")
+	loadThreshold := fs.Float64("load-threshold", 0.10, "with --balance load: how far over its share (0.10 = 10 %) a member must be before it moves shards")
+	rebalanceInterval := fs.Duration("rebalance-interval", 10*time.Second, "with --balance load: how often a member may move shards for load")
+	loadCoolDown := fs.Duration("load-cooldown", 5*time.Minute, "with --balance load: a shard that moved does not move again for this long")
+	maxLoadMoves := fs.Int("max-load-moves", 2, "with --balance load: at most this many shards leave a member per rebalance interval")
 	testFaults := fs.Bool(testFaultsFlag, false, "for chaos runs only: gossip through a fault-injecting transport and serve POST /faults/partition?block=HOST:PORT,... and /faults/heal on --http (every member must use it)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: kinactor node --app NAME --stream NAME [--bind HOST:PORT] [flags]\n\n"+
@@ -133,6 +138,9 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		maxRecordAge:    *maxRecordAge,
 		onFailure:       failSpec != nil,
 	}).apply(&cfg); err != nil {
+		return err
+	}
+	if err := (balanceFlags{balance: *balance, threshold: *loadThreshold, interval: *rebalanceInterval, coolDown: *loadCoolDown, maxMoves: *maxLoadMoves}).apply(&cfg); err != nil {
 		return err
 	}
 	knobs, err := ledgerKnobs(*processor, *failKeys, *failMode, *recordDelay)
@@ -429,6 +437,40 @@ func (p processingFlags) apply(cfg *kinactor.Config) error {
 	cfg.ParallelizationFactor = p.parallelization
 	cfg.BisectOnError = p.bisect
 	cfg.MaxRecordAge = p.maxRecordAge
+	return nil
+}
+
+// balanceFlags are --balance and the load-aware assignment's knobs.
+type balanceFlags struct {
+	balance   string
+	threshold float64
+	interval  time.Duration
+	coolDown  time.Duration
+	maxMoves  int
+}
+
+// apply checks the flags and sets them in cfg; an error names the flag and
+// its value.
+func (b balanceFlags) apply(cfg *kinactor.Config) error {
+	switch kinactor.Balance(b.balance) {
+	case kinactor.BalanceCount, kinactor.BalanceLoad:
+	default:
+		return fmt.Errorf("node: invalid --balance %q (want count or load)", b.balance)
+	}
+	if !(b.threshold > 0 && b.threshold <= 10) {
+		return fmt.Errorf("node: invalid --load-threshold %v (want more than 0, at most 10)", b.threshold)
+	}
+	if b.interval <= 0 {
+		return fmt.Errorf("node: invalid --rebalance-interval %s (must be positive)", b.interval)
+	}
+	if b.coolDown < 0 {
+		return fmt.Errorf("node: invalid --load-cooldown %s (must not be negative)", b.coolDown)
+	}
+	if b.maxMoves < 1 {
+		return fmt.Errorf("node: invalid --max-load-moves %d (want at least 1)", b.maxMoves)
+	}
+	cfg.Balance = kinactor.Balance(b.balance)
+	cfg.LoadThreshold, cfg.RebalanceInterval, cfg.LoadCoolDown, cfg.MaxLoadMoves = b.threshold, b.interval, b.coolDown, b.maxMoves
 	return nil
 }
 

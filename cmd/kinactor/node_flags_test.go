@@ -106,3 +106,56 @@ func TestNodeHelpProcessingFlags(t *testing.T) {
 		t.Error("--failure-policy's help names a fixed 5 attempts")
 	}
 }
+
+// TestBalanceFlags: --balance and the load knobs land in the Config; a bad
+// value is an error naming the flag and the value.
+func TestBalanceFlags(t *testing.T) {
+	def := balanceFlags{balance: "count", threshold: 0.10, interval: 10 * time.Second, coolDown: 5 * time.Minute, maxMoves: 2}
+	with := func(f func(*balanceFlags)) balanceFlags { b := def; f(&b); return b }
+	for _, c := range []struct {
+		name  string
+		flags balanceFlags
+		err   []string
+	}{
+		{"defaults", def, nil},
+		{"load", with(func(b *balanceFlags) {
+			b.balance = "load"
+			b.threshold = 0.2
+			b.interval = time.Second
+			b.coolDown = 0
+			b.maxMoves = 5
+		}), nil},
+		{"balance bad", with(func(b *balanceFlags) { b.balance = "bytes" }), []string{`--balance "bytes"`, "count or load"}},
+		{"threshold 0", with(func(b *balanceFlags) { b.threshold = 0 }), []string{"--load-threshold 0"}},
+		{"threshold 11", with(func(b *balanceFlags) { b.threshold = 11 }), []string{"--load-threshold 11"}},
+		{"interval 0", with(func(b *balanceFlags) { b.interval = 0 }), []string{"--rebalance-interval 0s", "positive"}},
+		{"cooldown negative", with(func(b *balanceFlags) { b.coolDown = -time.Second }), []string{"--load-cooldown -1s"}},
+		{"moves 0", with(func(b *balanceFlags) { b.maxMoves = 0 }), []string{"--max-load-moves 0"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var cfg kinactor.Config
+			err := c.flags.apply(&cfg)
+			if c.err != nil {
+				if err == nil {
+					t.Fatalf("no error, want one naming %q", c.err)
+				}
+				for _, w := range c.err {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("error %q does not name %q", err, w)
+					}
+				}
+				if cfg.Balance != "" {
+					t.Errorf("Config changed by a refused flag: %+v", cfg.Balance)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(cfg.Balance) != c.flags.balance || cfg.LoadThreshold != c.flags.threshold || cfg.RebalanceInterval != c.flags.interval ||
+				cfg.LoadCoolDown != c.flags.coolDown || cfg.MaxLoadMoves != c.flags.maxMoves {
+				t.Errorf("Config %v %v %v %v %v from %+v", cfg.Balance, cfg.LoadThreshold, cfg.RebalanceInterval, cfg.LoadCoolDown, cfg.MaxLoadMoves, c.flags)
+			}
+		})
+	}
+}

@@ -60,6 +60,13 @@ type CoordinatorConfig struct {
 	StallTimeout time.Duration
 	// TickInterval drives the ownership machine's deadlines (default 250ms).
 	TickInterval time.Duration
+	// LoadAware and the rest: assignment by measured load (see
+	// ownership.Config).
+	LoadAware         bool
+	LoadThreshold     float64
+	MaxLoadMoves      int
+	RebalanceInterval time.Duration
+	LoadCoolDown      time.Duration
 }
 
 // Messages the coordinator accepts from outside.
@@ -238,6 +245,7 @@ func (c *coordinator) Receive(ctx actor.Context) {
 		}
 		if c.ticks%int(max(1, LoadSampleInterval/c.tickInterval())) == 0 {
 			c.deps.Board.Sample(time.Now())
+			c.shareLoads(ctx)
 		}
 		c.step(ctx, ownership.Tick{})
 	case MembershipChanged:
@@ -306,6 +314,11 @@ func (c *coordinator) start(ctx actor.Context) {
 		SyncInterval:         c.cfg.SyncInterval,
 		FollowerSyncInterval: c.cfg.FollowerSyncInterval,
 		InitialCheckpoint:    c.cfg.InitialCheckpoint,
+		LoadAware:            c.cfg.LoadAware,
+		LoadThreshold:        c.cfg.LoadThreshold,
+		LoadMaxMoves:         c.cfg.MaxLoadMoves,
+		RebalanceInterval:    c.cfg.RebalanceInterval,
+		LoadCoolDown:         c.cfg.LoadCoolDown,
 	})
 	if c.cfg.Gossip != nil {
 		c.metaCh = make(chan cluster.Meta, 1)
@@ -535,7 +548,10 @@ func (c *coordinator) run(ctx actor.Context, eff ownership.Effect) {
 			reason := "stopping"
 			if e.To != "" {
 				reason = "assignment"
-				c.log.Info("handing off shard", "shard", e.Key, "to", e.To)
+				if e.Reason != "" {
+					reason = e.Reason
+				}
+				c.log.Info("handing off shard", "shard", e.Key, "to", e.To, "reason", reason)
 			}
 			c.moved(Move{Shard: e.Key, Kind: "handoff", Reason: reason, Peer: e.To})
 			ctx.Send(o.pid, shardfsm.StopRequested{})
@@ -671,6 +687,22 @@ func (c *coordinator) tickInterval() time.Duration {
 		return 250 * time.Millisecond
 	}
 	return c.cfg.TickInterval
+}
+
+// shareLoads gives the ownership machine the measured loads of the shards
+// running here (it shares them by gossip when assigning by load).
+func (c *coordinator) shareLoads(ctx actor.Context) {
+	loads := map[string]float64{}
+	for _, v := range c.deps.Board.Shards() {
+		if _, ok := c.owned[v.ShardID]; ok && v.Load.Measured {
+			loads[v.ShardID] = v.Load.Weight()
+			c.deps.Metrics.ShardLoad.WithLabelValues(v.ShardID).Set(v.Load.Weight())
+		}
+	}
+	c.step(ctx, ownership.LoadSampled{Loads: loads})
+	for _, mv := range c.m.TakeLoadMoves() {
+		c.log.Info("moving shard for load", "shard", mv.Shard, "to", mv.To, "why", mv.Reason)
+	}
 }
 
 // moved records one ownership change for status.

@@ -639,6 +639,7 @@ func (a *shardActor) forgetShard() {
 	m.RecordsProcessed.DeleteLabelValues(key)
 	m.BytesProcessed.DeleteLabelValues(key)
 	m.MillisBehindLatest.DeleteLabelValues(key)
+	m.ShardLoad.DeleteLabelValues(key)
 }
 
 func (a *shardActor) finish(ctx actor.Context, f shardfsm.Finished) {

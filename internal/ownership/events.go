@@ -208,6 +208,9 @@ func (m *Machine) setLease(now time.Time, l lease.Lease, had bool, old lease.Lea
 	if l.Checkpoint.IsShardEnd() {
 		delete(m.progress, l.Key) // finished: nothing to resume
 	}
+	if had {
+		m.sawOwner(now, l.Key, old.Owner, l.Owner)
+	}
 	if m.expiry.observe(l.Key, l.Owner, l.Counter, now, authority) || !had || old.Owner != l.Owner || old.Counter != l.Counter {
 		m.dirty[l.Key] = true
 	}
@@ -237,6 +240,7 @@ func (m *Machine) onTick(now time.Time, out *effects) {
 	m.updateHealth(now, out)
 	m.settle(now)
 	m.probe(now, out)
+	m.onTickLoad(now)
 	if m.syncing && now.Sub(m.lastSync) >= m.cfg.SyncTimeout {
 		// A hung call (a blackholed route): give up on it, count it as a
 		// failure, and read again; its late answer is ignored.
@@ -352,6 +356,13 @@ func (m *Machine) onMessage(now time.Time, e MessageReceived, out *effects) {
 		// heard; the read, older than the release, does not override it.
 		l.Key, l.Owner, l.Counter = g.Shard, "", g.Counter
 		m.heard(now, l)
+		if m.cfg.LoadAware && g.To != "" {
+			m.pending[g.Shard] = pendingMove{to: g.To, at: now}
+			m.movedAt[g.Shard] = now
+			m.assignDirty = true
+		}
+	case MsgLoad:
+		m.hearLoad(e.From, g.Loads)
 	case MsgShards:
 		m.requestSync(now, out)
 	case MsgHeartbeat:
@@ -398,6 +409,12 @@ func (m *Machine) refusal(e MessageReceived) string {
 	case MsgHeartbeat:
 		for _, b := range g.Leases {
 			if !IsShardID(b.Shard) {
+				return RefusedKey
+			}
+		}
+	case MsgLoad:
+		for _, w := range g.Loads {
+			if !IsShardID(w.Shard) {
 				return RefusedKey
 			}
 		}
@@ -598,7 +615,17 @@ func (m *Machine) onFinished(now time.Time, e ShardFinished, out *effects) {
 	case shardfsm.Released:
 		delete(m.failures, e.Key)
 		released()
-		if to := m.assign[e.Key]; m.cfg.Clustered && to != "" && to != m.cfg.Me {
+		if p, ok := m.pending[e.Key]; ok && m.cfg.Clustered && m.cfg.LoadAware {
+			p.at = now // the new owner has LeaseExpiry from now to take it
+			m.pending[e.Key] = p
+			// A move for load: everyone hears who the new owner is, so
+			// that all agree on it at once.
+			for _, c := range m.candidates() {
+				if c.name != m.cfg.Me {
+					out.add(Send{To: c.name, Msg: Message{App: m.cfg.App, Type: MsgReleased, Shard: e.Key, Counter: e.Counter, Draining: m.stopping, To: p.to}})
+				}
+			}
+		} else if to := m.assign[e.Key]; m.cfg.Clustered && to != "" && to != m.cfg.Me {
 			// Tell the new owner at once, so it need not wait for a read.
 			out.add(Send{To: to, Msg: Message{App: m.cfg.App, Type: MsgReleased, Shard: e.Key, Counter: e.Counter, Draining: m.stopping}})
 		}

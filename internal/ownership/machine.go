@@ -201,6 +201,17 @@ type Config struct {
 	SyncBackoff  backoff.Policy
 	CrashBackoff backoff.Policy
 	Rand         *rand.Rand // jitter; nil: global
+
+	// LoadAware assigns by measured shard load instead of shard count
+	// (see load.go): LoadThreshold (default 0.10) over its share before a
+	// member sheds shards, at most LoadMaxMoves (default 2) per
+	// RebalanceInterval (default 10s), none moved again within
+	// LoadCoolDown (default 5m).
+	LoadAware         bool
+	LoadThreshold     float64
+	LoadMaxMoves      int
+	RebalanceInterval time.Duration
+	LoadCoolDown      time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -218,6 +229,14 @@ func (c Config) withDefaults() Config {
 	def(&c.FollowerSyncInterval, 60*time.Second)
 	def(&c.SyncTimeout, max(2*c.SyncInterval, 10*time.Second))
 	def(&c.HeartbeatInterval, 250*time.Millisecond)
+	def(&c.RebalanceInterval, 10*time.Second)
+	def(&c.LoadCoolDown, 5*time.Minute)
+	if c.LoadThreshold <= 0 {
+		c.LoadThreshold = 0.10
+	}
+	if c.LoadMaxMoves <= 0 {
+		c.LoadMaxMoves = 2
+	}
 	if c.InitialCheckpoint == "" {
 		c.InitialCheckpoint = lease.CheckpointTrimHorizon
 	}
@@ -375,6 +394,10 @@ type Message struct {
 	// Draining: the sender is leaving; plan without it at once.
 	Draining bool   `json:"d,omitempty"`
 	Leases   []Beat `json:"l,omitempty"`
+	// To: in a release for load, the member the shard was handed to.
+	To string `json:"to,omitempty"`
+	// Loads: in a "load" message, the sender's shards' load weights.
+	Loads []ShardWeight `json:"w,omitempty"`
 }
 
 // Beat is one lease in a heartbeat: its holder wrote it at Counter.
@@ -393,6 +416,7 @@ const (
 	MsgReleased  = "released"
 	MsgShards    = "shards"
 	MsgHeartbeat = "hb"
+	MsgLoad      = "load"
 )
 
 // Why a gossip message was refused (the Refused effect's Reason, the
@@ -441,7 +465,12 @@ type (
 	Spawn struct{ Lease lease.Lease }
 	// Handoff asks a running shard actor to stop gracefully (checkpoint,
 	// release). To is the new assignee ("" when the node is stopping).
-	Handoff struct{ Key, To string }
+	Handoff struct {
+		Key, To string
+		// Reason: "load" for a move decided by the load-aware rebalance,
+		// "" for any other change of the assignment or a stop.
+		Reason string
+	}
 	// Send sends a message to one member (reliable), in order with the
 	// other sends to it. If that fails, a heartbeat is dropped (it is meant
 	// for that member; the next flush carries its news again) and a
@@ -584,6 +613,14 @@ type Machine struct {
 	lastFlush time.Time
 	lastPrune time.Time
 	rng       *rand.Rand
+
+	// load-aware assignment (load.go)
+	now           time.Time        // of the step under way
+	loads         map[string]int64 // shard → load weight in millionths, as its holder last sent it
+	pending       map[string]pendingMove
+	movedAt       map[string]time.Time // when this node saw the shard move
+	lastRebalance time.Time
+	loadMoves     []LoadMove // decided since TakeLoadMoves
 }
 
 // heardProgress is what a holder said its processor acknowledged on a
@@ -631,6 +668,9 @@ func New(cfg Config) *Machine {
 		beats:      map[string]map[string]Beat{},
 		acked:      map[string]lease.Checkpoint{},
 		progress:   map[string]heardProgress{},
+		loads:      map[string]int64{},
+		pending:    map[string]pendingMove{},
+		movedAt:    map[string]time.Time{},
 		rng:        cfg.Rand,
 	}
 	m.health.init()
@@ -647,7 +687,10 @@ func (m *Machine) Step(now time.Time, ev Event) []Effect {
 	if m.stopDone {
 		return nil
 	}
+	m.now = now
 	switch e := ev.(type) {
+	case LoadSampled:
+		m.onLoadSampled(now, e, &out)
 	case Started:
 		m.requestSync(now, &out)
 	case Tick:

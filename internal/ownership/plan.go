@@ -106,7 +106,17 @@ func (m *Machine) ensureAssignment() {
 	for i, c := range cs {
 		cands[i] = Candidate{Name: c.name, Weight: c.weight}
 	}
-	a := Assign(keys, cands)
+	var a map[string]string
+	if m.cfg.LoadAware && len(cands) > 0 {
+		slices.Sort(keys)
+		rebalance := m.rebalanceDue()
+		if rebalance {
+			m.lastRebalance = m.now
+		}
+		a = m.loadAssign(keys, cands, m.cfg.Me, rebalance)
+	} else {
+		a = Assign(keys, cands)
+	}
 	if a == nil {
 		a = map[string]string{}
 	}
@@ -208,7 +218,12 @@ func (m *Machine) heir(key string) string {
 		for k := range m.eligible {
 			keys = append(keys, k)
 		}
-		m.heirs = Assign(keys, cands)
+		if m.cfg.LoadAware && len(cands) > 0 {
+			slices.Sort(keys)
+			m.heirs = m.loadAssign(keys, cands, "", false)
+		} else {
+			m.heirs = Assign(keys, cands)
+		}
 	}
 	return m.heirs[key]
 }
@@ -255,7 +270,11 @@ func (m *Machine) evaluate(now time.Time, key string, out *effects) {
 	if r := m.run[key]; r != nil {
 		if eligible && assignee != "" && assignee != m.cfg.Me && !r.releasing && !m.stopping {
 			r.releasing = true
-			out.add(Handoff{Key: key, To: assignee})
+			h := Handoff{Key: key, To: assignee}
+			if p, ok := m.pending[key]; ok && p.to == assignee {
+				h.Reason = "load"
+			}
+			out.add(h)
 		}
 		return
 	}

@@ -52,6 +52,7 @@ func (m *Machine) pruneRows(from time.Time) {
 	pruneKeys(m.unlisted, gone)
 	pruneKeys(m.refusedFor, gone)
 	pruneKeys(m.refused, gone) // published with the next meta
+	m.pruneLoad(gone)
 	for k, p := range m.progress {
 		if gone(k) && !p.at.After(from) {
 			delete(m.progress, k)
@@ -125,6 +126,9 @@ func (t *expiryTracker) compact() {
 func (m *Machine) Sizes() map[string]int {
 	return map[string]int{
 		"leases":           len(m.leases),
+		"loads":            len(m.loads),
+		"pendingMoves":     len(m.pending),
+		"movedAt":          len(m.movedAt),
 		"heardAt":          len(m.heardAt),
 		"eligible":         len(m.eligible),
 		"expiry":           len(m.expiry.obs),
