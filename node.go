@@ -441,12 +441,12 @@ type ShardStatus struct {
 	Stalled    bool   `json:"stalled,omitempty"`
 	StallCause string `json:"stall_cause,omitempty"`
 	// Load is what the shard's reads carry and how busy its processor is,
-	// smoothed over about 20 s (the assignment's weight).
+	// smoothed over a 30 s half-life (the assignment's weight).
 	Load ShardLoad `json:"load"`
 }
 
 // ShardLoad is a shard's measured load, exponentially smoothed (half-life
-// 20 s). Measured is false for the first sampling interval (5 s).
+// 30 s). Measured is false for the first sampling interval (5 s).
 type ShardLoad struct {
 	RecordsPerSec float64 `json:"records_per_second"`
 	BytesPerSec   float64 `json:"bytes_per_second"`

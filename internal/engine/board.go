@@ -42,7 +42,7 @@ const ShardReadLimit = 2 << 20
 func (l Load) Weight() float64 { return l.BytesPerSec/ShardReadLimit + l.Busy }
 
 // LoadHalfLife is the half-life of the load averages.
-const LoadHalfLife = 20 * time.Second
+const LoadHalfLife = 30 * time.Second
 
 // NewBoard returns an empty board.
 func NewBoard() *Board { return &Board{shards: map[string]*shardLive{}} }

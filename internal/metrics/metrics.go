@@ -90,7 +90,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		RecordsProcessed:    prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "records_processed_total", Help: "Records acknowledged by the processor."}, []string{"shard"}),
 		BytesProcessed:      prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "bytes_processed_total", Help: "Record payload bytes acknowledged by the processor."}, []string{"shard"}),
 		MillisBehindLatest:  prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "millis_behind_latest", Help: "MillisBehindLatest of the last GetRecords per shard."}, []string{"shard"}),
-		ShardLoad:           prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "shard_load", Help: "Measured load weight per shard run here: bytes/s read ÷ 2 MiB/s + the processor's busy fraction, smoothed (half-life 20 s)."}, []string{"shard"}),
+		ShardLoad:           prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "shard_load", Help: "Measured load weight per shard run here: bytes/s read ÷ 2 MiB/s + the processor's busy fraction, smoothed (half-life 30 s)."}, []string{"shard"}),
 		GetRecordsLatency:   prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "get_records_duration_seconds", Help: "GetRecords call latency.", Buckets: lat}),
 		ProcessingLatency:   prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "processing_duration_seconds", Help: "Time from delivering a batch to the processor's reply.", Buckets: lat}),
 		FetchErrors:         prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "fetch_errors_total", Help: "GetRecords/GetShardIterator errors by kind."}, []string{"kind"}),

@@ -18,8 +18,9 @@ import (
 // by consistent hashing with bounded loads.
 //
 // Rebalancing is decided only by the holder, for its own shards, at most
-// every RebalanceInterval: when it is the most loaded member and over its
-// share by more than LoadThreshold, it hands up to LoadMaxMoves shards off
+// every RebalanceInterval: when it is over its share by more than
+// LoadThreshold at two rebalances in a row, it hands up to LoadMaxMoves
+// shards off
 // (gracefully, as any handoff) to the least loaded members, and its
 // release message names the new owner (Message.To), so that every node
 // agrees at once on who takes it. A shard that moved is not moved again
@@ -115,6 +116,14 @@ func (m *Machine) loadAssign(keys []string, cands []Candidate, me string, rebala
 		}
 	}
 	a, moves := AssignByLoad(in, LoadParams{Threshold: m.cfg.LoadThreshold, MaxMoves: m.cfg.LoadMaxMoves, CoolDown: m.cfg.LoadCoolDown})
+	// A node moves shards only when it was over its share at two
+	// rebalances in a row: a blip of load (a catch-up after a move, a
+	// busy core) moves nothing.
+	if rebalance {
+		over := mineOver(moves, me)
+		rebalance = over && m.wasOver
+		m.wasOver = over
+	}
 	// Adopt only this node's own moves, of shards it runs, when a
 	// rebalance is due; undo the rest (last first: a shard may move twice).
 	for i := len(moves) - 1; i >= 0; i-- {
@@ -134,6 +143,17 @@ func (m *Machine) loadAssign(keys []string, cands []Candidate, me string, rebala
 		}
 	}
 	return a
+}
+
+// mineOver reports whether moves include one from me (this node is over
+// its share, by the assignment's rule).
+func mineOver(moves []LoadMove, me string) bool {
+	for _, mv := range moves {
+		if mv.From == me {
+			return true
+		}
+	}
+	return false
 }
 
 // rebalanceDue reports whether this node may decide load moves now.

@@ -620,6 +620,7 @@ type Machine struct {
 	pending       map[string]pendingMove
 	movedAt       map[string]time.Time // when this node saw the shard move
 	lastRebalance time.Time
+	wasOver       bool       // this node was over its share at the last rebalance
 	loadMoves     []LoadMove // decided since TakeLoadMoves
 }
 
