@@ -57,6 +57,8 @@ type Node struct {
 	fanOut     *stream.FanOut
 	pauses     *engine.PauseWatch
 
+	view clusterCache // the last ClusterStatus, for /cluster and /
+
 	stopOnce sync.Once
 	stopped  chan struct{} // closed when Stop has finished
 	stopErr  error
@@ -486,16 +488,23 @@ func (n *Node) Members() []cluster.Member {
 
 // Status returns what the node owns, with each shard's state.
 func (n *Node) Status(ctx context.Context) (NodeStatus, error) {
+	st, _, err := n.status(ctx)
+	return st, err
+}
+
+// status is Status with the ownership machine's copy of the lease table
+// (for ClusterStatus).
+func (n *Node) status(ctx context.Context) (NodeStatus, []lease.Lease, error) {
 	n.mu.Lock()
 	started := n.started
 	n.mu.Unlock()
 	st := NodeStatus{Node: n.cfg.WorkerID, Members: n.Members(), Shards: []ShardStatus{}}
 	if !started {
-		return st, ErrNotStarted
+		return st, nil, ErrNotStarted
 	}
 	select {
 	case <-n.stopped:
-		return st, nil
+		return st, nil, nil
 	default:
 	}
 	reply := make(chan engine.Status, 1)
@@ -518,11 +527,11 @@ func (n *Node) Status(ctx context.Context) (NodeStatus, error) {
 			st.Moves = append(st.Moves, Move(mv))
 		}
 		st.Unhealthy, st.Refused, st.Maps = s.Unhealthy, s.Refused, s.Maps
-		return st, nil
+		return st, s.Rows, nil
 	case <-ctx.Done():
-		return st, ctx.Err()
+		return st, nil, ctx.Err()
 	case <-t.C:
-		return st, errors.New("kinactor: status: coordinator did not answer within 5s")
+		return st, nil, errors.New("kinactor: status: coordinator did not answer within 5s")
 	}
 }
 
@@ -533,9 +542,14 @@ func (n *Node) Status(ctx context.Context) (NodeStatus, error) {
 //	          (no progress for StallTimeout), else 503 naming them
 //	/readyz   200 from the end of Start until Stop begins, else 503
 //	/status   the node's NodeStatus as JSON
+//	/cluster  the whole cluster's ClusterStatus as JSON (built at most
+//	          once a second)
+//	/         the status page: the cluster view, refreshed every second
 func (n *Node) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/", n.metrics.Handler(n.healthy))
+	mux.HandleFunc("/{$}", n.servePage)
+	mux.HandleFunc("/cluster", n.serveCluster)
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if err := n.ready(); err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)

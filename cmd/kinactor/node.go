@@ -52,7 +52,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	bind := fs.String("bind", "", "gossip host:port (TCP and UDP; port 0 picks one); empty runs a single node without gossip")
 	advertise := fs.String("advertise", "", "gossip host:port other members reach this node at (default: --bind's)")
 	join := fs.String("join", "", "comma-separated gossip host:port of seed members")
-	httpAddr := fs.String("http", "", "host:port to serve /metrics, /healthz, /readyz and /status on (port 0 picks one)")
+	httpAddr := fs.String("http", "", "host:port to serve /metrics, /healthz, /readyz, /status, /cluster (the whole cluster as JSON) and the status page / on (port 0 picks one)")
 	processor := fs.String("processor", "ledger", "processor: ledger (append every record to --ledger-dir/NAME.jsonl, fsynced before the ack) or log (log each batch)")
 	ledgerDir := fs.String("ledger-dir", "ledger", "directory of the ledger processor's files")
 	initial := fs.String("initial-position", string(kinactor.TrimHorizon), "where shards without a checkpoint start: TRIM_HORIZON, LATEST or AT_TIMESTAMP")
@@ -282,7 +282,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	httpDone := make(chan error, 1)
 	if ln != nil {
 		mux := http.NewServeMux()
-		mux.Handle("/", node.Handler()) // /metrics, /healthz, /readyz, /status
+		mux.Handle("/", node.Handler()) // /metrics, /healthz, /readyz, /status, /cluster, the page /
 		if dt := dropTransportOf(cfg.Cluster); dt != nil {
 			handleTestFaults(mux, dt, hang, log.Info)
 			if refuser != nil {
