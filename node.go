@@ -151,6 +151,9 @@ func (n *Node) Start(ctx context.Context) error {
 			}
 			m.LeaseWrites.WithLabelValues(op, res).Inc()
 		}
+	}), lease.WithOnRead(func(op string, items int) {
+		m.LeaseReads.WithLabelValues(op).Inc()
+		m.LeaseReadItems.WithLabelValues(op).Add(float64(items))
 	}))
 	sc := stream.NewClient(kin, cfg.StreamName, cfg.StreamARN)
 	var fetch engine.StreamAPI = sc

@@ -86,8 +86,28 @@ func BenchmarkSkewedBalance(b *testing.B) {
 			}
 			movesAt := countMovesB(ctx, b, c)
 			m0 := gossipLoadBytes(ctx, b, c)
-			window := time.NewTimer(steady) // an observation window
-			<-window.C
+			// An observation window: every 15 s, the loads (logged) and the
+			// max/mean, averaged over the window.
+			var sumRatio float64
+			var samples int
+			for end := time.Now().Add(steady); time.Now().Before(end); {
+				tick := time.NewTimer(15 * time.Second)
+				<-tick.C
+				loads, owned, _, err := nodeLoads(ctx, c)
+				requireNoError(b, err, "loads")
+				sumRatio += maxOverMean(loads)
+				samples++
+				detail := map[string]string{}
+				for _, p := range c.Nodes() {
+					st, err := c.Status(ctx, p)
+					requireNoError(b, err, "status")
+					for _, sh := range st.Shards {
+						detail[p.Name] += fmt.Sprintf(" %s=%.3f", strings.TrimPrefix(sh.ShardID, "shardId-0000000000"), sh.Load.Weight)
+					}
+				}
+				b.Logf("steady +%s: max/mean %.3f %v %v", time.Since(end.Add(-steady)).Round(time.Second), maxOverMean(loads), detail, len(owned))
+			}
+			b.ReportMetric(sumRatio/float64(samples), "load_max/mean_avg")
 			moves := countMovesB(ctx, b, c) - movesAt
 			bytes := gossipLoadBytes(ctx, b, c) - m0
 			loads, _, _, err := nodeLoads(ctx, c)

@@ -95,6 +95,7 @@ type DynamoStore struct {
 	maxAttempts int
 	log         *slog.Logger
 	onWrite     func(op string, ok bool)
+	onRead      func(op string, items int)
 	waitTimeout time.Duration
 	attempt     time.Duration // bound of one request; 0: none (the caller's ctx)
 	scanLimit   int32         // page size of List; 0: the server's (tests force pagination)
@@ -146,6 +147,13 @@ func WithLogger(l *slog.Logger) Option {
 			s.log = l
 		}
 	}
+}
+
+// WithOnRead sets a hook called once per read request sent (each GetItem,
+// each page of a Scan: "get", "scan"; retries count again), with the
+// number of items it returned: what DynamoDB bills reads by.
+func WithOnRead(fn func(op string, items int)) Option {
+	return func(s *DynamoStore) { s.onRead = fn }
 }
 
 // WithOnWrite sets a hook called once per write method call (Create, Take,
@@ -344,6 +352,12 @@ func (s *DynamoStore) getItem(ctx context.Context, key string) (map[string]types
 			Key:            keyOf(key),
 			ConsistentRead: aws.Bool(true),
 		}, noSDKRetries)
+		s.read("get", func() int {
+			if out != nil && len(out.Item) > 0 {
+				return 1
+			}
+			return 0
+		})
 		if err != nil {
 			return err
 		}
@@ -374,6 +388,12 @@ func (s *DynamoStore) List(ctx context.Context) ([]Lease, error) {
 				ExclusiveStartKey: start,
 				Limit:             limit,
 			}, noSDKRetries)
+			s.read("scan", func() int {
+				if out != nil {
+					return len(out.Items)
+				}
+				return 0
+			})
 			return err
 		})
 		if err != nil {
@@ -643,6 +663,12 @@ func checkHeld(op string, held Lease) error {
 		return fmt.Errorf("%s %s: lease has no owner", op, held.Key)
 	}
 	return nil
+}
+
+func (s *DynamoStore) read(op string, items func() int) {
+	if s.onRead != nil {
+		s.onRead(op, items())
+	}
 }
 
 func (s *DynamoStore) reportWrite(op string, err *error) {

@@ -63,6 +63,50 @@ var integrationCases = []struct {
 	{"DeleteAndList", testDeleteAndList},
 	{"ConditionFailureReturnsOld", testConditionFailureReturnsOld},
 	{"LostResponseThenRetry", testLostResponseThenRetry},
+	{"ReadsCounted", testReadsCounted},
+}
+
+// testReadsCounted: the read hook sees one call per GetItem and per Scan
+// page, with the rows each returned.
+func testReadsCounted(t *testing.T, _ *dynamodb.Client, newStore newStoreFunc) {
+	type read struct {
+		op    string
+		items int
+	}
+	var reads []read
+	s := newStore(t, WithOnRead(func(op string, items int) { reads = append(reads, read{op, items}) }))
+	s.scanLimit = 3 // pages of 3 rows
+	for i := range 7 {
+		if err := s.Create(bg, Lease{Key: fmt.Sprintf("shardId-%012d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reads = nil
+	ls, err := s.List(bg)
+	if err != nil || len(ls) != 7 {
+		t.Fatalf("List: %d rows, %v", len(ls), err)
+	}
+	pages, items := 0, 0
+	for _, r := range reads {
+		if r.op != "scan" {
+			t.Fatalf("List made a %q read", r.op)
+		}
+		pages++
+		items += r.items
+	}
+	if pages < 3 || items != 7 {
+		t.Fatalf("List of 7 rows in pages of 3: %d scan reads returning %d rows (%v)", pages, items, reads)
+	}
+	reads = nil
+	if _, err := s.Get(bg, shard0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(bg, "shardId-999999999999"); err == nil {
+		t.Fatal("Get of a missing row found it")
+	}
+	if len(reads) != 2 || reads[0] != (read{"get", 1}) || reads[1] != (read{"get", 0}) {
+		t.Fatalf("two Gets (one row, one missing): reads %v", reads)
+	}
 }
 
 var bg = context.Background()

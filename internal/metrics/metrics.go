@@ -19,6 +19,8 @@ type Metrics struct {
 	BytesProcessed     *prometheus.CounterVec // shard
 	MillisBehindLatest *prometheus.GaugeVec   // shard
 	ShardLoad          *prometheus.GaugeVec   // shard: the measured load weight
+	LeaseReads         *prometheus.CounterVec // op: get, scan (requests, a Scan page each)
+	LeaseReadItems     *prometheus.CounterVec // op: items those requests returned
 	GetRecordsLatency  prometheus.Histogram   // seconds
 	ProcessingLatency  prometheus.Histogram   // seconds, delivery to reply
 	FetchErrors        *prometheus.CounterVec // kind: throttled, expired_iterator, other
@@ -91,6 +93,8 @@ func New(reg prometheus.Registerer) *Metrics {
 		BytesProcessed:      prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "bytes_processed_total", Help: "Record payload bytes acknowledged by the processor."}, []string{"shard"}),
 		MillisBehindLatest:  prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "millis_behind_latest", Help: "MillisBehindLatest of the last GetRecords per shard."}, []string{"shard"}),
 		ShardLoad:           prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "shard_load", Help: "Measured load weight per shard run here: bytes/s read ÷ 2 MiB/s + the processor's busy fraction, smoothed (half-life 30 s)."}, []string{"shard"}),
+		LeaseReads:          prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "lease_reads_total", Help: "Read requests sent to the lease table: get (one row) and scan (one page of a full read), retries included."}, []string{"op"}),
+		LeaseReadItems:      prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "lease_read_items_total", Help: "Rows returned by the lease table's read requests, by op."}, []string{"op"}),
 		GetRecordsLatency:   prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "get_records_duration_seconds", Help: "GetRecords call latency.", Buckets: lat}),
 		ProcessingLatency:   prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "processing_duration_seconds", Help: "Time from delivering a batch to the processor's reply.", Buckets: lat}),
 		FetchErrors:         prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "fetch_errors_total", Help: "GetRecords/GetShardIterator errors by kind."}, []string{"kind"}),
@@ -110,7 +114,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		OwnershipChanges:    prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "ownership_changes_total", Help: "Leases this node took, released or lost."}),
 		HandoffDuration:     prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "handoff_duration_seconds", Help: "From asking a shard to hand off until its lease was released.", Buckets: lat}),
 		KPLRecords:          prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "kpl_records_total", Help: "KPL aggregates: user records delivered, dropped as outside the shard's hash range, and aggregates delivered whole as malformed."}, []string{"kind"}),
-		GossipSentBytes:     prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "gossip_sent_bytes_total", Help: "Payload bytes of the ownership messages this node sent to other members (heartbeats with progress: hb; releases: released; shard lists: shards), by message type; a broadcast counts once."}, []string{"type"}),
+		GossipSentBytes:     prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "gossip_sent_bytes_total", Help: "Payload bytes of the ownership messages this node sent to other members (heartbeats with progress: hb; releases: released; shard lists: shards; shard loads with --balance load: load), by message type; a broadcast counts once."}, []string{"type"}),
 		GossipRefused:       prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "gossip_refused_total", Help: "Ownership messages received by gossip and refused, by reason: app (for another application), stranger (the sender is not a member of this application in the view), key (names a key that is no shard id of this stream), type (unknown message type), malformed (does not decode)."}, []string{"reason"}),
 		DeclaredDead:        prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "declared_dead_total", Help: "Times another member declared this node dead while it was alive (each time every shard verified its lease before delivering more)."}),
 		GossipSendFailures:  prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "gossip_send_failures_total", Help: "Direct sends of ownership messages to one member that failed, by message type: a heartbeat (hb) is dropped, a release (released) is broadcast instead."}, []string{"type"}),
@@ -121,7 +125,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	if g, ok := reg.(prometheus.Gatherer); ok {
 		m.registry = g
 	}
-	reg.MustRegister(m.RecordsProcessed, m.BytesProcessed, m.MillisBehindLatest, m.ShardLoad, m.GetRecordsLatency,
+	reg.MustRegister(m.RecordsProcessed, m.BytesProcessed, m.MillisBehindLatest, m.ShardLoad, m.LeaseReads, m.LeaseReadItems, m.GetRecordsLatency,
 		m.ProcessingLatency, m.FetchErrors, m.CheckpointsWritten, m.CheckpointsRefused, m.LeaseWrites,
 		m.LeasesHeld, m.LeaseLosses, m.ProcessorRestarts, m.ProcessorFailures, m.RecordsDeadLettered, m.Bisections, m.ShardStates,
 		m.ShardsFinished, m.LeaseTakes, m.ClusterMembers, m.OwnershipChanges, m.HandoffDuration, m.ShardUnowned, m.KPLRecords, m.GossipSentBytes,
