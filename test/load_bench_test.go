@@ -84,7 +84,7 @@ func BenchmarkSkewedBalance(b *testing.B) {
 				c.Close()
 				continue
 			}
-			movesAt := countMovesB(ctx, b, c)
+			movesAt := countMoves(ctx, b, c)
 			m0 := gossipLoadBytes(ctx, b, c)
 			// An observation window: every 15 s, the loads (logged) and the
 			// max/mean, averaged over the window.
@@ -108,7 +108,7 @@ func BenchmarkSkewedBalance(b *testing.B) {
 				b.Logf("steady +%s: max/mean %.3f %v %v", time.Since(end.Add(-steady)).Round(time.Second), maxOverMean(loads), detail, len(owned))
 			}
 			b.ReportMetric(sumRatio/float64(samples), "load_max/mean_avg")
-			moves := countMovesB(ctx, b, c) - movesAt
+			moves := countMoves(ctx, b, c) - movesAt
 			bytes := gossipLoadBytes(ctx, b, c) - m0
 			loads, _, _, err := nodeLoads(ctx, c)
 			requireNoError(b, err, "loads")
@@ -121,20 +121,6 @@ func BenchmarkSkewedBalance(b *testing.B) {
 			c.Close()
 		}
 	}
-}
-
-func countMovesB(ctx context.Context, b *testing.B, c *clusterrun.Cluster) int {
-	n := 0
-	for _, p := range c.Nodes() {
-		st, err := c.Status(ctx, p)
-		requireNoError(b, err, "status")
-		for _, mv := range st.Moves {
-			if mv.Kind == "handoff" && mv.Reason == "load" {
-				n++
-			}
-		}
-	}
-	return n
 }
 
 func gossipLoadBytes(ctx context.Context, b *testing.B, c *clusterrun.Cluster) float64 {

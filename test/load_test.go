@@ -293,7 +293,7 @@ func sumOf(m map[string]float64) float64 {
 }
 
 // countMoves counts the handoffs for load the nodes report.
-func countMoves(ctx context.Context, t *testing.T, c *clusterrun.Cluster) int {
+func countMoves(ctx context.Context, t testing.TB, c *clusterrun.Cluster) int {
 	t.Helper()
 	n := 0
 	for _, p := range c.Nodes() {

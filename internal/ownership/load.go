@@ -2,7 +2,6 @@ package ownership
 
 import (
 	"math"
-	"slices"
 	"time"
 )
 
@@ -207,10 +206,9 @@ func (m *Machine) TakeLoadMoves() []LoadMove {
 	return out
 }
 
-// loadKeys lists the keys the load state keeps, for pruning and Sizes.
+// pruneLoad forgets the load state of rows the table no longer has.
 func (m *Machine) pruneLoad(gone func(string) bool) {
 	pruneKeys(m.loads, gone)
 	pruneKeys(m.pending, gone)
 	pruneKeys(m.movedAt, gone)
-	m.loadMoves = slices.Clip(m.loadMoves)
 }
