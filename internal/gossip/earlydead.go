@@ -89,7 +89,7 @@ func (m *Membership) declareEarlyDead(name string) (Event, bool) {
 	}
 	kind, st := leftOrDead(mem)
 	if kind == MemberDied {
-		m.sawDeathLocked(name)
+		m.sawDeathLocked(mem)
 	}
 	mem.State = st
 	ev := Event{Kind: kind, Member: mem}

@@ -159,7 +159,7 @@ type Membership struct {
 	earlyDead map[string]earlyEntry
 	earlyGen  uint64 // numbers the early deaths
 
-	declaredDead map[string]time.Time // members we declared dead (selfdead.go)
+	declaredDead map[string]deathSeen // members we declared dead (selfdead.go)
 
 	qmu    sync.Mutex
 	queue  []Event
@@ -230,7 +230,7 @@ func Start(cfg Config) (*Membership, error) {
 		members: make(map[string]cluster.Member),
 
 		earlyDead:    make(map[string]earlyEntry),
-		declaredDead: make(map[string]time.Time),
+		declaredDead: make(map[string]deathSeen),
 		signal:       make(chan struct{}, 1),
 		done:         make(chan struct{}),
 		maxBroadcast: gossipMsgLimit(mc.UDPBufferSize, mc.Label, len(mc.SecretKey) > 0, mc.ProtocolVersion),
@@ -261,6 +261,14 @@ func Start(cfg Config) (*Membership, error) {
 		return nil, fmt.Errorf("cluster: starting memberlist: %w", err)
 	}
 	m.ml.Store(ml)
+	if dt, ok := cfg.Transport.(*DropTransport); ok {
+		// memberlist asks for the transport's channels from goroutines
+		// that may not have run yet; its listeners exist now, so a peer's
+		// stream or packet waits for them instead of being refused as if
+		// this node were not started (which made a join right after Start
+		// fail, and the joiner wait for its rejoin loop).
+		dt.listening.Store(true)
+	}
 	m.addr = ml.LocalNode().Address()
 	if m.watch != nil {
 		m.watchAddr = m.watch.addr(m.addr)
@@ -480,53 +488,6 @@ func (m *Membership) member(name string) (cluster.Member, bool) {
 	return mem, ok
 }
 
-// seedsToJoin lists the seeds that are not ourselves and not the address
-// of a member currently seen (alive or suspect).
-func (m *Membership) seedsToJoin() []string {
-	known := map[string]bool{}
-	for _, mem := range m.Members() {
-		known[mem.Addr] = true
-	}
-	self := m.Addr()
-	var out []string
-	for _, s := range m.cfg.Seeds {
-		if s == "" || s == self || known[s] {
-			continue
-		}
-		out = append(out, s)
-	}
-	return out
-}
-
-// rejoinLoop re-joins seeds not seen alive, so that the two halves of a
-// healed partition merge (memberlist does not re-merge them by itself).
-func (m *Membership) rejoinLoop() {
-	t := time.NewTicker(m.cfg.RejoinInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-m.done:
-			return
-		case <-t.C:
-		}
-		seeds := m.seedsToJoin()
-		if len(seeds) == 0 {
-			continue
-		}
-		n, err := m.ml.Load().Join(seeds)
-		select {
-		case <-m.done:
-			return
-		default:
-		}
-		if err != nil {
-			m.log.Debug("rejoin", "seeds", seeds, "joined", n, "err", err)
-		} else {
-			m.log.Debug("rejoin", "seeds", seeds, "joined", n)
-		}
-	}
-}
-
 // push queues an event; called from memberlist's callbacks, so it never
 // blocks (the queue is unbounded).
 func (m *Membership) push(e Event) {
@@ -697,7 +658,7 @@ func (m *Membership) memberGone(mem cluster.Member, kind EventKind) {
 	delete(m.earlyDead, mem.Name)
 	m.nodes.Store(int64(len(m.members)))
 	if kind == MemberDied {
-		m.sawDeathLocked(mem.Name)
+		m.sawDeathLocked(mem)
 	}
 	m.push(Event{Kind: kind, Member: mem})
 }

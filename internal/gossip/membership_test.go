@@ -370,7 +370,17 @@ func TestPartitionAndHeal(t *testing.T) {
 		n.tr.UnblockAll()
 	}
 	for _, n := range ns {
-		eventually(t, 8*time.Second, n.m.Name()+" sees all 4 after heal", func() bool { return sees(n.m, names...) })
+		eventually(t, 8*time.Second, n.m.Name()+" sees all 4 after heal", func() bool {
+			if sees(n.m, names...) {
+				return true
+			}
+			if time.Since(t1) > 7900*time.Millisecond {
+				for _, o := range ns {
+					t.Logf("%s sees %v", o.m.Name(), o.m.Members())
+				}
+			}
+			return false
+		})
 	}
 	t.Logf("heal: all 4 alive everywhere after %v", time.Since(t1))
 }
@@ -482,5 +492,62 @@ func TestEarlyDetectionNeedsARefusal(t *testing.T) {
 	}
 	if !sees(a.m, "a", "b") || !sees(b.m, "a", "b") {
 		t.Fatal("a member was dropped")
+	}
+}
+
+// TestHealWithoutSeeds: two members that met without seeds (nothing for
+// the seed rejoin to dial) are partitioned until each declares the other
+// dead, then healed. memberlist alone never merges them again (neither
+// probes or gossips with a dead member for long, and an alive message at
+// the incarnation declared dead is stale); the rejoin loop's dials of the
+// recently dead do. The old code, which dialled only seeds, failed this.
+func TestHealWithoutSeeds(t *testing.T) {
+	ns := mockCluster(t, []string{"a", "b"}, nil, func(c *Config) { c.RejoinInterval = 300 * time.Millisecond })
+	// a's transport listens once its memberlist asked for its channels,
+	// which happens in a goroutine: a join before that is refused.
+	eventually(t, 5*time.Second, "b joined a", func() bool {
+		_, err := ns[1].m.ml.Load().Join([]string{ns[0].m.Addr()})
+		return err == nil
+	})
+	for _, n := range ns {
+		eventually(t, 5*time.Second, n.m.Name()+" sees a and b", func() bool { return sees(n.m, "a", "b") })
+	}
+	ns[0].tr.Block(ns[1].m.Addr())
+	ns[1].tr.Block(ns[0].m.Addr())
+	eventually(t, 8*time.Second, "each saw the other die", func() bool {
+		return ns[0].log.has(MemberDied, "b") && ns[1].log.has(MemberDied, "a")
+	})
+	// The partition lasts long enough for memberlist to stop retransmitting
+	// the dead messages (a few gossip rounds), which would otherwise reach
+	// the dead member and make it refute.
+	never(t, 2*time.Second, "a member seen alive across the partition", func() bool {
+		return len(ns[0].m.Members()) != 1 || len(ns[1].m.Members()) != 1
+	})
+	t1 := time.Now()
+	ns[0].tr.UnblockAll()
+	ns[1].tr.UnblockAll()
+	for _, n := range ns {
+		eventually(t, 8*time.Second, n.m.Name()+" sees a and b after heal", func() bool { return sees(n.m, "a", "b") })
+	}
+	t.Logf("heal without seeds: %v", time.Since(t1))
+}
+
+func TestRejoinTargets(t *testing.T) {
+	now := time.Unix(1000, 0)
+	dead := map[string]deathSeen{
+		"x": {at: now.Add(-time.Second), addr: "h:4"},
+		"y": {at: now.Add(-rejoinDeadWindow - time.Second), addr: "h:5"}, // too old
+		"z": {at: now.Add(-time.Second), addr: "h:2"},                    // a seed: dialled as one
+		"w": {at: now.Add(-time.Second), addr: "h:3"},                    // live again at that address
+		"v": {at: now.Add(-time.Second), addr: "h:9"},
+		"u": {at: now.Add(-time.Second), addr: "h:9"}, // same address once
+		"s": {at: now.Add(-time.Second), addr: "h:1"}, // self
+	}
+	seeds, deadAddrs := rejoinTargets([]string{"h:1", "h:2", "h:2", "h:3", ""}, "h:1", map[string]bool{"h:3": true}, dead, now)
+	if got, want := strings.Join(seeds, ","), "h:2"; got != want {
+		t.Errorf("seeds = %q, want %q", got, want)
+	}
+	if got, want := strings.Join(deadAddrs, ","), "h:4,h:9"; got != want {
+		t.Errorf("dead = %q, want %q", got, want)
 	}
 }

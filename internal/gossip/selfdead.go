@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"strings"
 	"time"
+
+	"github.com/kinactor/kinactor/cluster"
 )
 
 // Learning that the others declared us dead.
@@ -101,16 +103,23 @@ func (m *Membership) selfDeclaredDead(accuser, how string) {
 // declared dead (each also a SelfDeclaredDead event).
 func (m *Membership) SelfDeclaredDeaths() int64 { return m.selfDead.Load() }
 
-// sawDeathLocked remembers that we declared name dead; memMu is held.
-func (m *Membership) sawDeathLocked(name string) {
-	if name == m.cfg.Name {
+// deathSeen is what we keep of a member we declared dead: when, and the
+// address it had (the rejoin loop dials it for a while: rejoin.go).
+type deathSeen struct {
+	at   time.Time
+	addr string
+}
+
+// sawDeathLocked remembers that we declared mem dead; memMu is held.
+func (m *Membership) sawDeathLocked(mem cluster.Member) {
+	if mem.Name == m.cfg.Name {
 		return
 	}
-	m.declaredDead[name] = time.Now()
+	m.declaredDead[mem.Name] = deathSeen{at: time.Now(), addr: mem.Addr}
 	for len(m.declaredDead) > maxDeclaredDead {
 		oldest := ""
-		for n, at := range m.declaredDead {
-			if oldest == "" || at.Before(m.declaredDead[oldest]) {
+		for n, d := range m.declaredDead {
+			if oldest == "" || d.at.Before(m.declaredDead[oldest].at) {
 				oldest = n
 			}
 		}

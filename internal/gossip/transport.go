@@ -29,7 +29,8 @@ import (
 // accepting side of a mixed network still works; but a DropTransport must
 // only dial peers that also use a DropTransport.
 //
-// Before memberlist starts listening (asks for PacketCh/StreamCh), packets
+// Before memberlist starts listening (asks for PacketCh/StreamCh, or
+// Start has created the memberlist on this transport), packets
 // are dropped and streams closed at once, as for a process not yet
 // listening, so a peer joining a not-yet-started seed fails fast instead of
 // waiting out its TCP timeout on the MockNetwork's pipe.
