@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -18,6 +19,7 @@ import (
 	"github.com/kinactor/kinactor/cluster"
 	"github.com/kinactor/kinactor/internal/gossip"
 	"github.com/kinactor/kinactor/internal/lease"
+	"github.com/kinactor/kinactor/internal/multistream"
 	"github.com/kinactor/kinactor/internal/ownership"
 	"github.com/kinactor/kinactor/internal/shardfsm"
 )
@@ -67,6 +69,11 @@ type CoordinatorConfig struct {
 	MaxLoadMoves      int
 	RebalanceInterval time.Duration
 	LoadCoolDown      time.Duration
+	// Streams, for a multi-stream application: the set that Deps.Stream
+	// reads through (lease keys are multi-stream keys), and the streams
+	// consumed at start; StreamsChanged replaces them. Nil: one stream.
+	Streams *multistream.Set
+	Initial []multistream.Resolved
 }
 
 // Messages the coordinator accepts from outside.
@@ -81,6 +88,10 @@ type (
 	}
 	// StatusRequest asks for a snapshot; the reply is sent on Reply.
 	StatusRequest struct{ Reply chan Status }
+	// StreamsChanged makes Streams the streams a multi-stream application
+	// consumes: a stream that left the set is released gracefully (its
+	// rows are kept), one that joined it is listed at once.
+	StreamsChanged struct{ Streams []multistream.Resolved }
 	// MembershipChanged carries a gossip event and the view after it.
 	MembershipChanged struct {
 		Event   gossip.Event
@@ -179,6 +190,9 @@ type stopBox struct {
 
 type coordinator struct {
 	cfg   CoordinatorConfig
+	// initial: the initial position of each stream's new shards, by stream
+	// id (multi-stream; read by the listing goroutines, replaced whole).
+	initial atomic.Pointer[map[string]string]
 	deps  *Deps
 	box   *stopBox
 	log   *slog.Logger
@@ -250,6 +264,8 @@ func (c *coordinator) Receive(ctx actor.Context) {
 		c.step(ctx, ownership.Tick{})
 	case MembershipChanged:
 		c.onMembership(ctx, msg)
+	case StreamsChanged:
+		c.onStreams(ctx, msg.Streams)
 	case syncResult:
 		c.step(ctx, msg.done)
 	case rowsResult:
@@ -319,6 +335,8 @@ func (c *coordinator) start(ctx actor.Context) {
 		LoadMaxMoves:         c.cfg.MaxLoadMoves,
 		RebalanceInterval:    c.cfg.RebalanceInterval,
 		LoadCoolDown:         c.cfg.LoadCoolDown,
+		MultiStream:          c.cfg.Streams != nil,
+		Streams:              c.setStreams(c.cfg.Initial),
 	})
 	if c.cfg.Gossip != nil {
 		c.metaCh = make(chan cluster.Meta, 1)
@@ -497,10 +515,11 @@ func (c *coordinator) run(ctx actor.Context, eff ownership.Effect) {
 			d := ownership.SyncDone{Seq: e.Seq}
 			if e.List {
 				d.Listed = true
+				initial := *c.initial.Load()
 				shards, err := deps.Stream.ListShards(op)
 				d.ListErr = err
 				for _, s := range shards {
-					d.Shards = append(d.Shards, ownership.Shard{ID: s.ID, Parents: s.Parents(), Closed: s.Closed(), StartingHashKey: s.StartingHashKey, EndingHashKey: s.EndingHashKey})
+					d.Shards = append(d.Shards, ownership.Shard{ID: s.ID, Parents: s.Parents(), Closed: s.Closed(), StartingHashKey: s.StartingHashKey, EndingHashKey: s.EndingHashKey, Initial: initial[multistream.StreamOf(s.ID)]})
 				}
 			}
 			d.Leases, d.ReadErr = deps.Store.List(op)
@@ -546,6 +565,10 @@ func (c *coordinator) run(ctx actor.Context, eff ownership.Effect) {
 		if o := c.owned[e.Key]; o != nil {
 			o.handoffAt = time.Now()
 			reason := "stopping"
+			if e.To == "" && e.Reason != "" {
+				reason = e.Reason
+				c.log.Info("releasing shard", "shard", e.Key, "reason", reason)
+			}
 			if e.To != "" {
 				reason = "assignment"
 				if e.Reason != "" {
@@ -777,4 +800,41 @@ func sendEvery(interval time.Duration, sender actor.SenderContext, pid *actor.PI
 		}
 	}()
 	return func() { once.Do(func() { close(stop) }) }
+}
+
+// setStreams records the initial positions of streams and returns their
+// ids, for the machine.
+func (c *coordinator) setStreams(streams []multistream.Resolved) []string {
+	ids := make([]string, 0, len(streams))
+	initial := make(map[string]string, len(streams))
+	for _, r := range streams {
+		ids = append(ids, r.ID.String())
+		if r.InitialPosition != "" {
+			initial[r.ID.String()] = r.InitialPosition
+		}
+	}
+	c.initial.Store(&initial)
+	return ids
+}
+
+// onStreams applies a new set of streams. The Set reads the union of the
+// old and the new set while the machine learns of the change, and only
+// the new one after: no listing misses a stream the machine still counts
+// as consumed (its rows would be judged gone), and a stream that joined
+// is listed by the read the machine asks for at once.
+func (c *coordinator) onStreams(ctx actor.Context, streams []multistream.Resolved) {
+	if c.cfg.Streams == nil {
+		c.log.Warn("a change of streams sent to a single-stream node was ignored")
+		return
+	}
+	union := slices.Clone(streams)
+	for _, id := range c.cfg.Streams.Resolved() {
+		if !slices.ContainsFunc(union, func(r multistream.Resolved) bool { return r.ID == id.ID }) {
+			union = append(union, id)
+		}
+	}
+	c.cfg.Streams.Update(union)
+	ids := c.setStreams(streams)
+	c.step(ctx, ownership.StreamsChanged{Streams: ids})
+	c.cfg.Streams.Update(streams)
 }

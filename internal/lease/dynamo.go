@@ -17,6 +17,7 @@ import (
 	"github.com/aws/smithy-go"
 
 	"github.com/kinactor/kinactor/internal/backoff"
+	"github.com/kinactor/kinactor/internal/multistream"
 )
 
 // Attribute names of the lease table, exactly as the Java KCL 2.x writes them.
@@ -32,6 +33,11 @@ const (
 	attrChildShardIDLegacy           = "childShardId"
 	AttrStartingHashKey              = "startingHashKey"
 	AttrEndingHashKey                = "endingHashKey"
+	// The Java KCL's multi-stream rows also carry their stream id
+	// (account:stream:epoch) and shard id apart; their parent and child
+	// sets hold shard ids, not lease keys.
+	AttrStreamName = "streamName"
+	AttrShardID    = "shardId"
 	// kinactor's own: where the owner runs (Identity). The Java KCL keeps
 	// attributes it does not know as they are.
 	AttrOwnerAddress = "kinactorOwnerAddress"
@@ -437,10 +443,14 @@ func (s *DynamoStore) Create(ctx context.Context, l Lease) (err error) {
 		AttrCheckpointSubSequenceNumber:  num(cp.SubSequenceNumber),
 		AttrOwnerSwitchesSinceCheckpoint: num(0),
 	}
-	if ss := stringSet(l.ParentShardIDs); ss != nil {
+	if sid, shard, ok := multistream.ParseKey(l.Key); ok {
+		item[AttrStreamName] = str(sid.String())
+		item[AttrShardID] = str(shard)
+	}
+	if ss := stringSet(rawIDs(l.Key, l.ParentShardIDs)); ss != nil {
 		item[AttrParentShardID] = ss
 	}
-	if ss := stringSet(l.ChildShardIDs); ss != nil {
+	if ss := stringSet(rawIDs(l.Key, l.ChildShardIDs)); ss != nil {
 		item[AttrChildShardIDs] = ss
 	}
 	if l.StartingHashKey != "" {
@@ -577,7 +587,7 @@ func (s *DynamoStore) Checkpoint(ctx context.Context, held Lease, cp Checkpoint,
 	values[":sub"] = num(cp.SubSequenceNumber)
 	values[":zero"] = num(0)
 	update := "SET #c = #c + :one, #cp = :cp, #sub = :sub, #sw = :zero"
-	kids := stringSet(children)
+	kids := stringSet(rawIDs(held.Key, children))
 	if kids != nil {
 		update += ", #ch = :children"
 		names["#ch"] = AttrChildShardIDs
@@ -924,6 +934,8 @@ func leaseFromItem(item map[string]types.AttributeValue) (Lease, error) {
 		// Some Java KCL 2.x versions wrote the children as "childShardId".
 		l.ChildShardIDs = getStrings(item, attrChildShardIDLegacy)
 	}
+	l.ParentShardIDs = keyedIDs(l.Key, l.ParentShardIDs)
+	l.ChildShardIDs = keyedIDs(l.Key, l.ChildShardIDs)
 	l.StartingHashKey, _ = getString(item, AttrStartingHashKey)
 	l.EndingHashKey, _ = getString(item, AttrEndingHashKey)
 	l.Holder.Address, _ = getString(item, AttrOwnerAddress)
@@ -986,4 +998,35 @@ func getStrings(item map[string]types.AttributeValue, name string) []string {
 		return out
 	}
 	return nil
+}
+
+// rawIDs: the shard ids of a multi-stream row's parents or children as
+// the KCL stores them (without their stream); ids unchanged otherwise.
+func rawIDs(key string, ids []string) []string {
+	if !multistream.IsKey(key) || len(ids) == 0 {
+		return ids
+	}
+	out := make([]string, len(ids))
+	for i, id := range ids {
+		out[i] = multistream.ShardOf(id)
+	}
+	return out
+}
+
+// keyedIDs: the lease keys of a multi-stream row's parents or children
+// (their stream is the row's); ids unchanged otherwise.
+func keyedIDs(key string, ids []string) []string {
+	sid, _, ok := multistream.ParseKey(key)
+	if !ok || len(ids) == 0 {
+		return ids
+	}
+	out := make([]string, len(ids))
+	for i, id := range ids {
+		if multistream.IsKey(id) {
+			out[i] = id
+		} else {
+			out[i] = sid.Key(id)
+		}
+	}
+	return out
 }

@@ -59,6 +59,7 @@ var integrationCases = []struct {
 	{"CheckpointCountsAndResets", testCheckpointCountsAndResets},
 	{"ShardEndWithChildren", testShardEndWithChildren},
 	{"JavaKCLRow", testJavaKCLRow},
+	{"JavaKCLMultiStreamRow", testJavaKCLMultiStreamRow},
 	{"CounterExpiry", testCounterExpiry},
 	{"DeleteAndList", testDeleteAndList},
 	{"ConditionFailureReturnsOld", testConditionFailureReturnsOld},
@@ -374,6 +375,68 @@ func testJavaKCLRow(t *testing.T, client *dynamodb.Client, newStore newStoreFunc
 	}
 	if _, ok := out.Item["throughputKBps"]; !ok {
 		t.Fatal("take dropped an attribute the Java KCL wrote")
+	}
+}
+
+// testJavaKCLMultiStreamRow: a row written as the Java KCL's multi-stream
+// mode writes it (its parents as shard ids, the stream and shard apart) is
+// read with lease keys for parents and children; rows kinactor creates
+// and checkpoints carry the same attributes.
+func testJavaKCLMultiStreamRow(t *testing.T, client *dynamodb.Client, newStore newStoreFunc) {
+	s := newStore(t)
+	const sid = "123456789012:orders:1700000000"
+	key := sid + ":shardId-000000000005"
+	_, err := client.PutItem(bg, &dynamodb.PutItemInput{
+		TableName: aws.String(s.Table()),
+		Item: map[string]types.AttributeValue{
+			"leaseKey":                     &types.AttributeValueMemberS{Value: key},
+			"leaseOwner":                   &types.AttributeValueMemberS{Value: "java-worker-1"},
+			"leaseCounter":                 &types.AttributeValueMemberN{Value: "7"},
+			"checkpoint":                   &types.AttributeValueMemberS{Value: "TRIM_HORIZON"},
+			"checkpointSubSequenceNumber":  &types.AttributeValueMemberN{Value: "0"},
+			"ownerSwitchesSinceCheckpoint": &types.AttributeValueMemberN{Value: "0"},
+			"parentShardId":                &types.AttributeValueMemberSS{Value: []string{"shardId-000000000001"}},
+			"streamName":                   &types.AttributeValueMemberS{Value: sid},
+			"shardId":                      &types.AttributeValueMemberS{Value: "shardId-000000000005"},
+		},
+	})
+	if err != nil {
+		t.Fatalf("raw PutItem: %v", err)
+	}
+	seen := mustGet(t, s, key)
+	if want := []string{sid + ":shardId-000000000001"}; !slices.Equal(seen.ParentShardIDs, want) {
+		t.Fatalf("parents read as %v, want %v", seen.ParentShardIDs, want)
+	}
+	held := mustTake(t, s, seen, "go-node-1")
+	children := []string{sid + ":shardId-000000000008", sid + ":shardId-000000000009"}
+	if _, err := s.Checkpoint(bg, held, Checkpoint{SequenceNumber: CheckpointShardEnd}, children); err != nil {
+		t.Fatalf("checkpoint with children: %v", err)
+	}
+	out, err := client.GetItem(bg, &dynamodb.GetItemInput{TableName: aws.String(s.Table()), Key: keyOf(key), ConsistentRead: aws.Bool(true)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ss, ok := out.Item["childShardIds"].(*types.AttributeValueMemberSS); !ok || !sameSet(ss.Value, []string{"shardId-000000000008", "shardId-000000000009"}) {
+		t.Fatalf("children stored as %#v, want the shard ids", out.Item["childShardIds"])
+	}
+	if got := mustGet(t, s, key); !sameSet(got.ChildShardIDs, children) {
+		t.Fatalf("children read as %v, want %v", got.ChildShardIDs, children)
+	}
+	// A row kinactor creates: streamName and shardId apart, parents raw.
+	child := sid + ":shardId-000000000008"
+	mustCreate(t, s, Lease{Key: child, ParentShardIDs: []string{key}})
+	out, err = client.GetItem(bg, &dynamodb.GetItemInput{TableName: aws.String(s.Table()), Key: keyOf(child), ConsistentRead: aws.Bool(true)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := out.Item["streamName"].(*types.AttributeValueMemberS); !ok || v.Value != sid {
+		t.Fatalf("streamName = %#v, want %s", out.Item["streamName"], sid)
+	}
+	if v, ok := out.Item["shardId"].(*types.AttributeValueMemberS); !ok || v.Value != "shardId-000000000008" {
+		t.Fatalf("shardId = %#v", out.Item["shardId"])
+	}
+	if ss, ok := out.Item["parentShardId"].(*types.AttributeValueMemberSS); !ok || !slices.Equal(ss.Value, []string{"shardId-000000000005"}) {
+		t.Fatalf("parentShardId = %#v, want the shard id", out.Item["parentShardId"])
 	}
 }
 

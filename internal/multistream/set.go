@@ -53,6 +53,7 @@ type Set struct {
 
 	mu      sync.RWMutex
 	clients map[string]*stream.Client // by ID.String()
+	specs   map[string]Resolved
 	order   []string
 }
 
@@ -61,26 +62,38 @@ func NewSet(api stream.API) *Set {
 	return &Set{api: api, clients: map[string]*stream.Client{}}
 }
 
-// Update makes ids the set.
-func (s *Set) Update(ids []ID) {
+// Update makes streams the set.
+func (s *Set) Update(streams []Resolved) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	next := make(map[string]*stream.Client, len(ids))
-	order := make([]string, 0, len(ids))
-	for _, id := range ids {
-		k := id.String()
+	next := make(map[string]*stream.Client, len(streams))
+	specs := make(map[string]Resolved, len(streams))
+	order := make([]string, 0, len(streams))
+	for _, r := range streams {
+		k := r.ID.String()
 		if _, dup := next[k]; dup {
 			continue
 		}
 		c := s.clients[k]
 		if c == nil {
-			c = stream.NewClient(s.api, id.Name, "")
+			c = stream.NewClient(s.api, r.ID.Name, "")
 		}
-		next[k] = c
+		next[k], specs[k] = c, r
 		order = append(order, k)
 	}
 	slices.Sort(order)
-	s.clients, s.order = next, order
+	s.clients, s.specs, s.order = next, specs, order
+}
+
+// Resolved lists the set's streams, by id.
+func (s *Set) Resolved() []Resolved {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]Resolved, 0, len(s.order))
+	for _, k := range s.order {
+		out = append(out, s.specs[k])
+	}
+	return out
 }
 
 // IDs lists the set's stream ids, sorted.

@@ -3,6 +3,7 @@ package ownership
 import (
 	"errors"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/kinactor/kinactor/cluster"
@@ -104,7 +105,7 @@ func (m *Machine) onSync(now time.Time, e SyncDone, out *effects) {
 			}
 			create := NewRows(e.Shards, have, m.cfg.InitialCheckpoint)
 			del := FinishedParents(e.Leases)
-			for _, g := range GarbageRows(e.Leases, e.Shards, m.unlisted) {
+			for _, g := range GarbageRows(e.Leases, e.Shards, m.unlisted, m.keys.Ours) {
 				if !slices.ContainsFunc(del, func(l lease.Lease) bool { return l.Key == g.Key }) {
 					out.note(0, "deleting the row of a shard the stream no longer lists", "shard", g.Key, "checkpoint", g.Checkpoint.SequenceNumber)
 					del = append(del, g)
@@ -196,7 +197,7 @@ func (m *Machine) heard(now time.Time, l lease.Lease) {
 // counter is lower than the one it holds.
 func (m *Machine) setLease(now time.Time, l lease.Lease, had bool, old lease.Lease, authority bool) {
 	m.leases[l.Key] = l
-	el := !IsForeignKey(l.Key) && !l.Checkpoint.IsShardEnd()
+	el := m.keys.Ours(l.Key) && !l.Checkpoint.IsShardEnd()
 	if el != m.eligible[l.Key] {
 		m.assignDirty = true
 		if el {
@@ -403,18 +404,18 @@ func (m *Machine) refusal(e MessageReceived) string {
 	}
 	switch g.Type {
 	case MsgReleased:
-		if !IsShardID(g.Shard) {
+		if !m.keys.Valid(g.Shard) {
 			return RefusedKey
 		}
 	case MsgHeartbeat:
 		for _, b := range g.Leases {
-			if !IsShardID(b.Shard) {
+			if !m.keys.Valid(b.Shard) {
 				return RefusedKey
 			}
 		}
 	case MsgLoad:
 		for _, w := range g.Loads {
-			if !IsShardID(w.Shard) {
+			if !m.keys.Valid(w.Shard) {
 				return RefusedKey
 			}
 		}
@@ -709,4 +710,45 @@ func (m *Machine) finishStop(out *effects) {
 	}
 	m.stopDone = true
 	out.add(StopDone{Left: sortedKeys(m.run)})
+}
+
+// onStreams makes streams the set of streams consumed (multi-stream):
+// the rows of a stream that left it are no longer eligible (never taken,
+// never deleted) and a shard of it running here is released; those of a
+// stream that joined it are, and a read of the table (with a listing on
+// the discovering node) follows at once.
+func (m *Machine) onStreams(now time.Time, e StreamsChanged, out *effects) {
+	if !m.cfg.MultiStream {
+		return
+	}
+	next := make(map[string]bool, len(e.Streams))
+	for _, s := range e.Streams {
+		next[s] = true
+	}
+	added := false
+	for s := range next {
+		if !m.keys.Active[s] {
+			added = true
+		}
+	}
+	if !added && len(next) == len(m.keys.Active) {
+		return
+	}
+	m.keys.Active = next
+	for k, l := range m.leases {
+		if el := m.keys.Ours(k) && !l.Checkpoint.IsShardEnd(); el {
+			m.eligible[k] = true
+		} else {
+			delete(m.eligible, k)
+		}
+		m.dirty[k] = true
+	}
+	for k := range m.run {
+		m.dirty[k] = true
+	}
+	m.assignDirty = true
+	out.note(0, "streams consumed", "streams", strings.Join(e.Streams, ","))
+	if added {
+		m.requestSync(now, out)
+	}
 }

@@ -158,6 +158,10 @@ const (
 	TakeOwn       = "own"        // still ours in the table, but no actor runs it here
 )
 
+// ReasonStreamRemoved is the Handoff reason of a shard whose stream left
+// the set of streams consumed.
+const ReasonStreamRemoved = "stream removed"
+
 // Config configures a Machine. Zero durations take the defaults noted.
 type Config struct {
 	Me string // this node's worker id (leaseOwner, gossip name)
@@ -192,8 +196,14 @@ type Config struct {
 	SyncTimeout time.Duration
 	// HeartbeatInterval: how often heartbeats are flushed (default 250ms).
 	HeartbeatInterval time.Duration
-	// InitialCheckpoint of new rows of shards without parents.
+	// InitialCheckpoint of new rows of shards without parents (a listed
+	// Shard's Initial overrides it).
 	InitialCheckpoint string
+	// MultiStream: lease keys are multi-stream keys, and only those of
+	// Streams (stream ids account:name:epoch; StreamsChanged replaces
+	// them) are this application's shards.
+	MultiStream bool
+	Streams     []string
 	// TakeBackoff after a take that failed with an error (not a lost
 	// race), SyncBackoff after a failed read, CrashBackoff before taking
 	// again a shard whose actor crashed (the first retake is at once).
@@ -336,6 +346,9 @@ type (
 		Dead  bool
 		How   string
 	}
+	// StreamsChanged: the streams consumed now (multi-stream), by stream
+	// id (account:name:epoch).
+	StreamsChanged struct{ Streams []string }
 	// ProbeDone answers Probe.
 	ProbeDone struct {
 		Service string
@@ -351,6 +364,7 @@ type (
 
 func (Started) isEvent()         {}
 func (Tick) isEvent()            {}
+func (StreamsChanged) isEvent()  {}
 func (ViewChanged) isEvent()     {}
 func (MessageReceived) isEvent() {}
 func (SyncDone) isEvent()        {}
@@ -371,6 +385,10 @@ type Shard struct {
 	ID              string
 	Parents         []string // parent and adjacent parent, if any
 	Closed          bool     // has an ending sequence number
+	// Initial is the checkpoint of a new row when the shard has no
+	// parent ("": Config.InitialCheckpoint): a stream's own initial
+	// position in a multi-stream application.
+	Initial string
 	StartingHashKey string
 	EndingHashKey   string
 }
@@ -619,6 +637,7 @@ type Machine struct {
 	loads         map[string]int64 // shard → load weight in millionths, as its holder last sent it
 	pending       map[string]pendingMove
 	movedAt       map[string]time.Time // when this node saw the shard move
+	keys          KeySpace             // which rows are ours (multi-stream: the streams consumed)
 	lastRebalance time.Time
 	wasOver       bool       // this node was over its share at the last rebalance
 	loadMoves     []LoadMove // decided since TakeLoadMoves
@@ -675,6 +694,10 @@ func New(cfg Config) *Machine {
 		rng:        cfg.Rand,
 	}
 	m.health.init()
+	m.keys = KeySpace{Multi: cfg.MultiStream, Active: map[string]bool{}}
+	for _, s := range cfg.Streams {
+		m.keys.Active[s] = true
+	}
 	if !cfg.Clustered {
 		m.members[cfg.Me] = &memberInfo{m: cluster.Member{Name: cfg.Me, Meta: m.ownMeta()}}
 	}
@@ -720,6 +743,8 @@ func (m *Machine) Step(now time.Time, ev Event) []Effect {
 		m.onProbe(now, e, &out)
 	case ProofDone:
 		m.onProof(now, e, &out)
+	case StreamsChanged:
+		m.onStreams(now, e, &out)
 	case StopAll:
 		m.onStopAll(now, &out)
 	case StopDeadline:

@@ -466,19 +466,19 @@ func TestGarbageRows(t *testing.T) {
 	misses := map[string]int{}
 	ls := []lease.Lease{{Key: "s1"}, {Key: "s2"}, {Key: "acct:stream:1:s3"}}
 	listing := []Shard{{ID: "s1"}}
-	if got := GarbageRows(ls, listing, misses); len(got) != 0 {
+	if got := GarbageRows(ls, listing, misses, KeySpace{}.Ours); len(got) != 0 {
 		t.Fatalf("first listing: %v", got)
 	}
-	if got := GarbageRows(ls, nil, misses); len(got) != 0 {
+	if got := GarbageRows(ls, nil, misses, KeySpace{}.Ours); len(got) != 0 {
 		t.Fatalf("empty listing deleted %v", got)
 	}
-	got := GarbageRows(ls, listing, misses)
+	got := GarbageRows(ls, listing, misses, KeySpace{}.Ours)
 	if len(got) != 1 || got[0].Key != "s2" {
 		t.Fatalf("second listing: %v, want s2", got)
 	}
 	// listed again: the count starts over
-	GarbageRows(ls, []Shard{{ID: "s1"}, {ID: "s2"}}, misses)
-	if got := GarbageRows(ls, listing, misses); len(got) != 0 {
+	GarbageRows(ls, []Shard{{ID: "s1"}, {ID: "s2"}}, misses, KeySpace{}.Ours)
+	if got := GarbageRows(ls, listing, misses, KeySpace{}.Ours); len(got) != 0 {
 		t.Fatalf("after being listed again: %v", got)
 	}
 }

@@ -9,12 +9,42 @@ import (
 	"github.com/kinactor/kinactor/cluster"
 	"github.com/kinactor/kinactor/internal/backoff"
 	"github.com/kinactor/kinactor/internal/lease"
+	"github.com/kinactor/kinactor/internal/multistream"
 )
 
-// IsForeignKey reports whether a lease key is not a shard id of this
-// stream: a Java KCL multi-stream key ("account:stream:epoch:shardId"). Such
-// rows are never eligible and never deleted.
+// IsForeignKey reports whether a lease key is not a shard id of a
+// single-stream application: a Java KCL multi-stream key
+// ("account:stream:epoch:shardId"). Such rows are never eligible and
+// never deleted by a single-stream machine.
 func IsForeignKey(key string) bool { return strings.Contains(key, ":") || key == "" }
+
+// KeySpace says which lease keys are this application's shards. A
+// single-stream application's keys are shard ids; a multi-stream one's
+// are multi-stream keys of the streams it consumes now (Active, by
+// stream id account:name:epoch). Rows of other keys (another stream's, a
+// stream removed from the set) are never eligible and never deleted.
+type KeySpace struct {
+	Multi  bool
+	Active map[string]bool
+}
+
+// Ours reports whether key is one of the application's shards now.
+func (k KeySpace) Ours(key string) bool {
+	if !k.Multi {
+		return !IsForeignKey(key)
+	}
+	id, _, ok := multistream.ParseKey(key)
+	return ok && k.Active[id.String()]
+}
+
+// Valid reports whether key has the form of the application's keys,
+// whatever its stream: gossip naming anything else is refused.
+func (k KeySpace) Valid(key string) bool {
+	if !k.Multi {
+		return IsShardID(key)
+	}
+	return multistream.IsKey(key)
+}
 
 // IsShardID reports whether key can be a shard id of this stream: not a
 // foreign key, and of the form Kinesis gives shard ids (1 to 128 of
@@ -268,6 +298,12 @@ func (m *Machine) evaluate(now time.Time, key string, out *effects) {
 	eligible := known && m.eligible[key]
 	assignee := m.assign[key]
 	if r := m.run[key]; r != nil {
+		if !m.keys.Ours(key) && !r.releasing && !m.stopping {
+			// Its stream left the set: release it gracefully, to nobody.
+			r.releasing = true
+			out.add(Handoff{Key: key, Reason: ReasonStreamRemoved})
+			return
+		}
 		if eligible && assignee != "" && assignee != m.cfg.Me && !r.releasing && !m.stopping {
 			r.releasing = true
 			h := Handoff{Key: key, To: assignee}

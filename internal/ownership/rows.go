@@ -52,6 +52,9 @@ func NewRows(shards []Shard, have map[string]lease.Lease, initial string) []leas
 			continue // finished and cleaned up: its descendants carry on
 		}
 		cp := initial
+		if s.Initial != "" {
+			cp = s.Initial
+		}
 		for _, p := range s.Parents {
 			if _, ok := have[p]; listed[p] || ok {
 				cp = lease.CheckpointTrimHorizon // a child: read it all
@@ -97,10 +100,10 @@ func FinishedParents(leases []lease.Lease) []lease.Lease {
 // GarbageRows returns the rows whose shard the listing no longer shows for
 // the second listing in a row (past the stream's retention: nothing is left
 // to read), updating misses, the count of listings in a row that missed
-// each row. Foreign keys (another stream's rows in a shared table) are
-// never garbage. An empty listing deletes nothing: it says more about the
+// each row. Rows that are not ours (another stream's rows in a shared
+// table, those of a stream removed from the set) are never garbage. An empty listing deletes nothing: it says more about the
 // listing than about the rows.
-func GarbageRows(leases []lease.Lease, shards []Shard, misses map[string]int) []lease.Lease {
+func GarbageRows(leases []lease.Lease, shards []Shard, misses map[string]int, ours func(key string) bool) []lease.Lease {
 	if len(shards) == 0 {
 		return nil
 	}
@@ -112,7 +115,7 @@ func GarbageRows(leases []lease.Lease, shards []Shard, misses map[string]int) []
 	var out []lease.Lease
 	for _, l := range leases {
 		seen[l.Key] = true
-		if IsForeignKey(l.Key) || listed[l.Key] {
+		if !ours(l.Key) || listed[l.Key] {
 			delete(misses, l.Key)
 			continue
 		}
