@@ -189,16 +189,16 @@ type stopBox struct {
 }
 
 type coordinator struct {
-	cfg   CoordinatorConfig
+	cfg CoordinatorConfig
 	// initial: the initial position of each stream's new shards, by stream
 	// id (multi-stream; read by the listing goroutines, replaced whole).
 	initial atomic.Pointer[map[string]string]
-	deps  *Deps
-	box   *stopBox
-	log   *slog.Logger
-	self  *actor.PID
-	sys   *actor.ActorSystem
-	sched *scheduler.TimerScheduler
+	deps    *Deps
+	box     *stopBox
+	log     *slog.Logger
+	self    *actor.PID
+	sys     *actor.ActorSystem
+	sched   *scheduler.TimerScheduler
 
 	cancelTick func()
 	cancelStop scheduler.CancelFunc

@@ -382,13 +382,13 @@ func (StopDeadline) isEvent()    {}
 
 // Shard is one shard of the stream listing, as far as rows need it.
 type Shard struct {
-	ID              string
-	Parents         []string // parent and adjacent parent, if any
-	Closed          bool     // has an ending sequence number
+	ID      string
+	Parents []string // parent and adjacent parent, if any
+	Closed  bool     // has an ending sequence number
 	// Initial is the checkpoint of a new row when the shard has no
 	// parent ("": Config.InitialCheckpoint): a stream's own initial
 	// position in a multi-stream application.
-	Initial string
+	Initial         string
 	StartingHashKey string
 	EndingHashKey   string
 }
