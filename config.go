@@ -34,6 +34,7 @@ import (
 
 	"github.com/kinactor/kinactor/actors"
 	"github.com/kinactor/kinactor/cluster"
+	"github.com/kinactor/kinactor/internal/multistream"
 )
 
 // InitialPosition is where a shard without a checkpoint starts.
@@ -89,14 +90,65 @@ type DynamoDBAPI interface {
 	Scan(ctx context.Context, in *dynamodb.ScanInput, optFns ...func(*dynamodb.Options)) (*dynamodb.ScanOutput, error)
 }
 
+// StreamConfig is one stream of a multi-stream application.
+type StreamConfig struct {
+	Name string
+	// InitialPosition of the stream's shards without a checkpoint
+	// (TRIM_HORIZON or LATEST; AT_TIMESTAMP with Config.InitialTimestamp);
+	// empty: Config.InitialPosition.
+	InitialPosition InitialPosition
+}
+
+// MultiStream reports whether the config is of a multi-stream application.
+func (c Config) MultiStream() bool { return len(c.Streams) > 0 || c.StreamsFunc != nil }
+
+// checkStreams validates a set of streams; field names the setting.
+func checkStreams(field string, streams []StreamConfig, ts time.Time) error {
+	seen := map[string]bool{}
+	for i, sc := range streams {
+		f := fmt.Sprintf("%s[%d]", field, i)
+		if !multistream.ValidName(sc.Name) {
+			return bad(f+".Name", sc.Name, "a stream name is 1-128 characters of a-z, A-Z, 0-9, '_', '.', '-'")
+		}
+		if seen[sc.Name] {
+			return bad(f+".Name", sc.Name, "listed twice")
+		}
+		seen[sc.Name] = true
+		switch sc.InitialPosition {
+		case "", TrimHorizon, Latest:
+		case AtTimestamp:
+			if ts.IsZero() {
+				return bad("InitialTimestamp", ts, "required when a stream's InitialPosition is AT_TIMESTAMP")
+			}
+		default:
+			return bad(f+".InitialPosition", sc.InitialPosition, "must be TRIM_HORIZON, LATEST or AT_TIMESTAMP")
+		}
+	}
+	return nil
+}
+
 // ErrInvalidConfig is wrapped by every configuration error.
 var ErrInvalidConfig = errors.New("kinactor: invalid config")
 
 // Config configures a node. Zero values take the documented defaults.
 type Config struct {
-	// StreamName or StreamARN of the Kinesis stream (one is required).
+	// StreamName or StreamARN of the Kinesis stream (one is required,
+	// unless Streams or StreamsFunc is set).
 	StreamName string
 	StreamARN  string
+	// Streams, instead of StreamName, makes the node one of a multi-stream
+	// application: one lease table and one fleet for every stream listed
+	// (even one), with lease keys in the Java KCL's multi-stream form
+	// account:stream:creationEpoch:shardId. StreamsFunc, when set, is
+	// called every StreamSyncInterval (default 30s) for the current set
+	// (and at start, when Streams is empty): a stream that leaves the set
+	// is released gracefully and its rows are kept for a later return; a
+	// stream that joins it is listed at once. A table holds either
+	// single-stream or multi-stream rows: a node refuses to start on a
+	// table holding the other kind.
+	Streams            []StreamConfig
+	StreamsFunc        func(ctx context.Context) ([]StreamConfig, error)
+	StreamSyncInterval time.Duration
 	// ApplicationName names the consumer application (required); it is the
 	// lease table's name unless TableName is set.
 	ApplicationName string
@@ -270,6 +322,7 @@ func (c Config) withDefaults() Config {
 	def(&c.IdleTimeBetweenReads, 500*time.Millisecond)
 	def(&c.ParentPollInterval, time.Second)
 	def(&c.ShardSyncInterval, 10*time.Second)
+	def(&c.StreamSyncInterval, 30*time.Second)
 	def(&c.FollowerSyncInterval, 60*time.Second)
 	def(&c.CheckpointInterval, 30*time.Second)
 	def(&c.LeaseRenewInterval, 30*time.Second)
@@ -323,8 +376,21 @@ func bad(field string, value any, why string) error {
 // first bad field and its value.
 func (c Config) Validate() error {
 	c = c.withDefaults()
-	if c.StreamName == "" && c.StreamARN == "" {
-		return bad("StreamName", c.StreamName, "a stream name or StreamARN is required")
+	if c.MultiStream() {
+		if c.StreamName != "" || c.StreamARN != "" {
+			return bad("StreamName", c.StreamName+c.StreamARN, "set either StreamName/StreamARN (one stream) or Streams/StreamsFunc (many), not both")
+		}
+		if err := checkStreams("Streams", c.Streams, c.InitialTimestamp); err != nil {
+			return err
+		}
+		if c.FanOutConsumer != "" {
+			return bad("FanOutConsumer", c.FanOutConsumer, "enhanced fan-out is not supported with many streams yet")
+		}
+		if c.StreamSyncInterval < time.Second {
+			return bad("StreamSyncInterval", c.StreamSyncInterval, "must be at least 1s")
+		}
+	} else if c.StreamName == "" && c.StreamARN == "" {
+		return bad("StreamName", c.StreamName, "a stream name or StreamARN is required (or Streams for many)")
 	}
 	if c.ApplicationName == "" {
 		return bad("ApplicationName", c.ApplicationName, "required (it names the lease table)")

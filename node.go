@@ -25,6 +25,7 @@ import (
 	"github.com/kinactor/kinactor/internal/gossip"
 	"github.com/kinactor/kinactor/internal/lease"
 	"github.com/kinactor/kinactor/internal/metrics"
+	"github.com/kinactor/kinactor/internal/multistream"
 	"github.com/kinactor/kinactor/internal/shardfsm"
 	"github.com/kinactor/kinactor/internal/stream"
 )
@@ -55,7 +56,11 @@ type Node struct {
 
 	membership *gossip.Membership
 	fanOut     *stream.FanOut
-	pauses     *engine.PauseWatch
+	// multi-stream: names resolved to ids, and the StreamsFunc loop
+	resolver    *multistream.Resolver
+	stopStreams context.CancelFunc
+	streamsDone chan struct{}
+	pauses      *engine.PauseWatch
 
 	view clusterCache // the last ClusterStatus, for /cluster and /
 
@@ -161,11 +166,36 @@ func (n *Node) Start(ctx context.Context) error {
 	if err := store.EnsureTable(ctx); err != nil {
 		return fmt.Errorf("kinactor: lease table %q: %w", cfg.TableName, err)
 	}
-	shards, err := sc.ListShards(ctx)
-	if err != nil {
-		return fmt.Errorf("kinactor: stream %q: %w", cfg.StreamName+cfg.StreamARN, err)
+	if err := checkTableKind(ctx, store, cfg.TableName, cfg.MultiStream()); err != nil {
+		return err
 	}
-	log.Info("node starting", "stream", cfg.StreamName+cfg.StreamARN, "table", cfg.TableName, "shards", len(shards))
+	var set *multistream.Set
+	var initial []multistream.Resolved
+	if cfg.MultiStream() {
+		d, ok := kin.(multistream.Describer)
+		if !ok {
+			return bad("Kinesis", fmt.Sprintf("%T", kin), "many streams need a client with DescribeStreamSummary (a *kinesis.Client)")
+		}
+		n.resolver = &multistream.Resolver{API: d}
+		var err error
+		if initial, err = n.resolveStreams(ctx); err != nil {
+			return err
+		}
+		set = multistream.NewSet(kin)
+		set.Update(initial)
+		shards, err := set.ListShards(ctx)
+		if err != nil {
+			return fmt.Errorf("kinactor: %w", err)
+		}
+		log.Info("node starting", "streams", len(initial), "table", cfg.TableName, "shards", len(shards))
+		fetch = set
+	} else {
+		shards, err := sc.ListShards(ctx)
+		if err != nil {
+			return fmt.Errorf("kinactor: stream %q: %w", cfg.StreamName+cfg.StreamARN, err)
+		}
+		log.Info("node starting", "stream", cfg.StreamName+cfg.StreamARN, "table", cfg.TableName, "shards", len(shards))
+	}
 	if cfg.FanOutConsumer != "" {
 		api, ok := kin.(stream.FanOutAPI)
 		if !ok {
@@ -194,6 +224,9 @@ func (n *Node) Start(ctx context.Context) error {
 		Board:      n.board,
 	}
 	app := appID(cfg.TableName, cfg.StreamName+cfg.StreamARN)
+	if set != nil {
+		app = appID(cfg.TableName, "\x00multi-stream")
+	}
 	var meta cluster.Meta
 	fwd := &eventForwarder{}
 	var gs engine.Gossip
@@ -231,6 +264,7 @@ func (n *Node) Start(ctx context.Context) error {
 	deps.Pauses = n.pauses
 	quiet := slog.New(levelFilter{h: log.Handler(), min: slog.LevelWarn}).With("component", "protoactor")
 	n.sys = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return quiet }))
+	var err error
 	n.coord, err = n.sys.Root.SpawnNamed(engine.NewCoordinatorProps(engine.CoordinatorConfig{
 		Deps:                 deps,
 		Gossip:               gs,
@@ -246,6 +280,8 @@ func (n *Node) Start(ctx context.Context) error {
 		MaxLoadMoves:         cfg.MaxLoadMoves,
 		RebalanceInterval:    cfg.RebalanceInterval,
 		LoadCoolDown:         cfg.LoadCoolDown,
+		Streams:              set,
+		Initial:              initial,
 	}), "coordinator")
 	if err != nil {
 		if n.membership != nil {
@@ -255,8 +291,121 @@ func (n *Node) Start(ctx context.Context) error {
 		return fmt.Errorf("kinactor: spawning the coordinator: %w", err)
 	}
 	fwd.set(n.sys, n.coord, n.membership)
+	if set != nil && cfg.StreamsFunc != nil {
+		loopCtx, stop := context.WithCancel(context.Background())
+		n.stopStreams = stop
+		n.streamsDone = make(chan struct{})
+		go n.followStreams(loopCtx, initial, log)
+	}
 	n.started = true
 	return nil
+}
+
+// checkTableKind refuses a table holding rows of the other kind: plain
+// shard ids for a multi-stream application, multi-stream keys for a
+// single-stream one (one row is enough to tell; the Java KCL refuses such
+// a mix too, and reading one kind as the other would make new rows at the
+// initial position).
+func checkTableKind(ctx context.Context, store lease.Store, table string, multi bool) error {
+	rows, err := store.List(ctx)
+	if err != nil {
+		return fmt.Errorf("kinactor: lease table %q: %w", table, err)
+	}
+	for _, l := range rows {
+		isMulti := multistream.IsKey(l.Key)
+		switch {
+		case multi && !isMulti:
+			return fmt.Errorf("%w: lease table %q holds the single-stream row %q, and this node is configured for many streams (Streams): use another table (TableName) or one stream (StreamName)", ErrInvalidConfig, table, l.Key)
+		case !multi && isMulti:
+			return fmt.Errorf("%w: lease table %q holds the multi-stream row %q, and this node is configured for one stream (StreamName): use another table (TableName) or Streams", ErrInvalidConfig, table, l.Key)
+		}
+	}
+	return nil
+}
+
+// streamsNow is the configured set: StreamsFunc's answer, or Streams.
+func (n *Node) streamsNow(ctx context.Context) ([]StreamConfig, error) {
+	if n.cfg.StreamsFunc == nil {
+		return n.cfg.Streams, nil
+	}
+	list, err := n.cfg.StreamsFunc(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("kinactor: StreamsFunc: %w", err)
+	}
+	if err := checkStreams("StreamsFunc()", list, n.cfg.InitialTimestamp); err != nil {
+		return nil, err
+	}
+	return list, nil
+}
+
+// resolveStreams reads the configured set and resolves each stream's id.
+func (n *Node) resolveStreams(ctx context.Context) ([]multistream.Resolved, error) {
+	list, err := n.streamsNow(ctx)
+	if err != nil {
+		return nil, err
+	}
+	specs := make([]multistream.Spec, len(list))
+	for i, sc := range list {
+		specs[i] = multistream.Spec{Name: sc.Name, InitialPosition: string(sc.InitialPosition)}
+	}
+	n.resolver.Forget(specs)
+	out, err := n.resolver.Resolve(ctx, specs)
+	if err != nil {
+		return nil, fmt.Errorf("kinactor: %w", err)
+	}
+	return out, nil
+}
+
+// followStreams asks StreamsFunc for the set every StreamSyncInterval and
+// tells the coordinator when it changed. A failed call or an unknown
+// stream keeps the current set (logged): a transient error must not
+// release every shard.
+func (n *Node) followStreams(ctx context.Context, cur []multistream.Resolved, log *slog.Logger) {
+	defer close(n.streamsDone)
+	t := time.NewTicker(n.cfg.StreamSyncInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		op, cancel := context.WithTimeout(ctx, n.cfg.StreamSyncInterval)
+		next, err := n.resolveStreams(op)
+		cancel()
+		if err != nil {
+			if ctx.Err() == nil {
+				log.Warn("following the set of streams: keeping the current one", "err", err)
+			}
+			continue
+		}
+		if sameStreams(cur, next) {
+			continue
+		}
+		log.Info("the set of streams changed", "from", streamNames(cur), "to", streamNames(next))
+		cur = next
+		n.sys.Root.Send(n.coord, engine.StreamsChanged{Streams: next})
+	}
+}
+
+func sameStreams(a, b []multistream.Resolved) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func streamNames(rs []multistream.Resolved) string {
+	names := make([]string, len(rs))
+	for i, r := range rs {
+		names[i] = r.Name
+	}
+	return strings.Join(names, ",")
 }
 
 // earlyDetection: on with the network transport, off with a custom one
@@ -309,6 +458,7 @@ func (n *Node) machineConfig() shardfsm.Config {
 	}
 	policy := map[FailurePolicy]shardfsm.FailurePolicy{PolicyRetry: shardfsm.RetryForever, PolicyDeadLetter: shardfsm.DeadLetter, PolicyStopShard: shardfsm.StopShard}[c.FailurePolicy]
 	return shardfsm.Config{
+		StreamName:           streamNameOf(c.StreamName, c.StreamARN),
 		MaxRecords:           c.MaxRecords,
 		MinFetchInterval:     c.MinFetchInterval,
 		IdleTimeBetweenReads: c.IdleTimeBetweenReads,
@@ -364,6 +514,10 @@ func (n *Node) Stop(ctx context.Context) error {
 func (n *Node) stop(ctx context.Context) {
 	defer close(n.stopped)
 	began := time.Now()
+	if n.stopStreams != nil {
+		n.stopStreams() // no change of streams during the stop
+		<-n.streamsDone
+	}
 	// The shards get ShutdownTimeout for their processors' last checkpoint
 	// and a second more for the writes; the rest of the 2 s margin is for
 	// leaving the cluster. The coordinator gossips that this node drains.
@@ -618,4 +772,16 @@ func (f levelFilter) WithAttrs(a []slog.Attr) slog.Handler {
 }
 func (f levelFilter) WithGroup(g string) slog.Handler {
 	return levelFilter{h: f.h.WithGroup(g), min: f.min}
+}
+
+// streamNameOf is the stream's name given its name or ARN
+// (arn:aws:kinesis:region:account:stream/NAME).
+func streamNameOf(name, arn string) string {
+	if name != "" || arn == "" {
+		return name
+	}
+	if i := strings.LastIndexByte(arn, '/'); i >= 0 {
+		return arn[i+1:]
+	}
+	return arn
 }

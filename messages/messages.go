@@ -45,6 +45,7 @@ type Record struct {
 // none.
 type Initialized struct {
 	ShardID string
+	Stream  string // the stream's name
 	// StartingCheckpoint is the sequence number the shard resumes after, or
 	// TRIM_HORIZON / LATEST / AT_TIMESTAMP when it starts fresh.
 	StartingCheckpoint string
@@ -82,7 +83,10 @@ func (p Position) String() string {
 // Batch is one batch of records for the processor (batch.Records, in
 // order). Reply with Processed.
 type Batch struct {
+	// ShardID is the Kinesis shard id and Stream the name of its stream
+	// (in a multi-stream application, shard ids repeat across streams).
 	ShardID string
+	Stream  string
 	// BatchID identifies this delivery: echo it in Processed. A batch
 	// delivered again to the same processor keeps its id; one delivered
 	// to a replacement processor (after ProcessTimeout) gets a new one, so

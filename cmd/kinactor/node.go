@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -48,7 +49,10 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs := flag.NewFlagSet("node", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	app := fs.String("app", "", "application name; also the lease table's name (required)")
-	streamName := fs.String("stream", "", "Kinesis stream name (required)")
+	streamName := fs.String("stream", "", "Kinesis stream name; comma-separated names consume many streams with one lease table (KCL multi-stream keys) (this or --stream-file is required)")
+	streamFile := fs.String("stream-file", "", "file listing the streams to consume, one per line with an optional initial position (NAME [TRIM_HORIZON|LATEST|AT_TIMESTAMP]), read again every --stream-sync-interval: a stream removed is released gracefully, its rows kept")
+	multiStream := fs.Bool("multi-stream", false, "KCL multi-stream lease keys even for a single --stream")
+	streamSync := fs.Duration("stream-sync-interval", 0, "with --stream-file: how often the file is read again (0 = default 30s)")
 	bind := fs.String("bind", "", "gossip host:port (TCP and UDP; port 0 picks one); empty runs a single node without gossip")
 	advertise := fs.String("advertise", "", "gossip host:port other members reach this node at (default: --bind's)")
 	join := fs.String("join", "", "comma-separated gossip host:port of seed members")
@@ -87,7 +91,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	maxLoadMoves := fs.Int("max-load-moves", 2, "with --balance load: at most this many shards leave a member per rebalance interval")
 	testFaults := fs.Bool(testFaultsFlag, false, "for chaos runs only: gossip through a fault-injecting transport and serve POST /faults/partition?block=HOST:PORT,... and /faults/heal on --http (every member must use it)")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: kinactor node --app NAME --stream NAME [--bind HOST:PORT] [flags]\n\n"+
+		fmt.Fprintf(fs.Output(), "usage: kinactor node --app NAME (--stream NAME[,NAME...] | --stream-file PATH) [--bind HOST:PORT] [flags]\n\n"+
 			"Consumes the stream as one member of a cluster until interrupted, then stops\n"+
 			"gracefully (a second interrupt exits at once). Endpoints, region and\n"+
 			"credentials come from the AWS SDK's environment.\n\nflags:\n")
@@ -102,9 +106,6 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *app == "" {
 		return errors.New("node: --app is required")
 	}
-	if *streamName == "" {
-		return errors.New("node: --stream is required")
-	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
 		return fmt.Errorf("node: invalid --log-level %q (want debug, info, warn or error)", *logLevel)
@@ -113,11 +114,10 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	if failSpec != nil && failSpec.Kind == failure.KindKinesis && failSpec.Target == *streamName {
+	if failSpec != nil && failSpec.Kind == failure.KindKinesis && slices.Contains(strings.Split(*streamName, ","), failSpec.Target) {
 		return fmt.Errorf("node: --on-failure %q is the stream consumed (--stream): its failures would be read again", *onFailure)
 	}
 	cfg := kinactor.Config{
-		StreamName:         *streamName,
 		ApplicationName:    *app,
 		WorkerID:           *name,
 		InitialPosition:    kinactor.InitialPosition(*initial),
@@ -138,6 +138,9 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		maxRecordAge:    *maxRecordAge,
 		onFailure:       failSpec != nil,
 	}).apply(&cfg); err != nil {
+		return err
+	}
+	if err := (streamFlags{stream: *streamName, file: *streamFile, multi: *multiStream, syncInterval: *streamSync}).apply(&cfg); err != nil {
 		return err
 	}
 	if err := (balanceFlags{balance: *balance, threshold: *loadThreshold, interval: *rebalanceInterval, coolDown: *loadCoolDown, maxMoves: *maxLoadMoves}).apply(&cfg); err != nil {
@@ -274,6 +277,9 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *processor == "ledger" {
 		if lw, err = ledger.NewWriter(*ledgerDir, node.WorkerID()); err != nil {
 			return fmt.Errorf("node: --ledger-dir %q: %w", *ledgerDir, err)
+		}
+		if cfg.MultiStream() {
+			lw.SetMultiStream()
 		}
 		defer lw.Close()
 	}

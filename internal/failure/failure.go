@@ -185,8 +185,11 @@ func Entries(stream, shardID string, batch messages.Batch, cause error, failedAt
 	if cause != nil {
 		text = cause.Error()
 	}
-	if shardID == "" {
-		shardID = batch.ShardID
+	if batch.ShardID != "" {
+		shardID = batch.ShardID // the shard id, also in a multi-stream application
+	}
+	if batch.Stream != "" {
+		stream = batch.Stream
 	}
 	entries := make([]Entry, len(batch.Records))
 	for i, r := range batch.Records {

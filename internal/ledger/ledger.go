@@ -63,8 +63,11 @@ import (
 
 // Entry is one ledger line.
 type Entry struct {
-	Node  string `json:"node"`
-	Shard string `json:"shard"`
+	Node string `json:"node"`
+	// Stream is set in a multi-stream application (shard ids repeat
+	// across streams).
+	Stream string `json:"stream,omitempty"`
+	Shard  string `json:"shard"`
 	Seq   string `json:"seq"`
 	Sub   int64  `json:"sub"`
 	// TS is when the batch was appended, in unix milliseconds; the same
@@ -89,8 +92,9 @@ func (e Entry) Payload() []byte {
 // Writer appends a node's ledger. One Writer serves every shard of the node;
 // its methods may be called concurrently.
 type Writer struct {
-	node string
-	path string
+	node  string
+	path  string
+	multi bool // write each record's stream (SetMultiStream)
 
 	mu     sync.Mutex
 	f      *os.File
@@ -150,6 +154,18 @@ func syncDir(dir string) error {
 	return d.Sync()
 }
 
+// SetMultiStream makes every line carry its record's stream (a
+// multi-stream application: shard ids repeat across streams). Call it
+// before the first Append.
+func (w *Writer) SetMultiStream() { w.multi = true }
+
+func (w *Writer) streamOf(b messages.Batch) string {
+	if w.multi {
+		return b.Stream
+	}
+	return ""
+}
+
 // Path is the ledger file's path.
 func (w *Writer) Path() string { return w.path }
 
@@ -163,7 +179,7 @@ func (w *Writer) Append(batch messages.Batch) error {
 	var buf bytes.Buffer
 	ts := time.Now().UnixMilli()
 	for _, r := range batch.Records {
-		e := Entry{Node: w.node, Shard: batch.ShardID, Seq: r.SequenceNumber, Sub: r.SubSequenceNumber, TS: ts, PK: r.PartitionKey}
+		e := Entry{Node: w.node, Stream: w.streamOf(batch), Shard: batch.ShardID, Seq: r.SequenceNumber, Sub: r.SubSequenceNumber, TS: ts, PK: r.PartitionKey}
 		var compact bytes.Buffer
 		if json.Valid(r.Data) && json.Compact(&compact, r.Data) == nil {
 			e.Data = compact.Bytes()

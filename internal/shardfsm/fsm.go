@@ -83,6 +83,7 @@ import (
 
 	"github.com/kinactor/kinactor/internal/backoff"
 	"github.com/kinactor/kinactor/internal/lease"
+	"github.com/kinactor/kinactor/internal/multistream"
 	"github.com/kinactor/kinactor/internal/seqnum"
 	"github.com/kinactor/kinactor/internal/stream"
 	"github.com/kinactor/kinactor/messages"
@@ -152,6 +153,9 @@ func (p FailurePolicy) String() string {
 
 // Config holds the machine's knobs. The root package documents defaults.
 type Config struct {
+	// StreamName is the stream's name, given to the processor with every
+	// batch (a multi-stream lease key carries its own).
+	StreamName           string
 	MaxRecords           int32           // GetRecords Limit, 1..10000
 	MinFetchInterval     time.Duration   // at least this between GetRecords starts (Kinesis allows 5/s per shard)
 	IdleTimeBetweenReads time.Duration   // wait after an empty batch
@@ -285,7 +289,10 @@ type delivery struct {
 type Machine struct {
 	cfg     *Config // shared by every machine of a node
 	shardID string
-	parents []string
+	// what the processor is told: the stream's name and the Kinesis shard
+	// id (the lease key's last part in a multi-stream application).
+	pStream, pShard string
+	parents         []string
 
 	state   State
 	outcome Outcome
@@ -338,7 +345,12 @@ func New(cfg Config, shardID string, parents []string, cp lease.Checkpoint) *Mac
 // NewShared is New with a configuration shared by many machines (the shard
 // actors of a node); it must not change while they run.
 func NewShared(cfg *Config, shardID string, parents []string, cp lease.Checkpoint) *Machine {
-	return &Machine{cfg: cfg, shardID: shardID, parents: append([]string(nil), parents...), written: cp, target: cp, received: cp}
+	m := &Machine{cfg: cfg, shardID: shardID, parents: append([]string(nil), parents...), written: cp, target: cp, received: cp}
+	m.pStream, m.pShard = cfg.StreamName, shardID
+	if id, shard, ok := multistream.ParseKey(shardID); ok {
+		m.pStream, m.pShard = id.Name, shard
+	}
+	return m
 }
 
 // State returns the current state.
@@ -509,7 +521,7 @@ func (m *Machine) fenced(now time.Time, out *effects) bool {
 		return false
 	}
 	if m.state == Processing || m.state == AwaitingShutdownAck {
-		out.add(Notify{Msg: messages.LeaseLost{ShardID: m.shardID}})
+		out.add(Notify{Msg: messages.LeaseLost{ShardID: m.pShard}})
 	}
 	m.finish(Fenced, fmt.Errorf("shard %s: no lease write succeeded since %s (for %s): the lease may have expired", m.shardID, m.w.heldFrom.Format(time.RFC3339Nano), now.Sub(m.w.heldFrom).Round(time.Millisecond)), out)
 	return true
@@ -677,7 +689,7 @@ func (m *Machine) onIterator(now time.Time, e IteratorReady, out *effects) {
 		m.lastFetch = now
 		m.progressed(now, out)
 		m.state = Processing
-		out.add(Notify{Msg: messages.Initialized{ShardID: m.shardID, Workers: max(m.cfg.Workers, 1), StartingCheckpoint: m.startingCheckpoint(), SubSequenceNumber: m.written.SubSequenceNumber}})
+		out.add(Notify{Msg: messages.Initialized{ShardID: m.pShard, Stream: m.pStream, Workers: max(m.cfg.Workers, 1), StartingCheckpoint: m.startingCheckpoint(), SubSequenceNumber: m.written.SubSequenceNumber}})
 		m.scheduleFetch(now, out)
 	case Processing: // fresh iterator after ExpiredIterator
 		m.iterator = e.Iterator
@@ -883,7 +895,7 @@ func (m *Machine) sendNext(now time.Time, out *effects) {
 		d.batch.BatchID = m.nextBatchID
 	}
 	d.replaced = false
-	d.batch.ShardID, d.batch.Records, d.batch.MillisBehindLatest = m.shardID, recs, d.behind
+	d.batch.ShardID, d.batch.Stream, d.batch.Records, d.batch.MillisBehindLatest = m.pShard, m.pStream, recs, d.behind
 	d.batch.Attempt = 1
 	if d.fails != nil {
 		d.batch.Attempt = d.fails[0] + 1
@@ -1162,7 +1174,7 @@ func (m *Machine) startDeadLetter(recs []messages.Record, cause error, expired b
 	case expired:
 		attempt = 0
 	}
-	d.dl = messages.Batch{ShardID: m.shardID, BatchID: id, Records: recs[:len(recs):len(recs)], MillisBehindLatest: d.behind, Attempt: attempt}
+	d.dl = messages.Batch{ShardID: m.pShard, Stream: m.pStream, BatchID: id, Records: recs[:len(recs):len(recs)], MillisBehindLatest: d.behind, Attempt: attempt}
 	out.add(DeadLetterBatch{Batch: d.dl, Err: cause, Attempt: 1})
 }
 
@@ -1181,7 +1193,7 @@ func (m *Machine) redeliver(now time.Time, out *effects) {
 	d.waiting = false
 	if d.crashed {
 		d.crashed = false
-		out.add(Notify{Msg: messages.Initialized{ShardID: m.shardID, Workers: max(m.cfg.Workers, 1), StartingCheckpoint: m.startingCheckpoint(), SubSequenceNumber: m.written.SubSequenceNumber, Restarted: true}})
+		out.add(Notify{Msg: messages.Initialized{ShardID: m.pShard, Stream: m.pStream, Workers: max(m.cfg.Workers, 1), StartingCheckpoint: m.startingCheckpoint(), SubSequenceNumber: m.written.SubSequenceNumber, Restarted: true}})
 	}
 	m.sendNext(now, out)
 }
@@ -1237,7 +1249,7 @@ func terminal(err error) bool {
 func (m *Machine) unreadable(now time.Time, err error, out *effects) {
 	m.err = fmt.Errorf("shard %s: %w", m.shardID, err)
 	if m.state == Processing && m.inFlight == nil {
-		out.add(Notify{Msg: messages.LeaseLost{ShardID: m.shardID}})
+		out.add(Notify{Msg: messages.LeaseLost{ShardID: m.pShard}})
 	}
 	m.inFlight, m.buffered = nil, nil
 	m.beginShuttingDown(now, Unreadable, out)
@@ -1300,7 +1312,7 @@ func (m *Machine) refuse(batch *messages.Batch, err error, out *effects) {
 	if batch != nil {
 		id = batch.BatchID
 	}
-	out.add(Notify{Msg: messages.CheckpointRefused{ShardID: m.shardID, BatchID: id, Err: err}}, CheckpointRefusedEffect{Err: err})
+	out.add(Notify{Msg: messages.CheckpointRefused{ShardID: m.pShard, BatchID: id, Err: err}}, CheckpointRefusedEffect{Err: err})
 }
 
 func fmtCP(c lease.Checkpoint) string {
@@ -1383,7 +1395,7 @@ func (m *Machine) askShutdown(now time.Time, out *effects) {
 	if m.inFlight == nil {
 		m.busySince = now
 	}
-	out.add(Notify{Msg: messages.ShutdownRequested{ShardID: m.shardID}})
+	out.add(Notify{Msg: messages.ShutdownRequested{ShardID: m.pShard}})
 }
 
 func (m *Machine) onShutdownAck(now time.Time, a messages.ShutdownAck, out *effects) {

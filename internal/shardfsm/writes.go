@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/kinactor/kinactor/internal/lease"
+	"github.com/kinactor/kinactor/internal/multistream"
 	"github.com/kinactor/kinactor/messages"
 )
 
@@ -145,7 +146,7 @@ func (m *Machine) onStoreDone(now time.Time, e StoreDone, out *effects) {
 		m.w.busy = false
 		// Fenced out: never write again, tell the processor, stop.
 		if m.state == Processing || m.state == AwaitingShutdownAck {
-			out.add(Notify{Msg: messages.LeaseLost{ShardID: m.shardID}})
+			out.add(Notify{Msg: messages.LeaseLost{ShardID: m.pShard}})
 		}
 		m.finish(LeaseLost, fmt.Errorf("shard %s: %s: %w", m.shardID, e.Op, e.Err), out)
 		return
@@ -182,7 +183,7 @@ func (m *Machine) onStoreDone(now time.Time, e StoreDone, out *effects) {
 		if cp != nil {
 			m.written = cp.Checkpoint
 			if cp.Checkpoint.IsShardEnd() {
-				out.add(Notify{Msg: messages.ShardEnded{ShardID: m.shardID, Children: append([]string(nil), cp.Children...)}})
+				out.add(Notify{Msg: messages.ShardEnded{ShardID: m.pShard, Children: shardIDs(cp.Children)}})
 			}
 		}
 	case OpRenew:
@@ -193,4 +194,13 @@ func (m *Machine) onStoreDone(now time.Time, e StoreDone, out *effects) {
 		return
 	}
 	m.pump(now, out)
+}
+
+// shardIDs: the Kinesis shard ids of lease keys (for the processor).
+func shardIDs(keys []string) []string {
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		out[i] = multistream.ShardOf(k)
+	}
+	return out
 }
