@@ -68,8 +68,8 @@ type Entry struct {
 	// across streams).
 	Stream string `json:"stream,omitempty"`
 	Shard  string `json:"shard"`
-	Seq   string `json:"seq"`
-	Sub   int64  `json:"sub"`
+	Seq    string `json:"seq"`
+	Sub    int64  `json:"sub"`
 	// TS is when the batch was appended, in unix milliseconds; the same
 	// for every record of one batch.
 	TS int64  `json:"ts"`
