@@ -54,6 +54,9 @@ type Options struct {
 	Dir    string // work directory: ledger/, ready/, logs/
 	App    string // --app
 	Stream string // --stream
+	// StreamFile, instead of Stream: --stream-file (the set of streams of
+	// a multi-stream application, read again while running).
+	StreamFile string
 	// Env is added to the nodes' environment (os.Environ()):
 	// AWS_ENDPOINT_URL_KINESIS, AWS_ENDPOINT_URL_DYNAMODB, AWS_REGION,
 	// credentials.
@@ -163,8 +166,8 @@ type Cluster struct {
 // Start creates the work directory and starts opts.Nodes nodes. On error
 // the nodes started are stopped again.
 func Start(ctx context.Context, opts Options) (*Cluster, error) {
-	if opts.Bin == "" || opts.Dir == "" || opts.App == "" || opts.Stream == "" {
-		return nil, errors.New("clusterrun: Options need Bin, Dir, App and Stream")
+	if opts.Bin == "" || opts.Dir == "" || opts.App == "" || (opts.Stream == "") == (opts.StreamFile == "") {
+		return nil, errors.New("clusterrun: Options need Bin, Dir, App and one of Stream and StreamFile")
 	}
 	if opts.ReadyTimeout <= 0 {
 		opts.ReadyTimeout = 60 * time.Second
@@ -252,7 +255,11 @@ func (c *Cluster) AddNodeWith(ctx context.Context, o NodeOptions) (*Proc, error)
 
 	ready := filepath.Join(c.opts.Dir, "ready", name+".json")
 	logPath := filepath.Join(c.opts.Dir, "logs", name+".log")
-	args := []string{"node", "--app", c.opts.App, "--stream", c.opts.Stream,
+	streamFlag, streamArg := "--stream", c.opts.Stream
+	if c.opts.StreamFile != "" {
+		streamFlag, streamArg = "--stream-file", c.opts.StreamFile
+	}
+	args := []string{"node", "--app", c.opts.App, streamFlag, streamArg,
 		"--http", "127.0.0.1:0",
 		"--processor", "ledger", "--ledger-dir", c.opts.LedgerDir(),
 		"--ready-file", ready}
