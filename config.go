@@ -387,7 +387,7 @@ func (c Config) Validate() error {
 			return bad("FanOutConsumer", c.FanOutConsumer, "enhanced fan-out is not supported with many streams yet")
 		}
 		if c.StreamSyncInterval < time.Second {
-			return bad("StreamSyncInterval", c.StreamSyncInterval, "must be at least 1s")
+			return bad("StreamSyncInterval", c.StreamSyncInterval.String(), "must be at least 1s")
 		}
 	} else if c.StreamName == "" && c.StreamARN == "" {
 		return bad("StreamName", c.StreamName, "a stream name or StreamARN is required (or Streams for many)")

@@ -35,6 +35,19 @@ func TestConfigErrorsNameFieldAndValue(t *testing.T) {
 		{"bad table name", func(c *Config) { c.TableName = "a b" }, []string{"TableName", `"a b"`}},
 		{"unknown policy", func(c *Config) { c.FailurePolicy = "ignore" }, []string{"FailurePolicy", `"ignore"`}},
 		{"dead letter without handler", func(c *Config) { c.FailurePolicy = PolicyDeadLetter }, []string{"DeadLetter"}},
+		{"stream and streams", func(c *Config) { c.Streams = []StreamConfig{{Name: "b"}} }, []string{"StreamName", "not both"}},
+		{"bad stream name", func(c *Config) { c.StreamName = ""; c.Streams = []StreamConfig{{Name: "a/b"}} }, []string{"Streams[0].Name", `"a/b"`}},
+		{"stream twice", func(c *Config) { c.StreamName = ""; c.Streams = []StreamConfig{{Name: "a"}, {Name: "a"}} }, []string{"Streams[1].Name", "twice"}},
+		{"stream position", func(c *Config) {
+			c.StreamName = ""
+			c.Streams = []StreamConfig{{Name: "a", InitialPosition: "SOON"}}
+		}, []string{"Streams[0].InitialPosition", `"SOON"`}},
+		{"streams with fan-out", func(c *Config) { c.StreamName = ""; c.Streams = []StreamConfig{{Name: "a"}}; c.FanOutConsumer = "x" }, []string{"FanOutConsumer", "many streams"}},
+		{"stream sync too often", func(c *Config) {
+			c.StreamName = ""
+			c.Streams = []StreamConfig{{Name: "a"}}
+			c.StreamSyncInterval = time.Millisecond
+		}, []string{"StreamSyncInterval", "1ms"}},
 		{"backoff cap below base", func(c *Config) { c.ErrorBackoffBase = time.Second; c.ErrorBackoffCap = time.Millisecond }, []string{"ErrorBackoffCap", "1ms"}},
 	}
 	for _, c := range cases {

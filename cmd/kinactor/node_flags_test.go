@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -155,6 +157,65 @@ func TestBalanceFlags(t *testing.T) {
 			if string(cfg.Balance) != c.flags.balance || cfg.LoadThreshold != c.flags.threshold || cfg.RebalanceInterval != c.flags.interval ||
 				cfg.LoadCoolDown != c.flags.coolDown || cfg.MaxLoadMoves != c.flags.maxMoves {
 				t.Errorf("Config %v %v %v %v %v from %+v", cfg.Balance, cfg.LoadThreshold, cfg.RebalanceInterval, cfg.LoadCoolDown, cfg.MaxLoadMoves, c.flags)
+			}
+		})
+	}
+}
+
+func TestStreamFlags(t *testing.T) {
+	dir := t.TempDir()
+	good := dir + "/streams.txt"
+	if err := os.WriteFile(good, []byte("# the set\norders\n\nclicks LATEST\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	badPos := dir + "/bad.txt"
+	if err := os.WriteFile(badPos, []byte("orders SOMEWHERE\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name   string
+		flags  streamFlags
+		single string
+		multi  []kinactor.StreamConfig
+		file   bool
+		err    []string
+	}{
+		{"one", streamFlags{stream: "orders"}, "orders", nil, false, nil},
+		{"one forced multi", streamFlags{stream: "orders", multi: true}, "", []kinactor.StreamConfig{{Name: "orders"}}, false, nil},
+		{"many", streamFlags{stream: "a, b,c"}, "", []kinactor.StreamConfig{{Name: "a"}, {Name: "b"}, {Name: "c"}}, false, nil},
+		{"file", streamFlags{stream: "", file: good}, "", nil, true, nil},
+		{"none", streamFlags{}, "", nil, false, []string{"--stream", "required"}},
+		{"both", streamFlags{stream: "a", file: good}, "", nil, false, []string{`--stream "a"`, "--stream-file"}},
+		{"empty name", streamFlags{stream: "a,,b"}, "", nil, false, []string{`--stream "a,,b"`, "empty"}},
+		{"missing file", streamFlags{file: dir + "/nope"}, "", nil, false, []string{"--stream-file", "nope"}},
+		{"bad position", streamFlags{file: badPos}, "", nil, false, []string{"line 1", `"SOMEWHERE"`}},
+		{"negative interval", streamFlags{stream: "a", syncInterval: -time.Second}, "", nil, false, []string{"--stream-sync-interval -1s"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var cfg kinactor.Config
+			err := c.flags.apply(&cfg)
+			if c.err != nil {
+				if err == nil {
+					t.Fatalf("no error, want one naming %q", c.err)
+				}
+				for _, w := range c.err {
+					if !strings.Contains(err.Error(), w) {
+						t.Fatalf("error %q does not contain %q", err, w)
+					}
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.StreamName != c.single || !slices.Equal(cfg.Streams, c.multi) || (cfg.StreamsFunc != nil) != c.file {
+				t.Fatalf("config %q %v func=%v", cfg.StreamName, cfg.Streams, cfg.StreamsFunc != nil)
+			}
+			if c.file {
+				got, err := cfg.StreamsFunc(context.Background())
+				if err != nil || !slices.Equal(got, []kinactor.StreamConfig{{Name: "orders"}, {Name: "clicks", InitialPosition: kinactor.Latest}}) {
+					t.Fatalf("StreamsFunc = %v, %v", got, err)
+				}
 			}
 		})
 	}
