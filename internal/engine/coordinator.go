@@ -522,6 +522,10 @@ func (c *coordinator) run(ctx actor.Context, eff ownership.Effect) {
 					d.Shards = append(d.Shards, ownership.Shard{ID: s.ID, Parents: s.Parents(), Closed: s.Closed(), StartingHashKey: s.StartingHashKey, EndingHashKey: s.EndingHashKey, Initial: initial[multistream.StreamOf(s.ID)]})
 				}
 			}
+			if e.ListOnly {
+				d.Unread = true
+				return syncResult{done: d}
+			}
 			d.Leases, d.ReadErr = deps.Store.List(op)
 			return syncResult{done: d}
 		})

@@ -59,7 +59,7 @@ func (m *Machine) requestSync(now time.Time, out *effects) {
 		m.resync = true
 		return
 	}
-	m.syncing = true
+	m.syncing, m.listOnly = true, false
 	m.lastSync, m.readFrom = now, now
 	m.syncSeq++
 	out.add(Sync{List: m.leader(), Seq: m.syncSeq})
@@ -69,12 +69,70 @@ func (m *Machine) syncInterval() time.Duration {
 	if m.leader() || len(m.leases) == 0 {
 		return m.cfg.SyncInterval
 	}
-	return max(m.cfg.FollowerSyncInterval, m.cfg.SyncInterval)
+	others := 1
+	if m.cfg.Clustered {
+		others = max(1, len(m.cands)-1)
+	}
+	return max(m.cfg.FollowerSyncInterval, m.cfg.SyncInterval) * time.Duration(others)
+}
+
+// periodicSync is the read (or, on the discovering node between its
+// reads, the listing) due when nothing happened.
+func (m *Machine) periodicSync(now time.Time, out *effects) {
+	if m.stopping {
+		return
+	}
+	if !m.leader() || len(m.leases) == 0 || !now.Before(m.nextRead) {
+		m.requestSync(now, out)
+		return
+	}
+	m.syncing, m.listOnly = true, true
+	m.lastSync = now
+	m.syncSeq++
+	out.add(Sync{List: true, ListOnly: true, Seq: m.syncSeq})
+}
+
+// onListed handles a listing without a read: the table is read at once
+// when the listing shows a shard that has no row here (rows to create) or
+// one of our rows whose shard it no longer shows (a row to delete).
+func (m *Machine) onListed(now time.Time, e SyncDone, out *effects) {
+	m.syncing = false
+	m.nextSync = now.Add(m.syncInterval())
+	read := m.resync
+	m.resync = false
+	if e.ListErr != nil {
+		m.opFailed(now, ServiceKinesis)
+		out.note(4, "listing shards failed, will retry", "err", e.ListErr)
+	} else {
+		m.opOK(now, ServiceKinesis)
+		if len(e.Shards) > 0 {
+			if len(NewRows(e.Shards, m.leases, m.cfg.InitialCheckpoint)) > 0 {
+				read = true
+			}
+			listed := make(map[string]bool, len(e.Shards))
+			for _, s := range e.Shards {
+				listed[s.ID] = true
+			}
+			for k := range m.leases {
+				if !listed[k] && m.keys.Ours(k) {
+					read = true
+					break
+				}
+			}
+		}
+	}
+	if read {
+		m.requestSync(now, out)
+	}
 }
 
 func (m *Machine) onSync(now time.Time, e SyncDone, out *effects) {
 	if !m.syncing || e.Seq != m.syncSeq {
 		return // given up on (SyncTimeout): a newer read is under way
+	}
+	if e.Unread {
+		m.onListed(now, e, out)
+		return
 	}
 	if e.ReadErr != nil {
 		m.syncing = false
@@ -93,6 +151,9 @@ func (m *Machine) onSync(now time.Time, e SyncDone, out *effects) {
 	m.applyRows(now, m.readFrom, e.Leases)
 	out.note(-4, "lease table read", "rows", len(e.Leases), "listed", e.Listed, "resync", m.resync)
 	m.nextSync = now.Add(m.syncInterval())
+	if m.leader() {
+		m.nextRead = now.Add(m.cfg.LeaderReadInterval)
+	}
 	if e.Listed {
 		if e.ListErr != nil {
 			m.opFailed(now, ServiceKinesis)
@@ -245,13 +306,17 @@ func (m *Machine) onTick(now time.Time, out *effects) {
 	if m.syncing && now.Sub(m.lastSync) >= m.cfg.SyncTimeout {
 		// A hung call (a blackholed route): give up on it, count it as a
 		// failure, and read again; its late answer is ignored.
-		out.note(4, "reading the lease table got no answer; giving up on it", "after", now.Sub(m.lastSync))
+		service := ServiceDynamoDB
+		if m.listOnly {
+			service = ServiceKinesis
+		}
+		out.note(4, "reading the lease table got no answer; giving up on it", "after", now.Sub(m.lastSync), "service", service)
 		m.syncing, m.resync = false, false
-		m.opFailed(now, ServiceDynamoDB)
+		m.opFailed(now, service)
 		m.nextSync = now
 	}
 	if !m.syncing && !now.Before(m.nextSync) {
-		m.requestSync(now, out)
+		m.periodicSync(now, out)
 	}
 	if now.Sub(m.lastFlush) >= m.cfg.HeartbeatInterval {
 		m.flushBeats(now, out)

@@ -185,10 +185,17 @@ type Config struct {
 	RefusalTTL time.Duration
 	// ProbeInterval: how often an unhealthy service is probed (default 2s).
 	ProbeInterval time.Duration
-	// SyncInterval (discovering node, default 10s) and FollowerSyncInterval
-	// (the others, default 60s): reads of the table when nothing happens.
+	// Reads of the table when nothing happens (gossip carries takes,
+	// releases and progress; events and failed takes read at once): the
+	// discovering node lists the shards every SyncInterval (default 10s)
+	// and reads the table only when the listing shows a shard without a
+	// row or a row without a shard, and every LeaderReadInterval (default
+	// 2 × FollowerSyncInterval); every other member reads it every
+	// FollowerSyncInterval (default 60s) × (candidates − 1), so that the
+	// reads of the whole cluster do not grow with its size.
 	SyncInterval         time.Duration
 	FollowerSyncInterval time.Duration
+	LeaderReadInterval   time.Duration
 	// SyncTimeout: a read of the table (with its row writes) not answered
 	// by then is given up on and another one started, so that one hung
 	// call cannot stop the discovering node from creating rows (default
@@ -237,6 +244,7 @@ func (c Config) withDefaults() Config {
 	def(&c.ProbeInterval, 2*time.Second)
 	def(&c.SyncInterval, 10*time.Second)
 	def(&c.FollowerSyncInterval, 60*time.Second)
+	def(&c.LeaderReadInterval, 2*c.FollowerSyncInterval)
 	def(&c.SyncTimeout, max(2*c.SyncInterval, 10*time.Second))
 	def(&c.HeartbeatInterval, 250*time.Millisecond)
 	def(&c.RebalanceInterval, 10*time.Second)
@@ -295,6 +303,9 @@ type (
 		Listed  bool
 		Shards  []Shard
 		ListErr error
+		// Unread: the answer to a ListOnly Sync (Leases and ReadErr
+		// are empty: the table was not read).
+		Unread bool
 	}
 	// RowsDone answers WriteRows; Err is the first error (the rest were
 	// not attempted); Changed: something was created or deleted.
@@ -457,7 +468,10 @@ type (
 	// Answer with SyncDone carrying Seq.
 	Sync struct {
 		List bool
-		Seq  uint64
+		// ListOnly: list the shards without reading the table (the
+		// discovering node between its reads); the SyncDone has Unread.
+		ListOnly bool
+		Seq      uint64
 	}
 	// WriteRows creates rows (attribute_not_exists; an existing row is not
 	// an error) and deletes rows (conditional on the counter read; a lost
@@ -619,6 +633,8 @@ type Machine struct {
 	resync      bool
 	lastSync    time.Time
 	nextSync    time.Time
+	nextRead    time.Time // the discovering node's next read of the table (not only a listing)
+	listOnly    bool      // the sync in flight is a listing without a read
 	syncFails   int
 	unlisted    map[string]int // discovering node: listings in a row that missed a row's shard
 	rowsPending bool
