@@ -418,12 +418,8 @@ func (n *Node) ClusterStatus(ctx context.Context) ClusterStatus {
 		}
 	}
 	wg.Wait()
-	stream := n.cfg.StreamName
-	if stream == "" {
-		stream = n.cfg.StreamARN[strings.LastIndex(n.cfg.StreamARN, "/")+1:]
-	}
 	return buildClusterStatus(clusterInput{
-		Self: n.cfg.WorkerID, SelfErr: selfErr, Stream: stream,
+		Self: n.cfg.WorkerID, SelfErr: selfErr, Stream: n.stream,
 		App:  appID(n.cfg.TableName, n.cfg.StreamName+n.cfg.StreamARN),
 		Rows: rows, Members: members, Reports: reports, Now: time.Now(),
 	})

@@ -46,6 +46,7 @@ type Node struct {
 	processor *actor.Props
 	metrics   *metrics.Metrics
 	board     *engine.Board
+	stream    string // the stream's name in single-stream mode (see streamName)
 
 	mu       sync.Mutex
 	started  bool
@@ -77,16 +78,37 @@ func NewNode(cfg Config, processor *actor.Props) (*Node, error) {
 		return nil, bad("processor", nil, "processor props are required")
 	}
 	cfg = cfg.withDefaults()
-	n := &Node{cfg: cfg, processor: processor, metrics: metrics.New(cfg.Registerer), board: engine.NewBoard(), stopped: make(chan struct{})}
-	n.metrics.SetProgressSource(func() map[string]float64 {
-		now := time.Now()
-		out := map[string]float64{}
-		for _, v := range n.board.Shards() {
-			out[v.ShardID] = now.Sub(v.LastProgress).Seconds()
-		}
-		return out
+	n := &Node{cfg: cfg, processor: processor, metrics: metrics.New(cfg.Registerer), board: engine.NewBoard(), stream: streamName(cfg), stopped: make(chan struct{})}
+	n.metrics.SetProgressSource(func() map[metrics.ShardLabels]float64 {
+		return progressOf(n.board.Shards(), n.stream, time.Now())
 	})
 	return n, nil
+}
+
+// streamName is the name of the configured stream: StreamName, or the
+// name part of StreamARN (after its last '/').
+func streamName(cfg Config) string {
+	if cfg.StreamName != "" {
+		return cfg.StreamName
+	}
+	return cfg.StreamARN[strings.LastIndex(cfg.StreamARN, "/")+1:]
+}
+
+// progressOf is the seconds since progress of the shards on the board, by
+// their metric labels (single: the stream's name for plain shard ids). Two
+// keys with the same labels (a stream deleted and created again under its
+// name) give one series, the staler.
+func progressOf(views []engine.ShardView, single string, now time.Time) map[metrics.ShardLabels]float64 {
+	out := make(map[metrics.ShardLabels]float64, len(views))
+	for _, v := range views {
+		var l metrics.ShardLabels
+		l.Stream, l.Shard = engine.ShardLabels(v.ShardID, single)
+		secs := now.Sub(v.LastProgress).Seconds()
+		if old, ok := out[l]; !ok || secs > old {
+			out[l] = secs
+		}
+	}
+	return out
 }
 
 // appID identifies the application in gossip meta: members consuming
@@ -192,6 +214,7 @@ func (n *Node) Start(ctx context.Context) error {
 		Metrics:    m,
 		Logger:     log,
 		Board:      n.board,
+		StreamName: n.stream,
 	}
 	app := appID(cfg.TableName, cfg.StreamName+cfg.StreamARN)
 	var meta cluster.Meta
