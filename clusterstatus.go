@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/kinactor/kinactor/cluster"
+	"github.com/kinactor/kinactor/internal/engine"
 	"github.com/kinactor/kinactor/internal/lease"
 )
 
@@ -98,8 +99,12 @@ const (
 // runs it, that member's live view of it. Live fields are null when no
 // member that answered runs it.
 type ShardView struct {
+	// Stream is the stream's name, Shard the Kinesis shard id, Key the
+	// lease key (the shard id in single-stream mode,
+	// account:stream:creationEpoch:shardId in multi-stream mode).
 	Stream string `json:"stream"`
 	Shard  string `json:"shard"`
+	Key    string `json:"key"`
 	// Owner is the lease table's owner ("" when free). Running lists the
 	// members whose /status lists the shard (normally just Owner).
 	Owner   string   `json:"owner"`
@@ -151,7 +156,7 @@ type memberReport struct {
 type clusterInput struct {
 	Self    string // the serving node
 	SelfErr error  // its own status failed (no rows then)
-	Stream  string
+	Stream  string // the stream's name in single-stream mode (multi-stream keys carry their own)
 	App     string // members gossiping another app are left out ("" keeps all)
 	Rows    []lease.Lease
 	Members []cluster.Member
@@ -186,7 +191,8 @@ func buildClusterStatus(in clusterInput) ClusterStatus {
 			continue
 		}
 		for _, sh := range r.Status.Shards {
-			running[sh.ShardID] = append(running[sh.ShardID], live{name, sh})
+			k := sh.LeaseKey() // by lease key: two streams may have the same shard ids
+			running[k] = append(running[k], live{name, sh})
 		}
 	}
 
@@ -203,11 +209,21 @@ func buildClusterStatus(in clusterInput) ClusterStatus {
 			keys = append(keys, k) // run, but not (yet) in this node's table copy
 		}
 	}
-	slices.Sort(keys)
+	type label struct{ stream, shard string }
+	labels := make(map[string]label, len(keys))
+	for _, k := range keys {
+		var l label
+		l.stream, l.shard = engine.ShardLabels(k, in.Stream)
+		labels[k] = l
+	}
+	slices.SortFunc(keys, func(a, b string) int {
+		la, lb := labels[a], labels[b]
+		return cmp.Or(cmp.Compare(la.stream, lb.stream), cmp.Compare(la.shard, lb.shard), cmp.Compare(a, b))
+	})
 	owned := map[string]int{}
 	for _, k := range keys {
 		row, inTable := rows[k]
-		v := ShardView{Stream: in.Stream, Shard: k, Owner: row.Owner, Counter: row.Counter,
+		v := ShardView{Stream: labels[k].stream, Shard: labels[k].shard, Key: k, Owner: row.Owner, Counter: row.Counter,
 			Checkpoint: row.Checkpoint.SequenceNumber, CheckpointSub: row.Checkpoint.SubSequenceNumber,
 			Parents: row.ParentShardIDs}
 		runs := running[k]
@@ -309,6 +325,9 @@ func buildClusterStatus(in clusterInput) ClusterStatus {
 			mv.Unhealthy = union(mv.Unhealthy, r.Status.Unhealthy)
 			mv.Refused = union(mv.Refused, r.Status.Refused)
 			for _, mov := range r.Status.Moves {
+				if mov.Stream == "" { // a node that predates Stream: Shard is the lease key
+					mov.Stream, mov.Shard, mov.Key = shortKey(mov.Shard, in.Stream)
+				}
 				if !mov.At.Before(in.Now.Add(-clusterMovesFor)) {
 					cs.Moves = append(cs.Moves, ClusterMove{Move: mov, Node: m.Name})
 				}
@@ -333,7 +352,7 @@ func buildClusterStatus(in clusterInput) ClusterStatus {
 	}
 	cs.Summary.Members = len(cs.Members)
 	slices.SortStableFunc(cs.Moves, func(a, b ClusterMove) int {
-		return cmp.Or(b.At.Compare(a.At), cmp.Compare(a.Node, b.Node), cmp.Compare(a.Shard, b.Shard))
+		return cmp.Or(b.At.Compare(a.At), cmp.Compare(a.Node, b.Node), cmp.Compare(a.Stream, b.Stream), cmp.Compare(a.Shard, b.Shard), cmp.Compare(a.Key, b.Key))
 	})
 	if len(cs.Moves) > clusterMovesKept {
 		cs.Moves = cs.Moves[:clusterMovesKept]
@@ -418,12 +437,8 @@ func (n *Node) ClusterStatus(ctx context.Context) ClusterStatus {
 		}
 	}
 	wg.Wait()
-	stream := n.cfg.StreamName
-	if stream == "" {
-		stream = n.cfg.StreamARN[strings.LastIndex(n.cfg.StreamARN, "/")+1:]
-	}
 	return buildClusterStatus(clusterInput{
-		Self: n.cfg.WorkerID, SelfErr: selfErr, Stream: stream,
+		Self: n.cfg.WorkerID, SelfErr: selfErr, Stream: n.stream,
 		App:  appID(n.cfg.TableName, n.cfg.StreamName+n.cfg.StreamARN),
 		Rows: rows, Members: members, Reports: reports, Now: time.Now(),
 	})

@@ -17,6 +17,7 @@ import (
 
 	"github.com/kinactor/kinactor/actors"
 	"github.com/kinactor/kinactor/cluster"
+	"github.com/kinactor/kinactor/internal/engine"
 	"github.com/kinactor/kinactor/internal/lease"
 	"github.com/kinactor/kinactor/messages"
 )
@@ -431,5 +432,80 @@ func TestStatusPageHandlers(t *testing.T) {
 	}
 	if resp, body := get(t, h, "/status"); resp.StatusCode != 200 || !strings.Contains(body, `"node":"n1"`) {
 		t.Errorf("/status: %d %q", resp.StatusCode, body)
+	}
+}
+
+// TestClusterMultiStream: two streams whose shards have the same shard ids,
+// rows keyed by multi-stream lease keys. Status rows are merged with lease
+// rows by key (not by the shard id they show), and every row carries its
+// stream's name and shard id; rows are sorted by stream, then shard.
+func TestClusterMultiStream(t *testing.T) {
+	const s0, s1 = "shardId-000000000000", "shardId-000000000001"
+	orders := "123456789012:orders:1700000000:"
+	payments := "123456789012:payments:1700000001:"
+	// /status rows as nodes build them from the engine's (keyed by lease key).
+	live := func(key string, lag int64) ShardStatus {
+		return shardStatusOf(engine.ShardStatus{ShardID: key, State: "Processing", MillisBehindLatest: lag, SinceProgress: 0.5}, "ignored")
+	}
+	if st := live(payments+s1, 1); st.Stream != "payments" || st.ShardID != s1 || st.Key != payments+s1 {
+		t.Fatalf("status row %+v", st)
+	}
+	if st := live(s1, 1); st.Stream != "ignored" || st.ShardID != s1 || st.Key != "" {
+		t.Fatalf("single-stream status row %+v: want no key", st)
+	}
+	old := running(payments+s0, "Processing", 30, 3) // a node that predates Key: ShardID is the lease key
+	r1 := report("n1", live(orders+s0, 10), live(payments+s1, 40))
+	r1.Status.Moves = []Move{moveOf(engine.Move{At: csNow.Add(-time.Minute), Shard: payments + s1, Kind: "take", Reason: "free"}, "ignored")}
+	r2 := report("n2", old, live(orders+s1, 20))
+	r2.Status.Moves = []Move{{At: csNow.Add(-2 * time.Minute), Shard: orders + s1, Kind: "take", Reason: "expired"}} // predates Stream
+	cs := buildClusterStatus(clusterInput{
+		Self: "n1", App: "app", Now: csNow,
+		Rows: []lease.Lease{
+			row(payments+s1, "n1", "4"), row(orders+s1, "n2", "2"),
+			row(payments+s0, "n2", "3"), row(orders+s0, "n1", "1"),
+		},
+		Members: []cluster.Member{alive("n1", "h1"), alive("n2", "h2")},
+		Reports: map[string]memberReport{"n1": r1, "n2": r2},
+	})
+	want := []struct {
+		stream, shard, key, owner string
+		lag                       int64
+	}{
+		{"orders", s0, orders + s0, "n1", 10},
+		{"orders", s1, orders + s1, "n2", 20},
+		{"payments", s0, payments + s0, "n2", 30},
+		{"payments", s1, payments + s1, "n1", 40},
+	}
+	if len(cs.Shards) != len(want) {
+		t.Fatalf("%d shards in the view, want %d: %+v", len(cs.Shards), len(want), cs.Shards)
+	}
+	for i, w := range want {
+		s := cs.Shards[i]
+		if s.Stream != w.stream || s.Shard != w.shard || s.Key != w.key || s.Owner != w.owner || s.State != ShardProcessing ||
+			s.Conflict != "" || len(s.Running) != 1 || s.Running[0] != w.owner || s.MillisBehindLatest == nil || *s.MillisBehindLatest != w.lag {
+			t.Errorf("row %d: %+v (lag %v), want %+v", i, s, s.MillisBehindLatest, w)
+		}
+	}
+	if want := (ClusterSummary{Members: 2, Shards: 4, Owned: 4}); cs.Summary != want {
+		t.Errorf("summary %+v, want %+v", cs.Summary, want)
+	}
+	var got []string
+	for _, m := range cs.Moves {
+		got = append(got, m.Node+" "+m.Stream+" "+m.Shard+" "+m.Key)
+	}
+	if w := []string{"n1 payments " + s1 + " " + payments + s1, "n2 orders " + s1 + " " + orders + s1}; strings.Join(got, ", ") != strings.Join(w, ", ") {
+		t.Errorf("moves %v, want %v", got, w)
+	}
+	b, _ := json.Marshal(cs.Shards[3])
+	for _, k := range []string{`"stream":"payments"`, `"shard":"` + s1 + `"`, `"key":"` + payments + s1 + `"`} {
+		if !strings.Contains(string(b), k) {
+			t.Errorf("shard JSON %s lacks %s", b, k)
+		}
+	}
+	b, _ = json.Marshal(live(payments+s1, 1))
+	for _, k := range []string{`"stream":"payments"`, `"shard":"` + s1 + `"`, `"key":"` + payments + s1 + `"`} {
+		if !strings.Contains(string(b), k) {
+			t.Errorf("/status row JSON %s lacks %s", b, k)
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package kinactor
 
 import (
+	"cmp"
 	"context"
 	"encoding/hex"
 	"encoding/json"
@@ -47,6 +48,7 @@ type Node struct {
 	processor *actor.Props
 	metrics   *metrics.Metrics
 	board     *engine.Board
+	stream    string // the stream's name in single-stream mode (see streamName)
 
 	mu       sync.Mutex
 	started  bool
@@ -82,16 +84,37 @@ func NewNode(cfg Config, processor *actor.Props) (*Node, error) {
 		return nil, bad("processor", nil, "processor props are required")
 	}
 	cfg = cfg.withDefaults()
-	n := &Node{cfg: cfg, processor: processor, metrics: metrics.New(cfg.Registerer), board: engine.NewBoard(), stopped: make(chan struct{})}
-	n.metrics.SetProgressSource(func() map[string]float64 {
-		now := time.Now()
-		out := map[string]float64{}
-		for _, v := range n.board.Shards() {
-			out[v.ShardID] = now.Sub(v.LastProgress).Seconds()
-		}
-		return out
+	n := &Node{cfg: cfg, processor: processor, metrics: metrics.New(cfg.Registerer), board: engine.NewBoard(), stream: streamName(cfg), stopped: make(chan struct{})}
+	n.metrics.SetProgressSource(func() map[metrics.ShardLabels]float64 {
+		return progressOf(n.board.Shards(), n.stream, time.Now())
 	})
 	return n, nil
+}
+
+// streamName is the name of the configured stream: StreamName, or the
+// name part of StreamARN (after its last '/').
+func streamName(cfg Config) string {
+	if cfg.StreamName != "" {
+		return cfg.StreamName
+	}
+	return cfg.StreamARN[strings.LastIndex(cfg.StreamARN, "/")+1:]
+}
+
+// progressOf is the seconds since progress of the shards on the board, by
+// their metric labels (single: the stream's name for plain shard ids). Two
+// keys with the same labels (a stream deleted and created again under its
+// name) give one series, the staler.
+func progressOf(views []engine.ShardView, single string, now time.Time) map[metrics.ShardLabels]float64 {
+	out := make(map[metrics.ShardLabels]float64, len(views))
+	for _, v := range views {
+		var l metrics.ShardLabels
+		l.Stream, l.Shard = engine.ShardLabels(v.ShardID, single)
+		secs := now.Sub(v.LastProgress).Seconds()
+		if old, ok := out[l]; !ok || secs > old {
+			out[l] = secs
+		}
+	}
+	return out
 }
 
 // appID identifies the application in gossip meta: members consuming
@@ -222,6 +245,7 @@ func (n *Node) Start(ctx context.Context) error {
 		Metrics:    m,
 		Logger:     log,
 		Board:      n.board,
+		StreamName: n.stream,
 	}
 	app := appID(cfg.TableName, cfg.StreamName+cfg.StreamARN)
 	if set != nil {
@@ -584,7 +608,12 @@ type NodeStatus struct {
 
 // ShardStatus is one shard this node owns.
 type ShardStatus struct {
+	// Stream is the stream's name; ShardID the Kinesis shard id; Key the
+	// lease key, set only when it differs from ShardID (multi-stream mode:
+	// account:stream:creationEpoch:shardId).
+	Stream  string `json:"stream"`
 	ShardID string `json:"shard"`
+	Key     string `json:"key,omitempty"`
 	// State is the shard actor's state (WaitingOnParentShards,
 	// Initializing, Processing, AwaitingShutdownAck, ShuttingDown, …).
 	State      string `json:"state"`
@@ -620,8 +649,12 @@ type ShardLoad struct {
 
 // Move is one ownership change on a node.
 type Move struct {
-	At    time.Time `json:"at"`
-	Shard string    `json:"shard"`
+	At time.Time `json:"at"`
+	// Stream, Shard and Key as in ShardStatus: the stream's name, the
+	// Kinesis shard id, the lease key when it differs.
+	Stream string `json:"stream"`
+	Shard  string `json:"shard"`
+	Key    string `json:"key,omitempty"`
 	// Kind: "take", "handoff" (began handing the shard to Peer),
 	// "release" (released it) or "lost" (fenced, or another owner seen).
 	Kind string `json:"kind"`
@@ -671,17 +704,11 @@ func (n *Node) status(ctx context.Context) (NodeStatus, []lease.Lease, error) {
 	select {
 	case s := <-reply:
 		for _, sh := range s.Shards {
-			l := sh.Load
-			st.Shards = append(st.Shards, ShardStatus{
-				ShardID: sh.ShardID, State: sh.State, Checkpoint: sh.Checkpoint,
-				MillisBehindLatest: sh.MillisBehindLatest, SinceProgress: sh.SinceProgress,
-				Stalled: sh.Stalled, StallCause: sh.StallCause,
-				Load: ShardLoad{RecordsPerSec: l.RecordsPerSec, BytesPerSec: l.BytesPerSec, Busy: l.Busy, Measured: l.Measured, Weight: l.Weight()},
-			})
+			st.Shards = append(st.Shards, shardStatusOf(sh, n.stream))
 		}
 		st.Moves = make([]Move, 0, len(s.Moves))
 		for _, mv := range s.Moves {
-			st.Moves = append(st.Moves, Move(mv))
+			st.Moves = append(st.Moves, moveOf(mv, n.stream))
 		}
 		st.Unhealthy, st.Refused, st.Maps = s.Unhealthy, s.Refused, s.Maps
 		return st, s.Rows, nil
@@ -691,6 +718,43 @@ func (n *Node) status(ctx context.Context) (NodeStatus, []lease.Lease, error) {
 		return st, nil, errors.New("kinactor: status: coordinator did not answer within 5s")
 	}
 }
+
+// shortKey is the stream, shard id and (when it differs from the shard
+// id) lease key under which status shows key; single is the stream's
+// name in single-stream mode.
+func shortKey(key, single string) (stream, shard, long string) {
+	stream, shard = engine.ShardLabels(key, single)
+	if shard != key {
+		long = key
+	}
+	return stream, shard, long
+}
+
+// shardStatusOf is the /status row of an engine status row (keyed by lease
+// key).
+func shardStatusOf(sh engine.ShardStatus, single string) ShardStatus {
+	l := sh.Load
+	ss := ShardStatus{
+		State: sh.State, Checkpoint: sh.Checkpoint,
+		MillisBehindLatest: sh.MillisBehindLatest, SinceProgress: sh.SinceProgress,
+		Stalled: sh.Stalled, StallCause: sh.StallCause,
+		Load: ShardLoad{RecordsPerSec: l.RecordsPerSec, BytesPerSec: l.BytesPerSec, Busy: l.Busy, Measured: l.Measured, Weight: l.Weight()},
+	}
+	ss.Stream, ss.ShardID, ss.Key = shortKey(sh.ShardID, single)
+	return ss
+}
+
+// moveOf is the /status move of an engine move (whose Shard is the lease
+// key).
+func moveOf(mv engine.Move, single string) Move {
+	m := Move{At: mv.At, Kind: mv.Kind, Reason: mv.Reason, Peer: mv.Peer}
+	m.Stream, m.Shard, m.Key = shortKey(mv.Shard, single)
+	return m
+}
+
+// LeaseKey is the lease key of a /status row: Key, or ShardID when they
+// are the same (and in the rows of nodes that predate Key).
+func (s ShardStatus) LeaseKey() string { return cmp.Or(s.Key, s.ShardID) }
 
 // Handler serves the node's HTTP endpoints:
 //

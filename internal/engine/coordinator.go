@@ -723,7 +723,7 @@ func (c *coordinator) shareLoads(ctx actor.Context) {
 	for _, v := range c.deps.Board.Shards() {
 		if _, ok := c.owned[v.ShardID]; ok && v.Load.Measured {
 			loads[v.ShardID] = v.Load.Weight()
-			c.deps.Metrics.ShardLoad.WithLabelValues(v.ShardID).Set(v.Load.Weight())
+			c.deps.Metrics.ShardLoad.WithLabelValues(c.deps.shardLabels(v.ShardID)).Set(v.Load.Weight())
 		}
 	}
 	c.step(ctx, ownership.LoadSampled{Loads: loads})

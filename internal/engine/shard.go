@@ -61,6 +61,9 @@ type Deps struct {
 	Identity lease.Identity
 	// Pauses tells shard actors that the process was paused (nil: never).
 	Pauses *PauseWatch
+	// StreamName is the stream's name in single-stream mode, for the
+	// stream label; multi-stream keys carry their own.
+	StreamName string
 }
 
 // Messages between the coordinator and shard actors.
@@ -233,8 +236,8 @@ func (a *shardActor) onProcessed(ctx actor.Context, r messages.Processed) {
 			for _, rec := range a.inflight.Records {
 				b += len(rec.Data)
 			}
-			a.deps.Metrics.RecordsProcessed.WithLabelValues(a.lease.Key).Add(float64(n))
-			a.deps.Metrics.BytesProcessed.WithLabelValues(a.lease.Key).Add(float64(b))
+			a.deps.Metrics.RecordsProcessed.WithLabelValues(a.deps.shardLabels(a.lease.Key)).Add(float64(n))
+			a.deps.Metrics.BytesProcessed.WithLabelValues(a.deps.shardLabels(a.lease.Key)).Add(float64(b))
 			a.sentAt = time.Time{}
 		}
 	}
@@ -276,7 +279,7 @@ func (a *shardActor) onFetch(ctx actor.Context, r fetchResult) {
 		a.step(ctx, shardfsm.FetchFailed{Err: r.err})
 		return
 	}
-	a.deps.Metrics.MillisBehindLatest.WithLabelValues(a.lease.Key).Set(float64(r.batch.MillisBehindLatest))
+	a.deps.Metrics.MillisBehindLatest.WithLabelValues(a.deps.shardLabels(a.lease.Key)).Set(float64(r.batch.MillisBehindLatest))
 	if a.live != nil {
 		a.live.behind.Store(r.batch.MillisBehindLatest)
 		b := 0
@@ -636,10 +639,11 @@ func (a *shardActor) forgetShard() {
 	}
 	a.live = nil
 	m := a.deps.Metrics
-	m.RecordsProcessed.DeleteLabelValues(key)
-	m.BytesProcessed.DeleteLabelValues(key)
-	m.MillisBehindLatest.DeleteLabelValues(key)
-	m.ShardLoad.DeleteLabelValues(key)
+	stream, shard := a.deps.shardLabels(key)
+	m.RecordsProcessed.DeleteLabelValues(stream, shard)
+	m.BytesProcessed.DeleteLabelValues(stream, shard)
+	m.MillisBehindLatest.DeleteLabelValues(stream, shard)
+	m.ShardLoad.DeleteLabelValues(stream, shard)
 }
 
 func (a *shardActor) finish(ctx actor.Context, f shardfsm.Finished) {

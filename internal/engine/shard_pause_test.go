@@ -288,7 +288,7 @@ func TestShardVerifiesAtOnceOnANewEpoch(t *testing.T) {
 		release() // batch a is done; batch b is held while the renewal waits
 		m := p.deps.Metrics
 		eventually(t, time.Second, "the processor's answer", func() bool {
-			return testutil.ToFloat64(m.RecordsProcessed.WithLabelValues(testShard)) == 3
+			return testutil.ToFloat64(m.RecordsProcessed.WithLabelValues("test", testShard)) == 3
 		})
 		if err := p.touch(time.Second); err != nil {
 			t.Fatal(err)

@@ -71,7 +71,7 @@ func newShardRig(t *testing.T, proc *actor.Props) *shardRig {
 	r.sys = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return quiet }))
 	r.deps = &Deps{
 		Owner: "me", Store: r.store, Stream: r.mem, Processor: proc, Machine: fastMachine(),
-		Metrics: metrics.New(r.reg), Logger: quiet, Board: NewBoard(),
+		Metrics: metrics.New(r.reg), Logger: quiet, Board: NewBoard(), StreamName: "test",
 	}
 	if err := r.store.Create(context.Background(), lease.Lease{Key: testShard}); err != nil {
 		t.Fatal(err)
@@ -301,7 +301,7 @@ func TestShardDeliversInOrderAndCheckpoints(t *testing.T) {
 		}
 	}
 	s.mu.Unlock()
-	if n := testutil.ToFloat64(r.deps.Metrics.RecordsProcessed.WithLabelValues(testShard)); n != 30 {
+	if n := testutil.ToFloat64(r.deps.Metrics.RecordsProcessed.WithLabelValues("test", testShard)); n != 30 {
 		t.Errorf("records processed metric %v, want 30", n)
 	}
 	if n := testutil.ToFloat64(r.deps.Metrics.LeaseWrites.WithLabelValues("checkpoint", "ok")); n < 2 {

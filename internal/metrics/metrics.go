@@ -15,10 +15,12 @@ import (
 
 // Metrics holds every collector. The zero value is not usable; use New.
 type Metrics struct {
-	RecordsProcessed   *prometheus.CounterVec // shard
-	BytesProcessed     *prometheus.CounterVec // shard
-	MillisBehindLatest *prometheus.GaugeVec   // shard
-	ShardLoad          *prometheus.GaugeVec   // shard: the measured load weight
+	// The per-shard series are labelled stream (the stream's name) and
+	// shard (the Kinesis shard id): see ShardLabels.
+	RecordsProcessed   *prometheus.CounterVec // stream, shard
+	BytesProcessed     *prometheus.CounterVec // stream, shard
+	MillisBehindLatest *prometheus.GaugeVec   // stream, shard
+	ShardLoad          *prometheus.GaugeVec   // stream, shard: the measured load weight
 	LeaseReads         *prometheus.CounterVec // op: get, scan (requests, a Scan page each)
 	LeaseReadItems     *prometheus.CounterVec // op: items those requests returned
 	GetRecordsLatency  prometheus.Histogram   // seconds
@@ -49,7 +51,7 @@ type Metrics struct {
 	GossipRefused      *prometheus.CounterVec // reason: app, stranger, key, type, malformed
 	DeclaredDead       prometheus.Counter
 	GossipSendFailures *prometheus.CounterVec // type: a direct send failed (hb dropped, released broadcast instead)
-	// SinceProgress is kinactor_shard_seconds_since_progress{shard}: for
+	// SinceProgress is kinactor_shard_seconds_since_progress{stream,shard}: for
 	// each shard this node runs, how long ago it last made progress (a
 	// fetch or a processor answer); read at scrape time from the source
 	// set with SetProgressSource.
@@ -58,11 +60,16 @@ type Metrics struct {
 	registry prometheus.Gatherer
 }
 
+// ShardLabels are the labels of a per-shard series: the stream's name and
+// the Kinesis shard id (in multi-stream mode, the parts of the lease key;
+// in single-stream mode, the configured stream's name and the key).
+type ShardLabels struct{ Stream, Shard string }
+
 // progressCollector reports seconds since progress per shard from a source
 // that is read at scrape time.
 type progressCollector struct {
 	desc *prometheus.Desc
-	src  atomic.Pointer[func() map[string]float64]
+	src  atomic.Pointer[func() map[ShardLabels]float64]
 }
 
 func (c *progressCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
@@ -72,14 +79,15 @@ func (c *progressCollector) Collect(ch chan<- prometheus.Metric) {
 	if f == nil {
 		return
 	}
-	for shard, secs := range (*f)() {
-		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, secs, shard)
+	for l, secs := range (*f)() {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, secs, l.Stream, l.Shard)
 	}
 }
 
-// SetProgressSource sets where SinceProgress reads its values: shard id →
-// seconds since that shard's last progress, for the shards this node runs.
-func (m *Metrics) SetProgressSource(f func() map[string]float64) {
+// SetProgressSource sets where SinceProgress reads its values: a shard's
+// labels → seconds since its last progress, for the shards this node runs
+// (a map, so that no two series have the same labels).
+func (m *Metrics) SetProgressSource(f func() map[ShardLabels]float64) {
 	m.SinceProgress.src.Store(&f)
 }
 
@@ -88,11 +96,12 @@ func (m *Metrics) SetProgressSource(f func() map[string]float64) {
 func New(reg prometheus.Registerer) *Metrics {
 	ns := "kinactor"
 	lat := []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
+	shard := []string{"stream", "shard"} // per-shard series: see ShardLabels
 	m := &Metrics{
-		RecordsProcessed:    prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "records_processed_total", Help: "Records acknowledged by the processor."}, []string{"shard"}),
-		BytesProcessed:      prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "bytes_processed_total", Help: "Record payload bytes acknowledged by the processor."}, []string{"shard"}),
-		MillisBehindLatest:  prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "millis_behind_latest", Help: "MillisBehindLatest of the last GetRecords per shard."}, []string{"shard"}),
-		ShardLoad:           prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "shard_load", Help: "Measured load weight per shard run here: bytes/s read ÷ 2 MiB/s + the processor's busy fraction, smoothed (half-life 30 s)."}, []string{"shard"}),
+		RecordsProcessed:    prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "records_processed_total", Help: "Records acknowledged by the processor."}, shard),
+		BytesProcessed:      prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "bytes_processed_total", Help: "Record payload bytes acknowledged by the processor."}, shard),
+		MillisBehindLatest:  prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "millis_behind_latest", Help: "MillisBehindLatest of the last GetRecords per shard."}, shard),
+		ShardLoad:           prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "shard_load", Help: "Measured load weight per shard run here: bytes/s read ÷ 2 MiB/s + the processor's busy fraction, smoothed (half-life 30 s)."}, shard),
 		LeaseReads:          prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "lease_reads_total", Help: "Read requests sent to the lease table: get (one row) and scan (one page of a full read), retries included."}, []string{"op"}),
 		LeaseReadItems:      prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "lease_read_items_total", Help: "Rows returned by the lease table's read requests, by op."}, []string{"op"}),
 		GetRecordsLatency:   prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "get_records_duration_seconds", Help: "GetRecords call latency.", Buckets: lat}),
@@ -121,7 +130,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		ShardUnowned:        prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "shard_unowned_seconds", Help: "How long a shard had no owner before this node took it: from the release (sender's clock) or from seeing its owner die.", Buckets: lat}),
 	}
 	m.SinceProgress = &progressCollector{desc: prometheus.NewDesc(ns+"_shard_seconds_since_progress",
-		"Seconds since each shard this node runs last made progress (a successful fetch or a processor answer).", []string{"shard"}, nil)}
+		"Seconds since each shard this node runs last made progress (a successful fetch or a processor answer).", shard, nil)}
 	if g, ok := reg.(prometheus.Gatherer); ok {
 		m.registry = g
 	}
