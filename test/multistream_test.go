@@ -179,7 +179,7 @@ func TestMultiStream(t *testing.T) {
 		st, err := c.Status(ctx, p)
 		requireNoError(t, err, "status of "+p.Name)
 		for _, m := range st.Moves {
-			if m.Kind == "handoff" && m.Reason == "stream removed" && multistream.StreamOf(m.Shard) == cID {
+			if m.Kind == "handoff" && m.Reason == "stream removed" && m.Stream == "ms-c" {
 				removed++
 			}
 		}

@@ -99,7 +99,7 @@ func shardsOf(ctx context.Context, c *clusterrun.Cluster, p *clusterrun.Proc) ([
 	}
 	var ids []string
 	for _, s := range st.Shards {
-		ids = append(ids, s.ShardID)
+		ids = append(ids, s.LeaseKey())
 	}
 	return ids, nil
 }

@@ -180,7 +180,7 @@ func printNodeStatus(w io.Writer, st kinactor.NodeStatus) error {
 				stall += " (" + s.StallCause + ")"
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", s.ShardID, dashIfEmpty(s.State), abbrevSeq(s.Checkpoint), behind, since, stall)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", s.LeaseKey(), dashIfEmpty(s.State), abbrevSeq(s.Checkpoint), behind, since, stall)
 	}
 	return tw.Flush()
 }

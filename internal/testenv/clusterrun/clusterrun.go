@@ -535,7 +535,7 @@ func (c *Cluster) Owners(ctx context.Context) (map[string][]string, error) {
 			continue
 		}
 		for _, s := range st.Shards {
-			owners[s.ShardID] = append(owners[s.ShardID], p.Name)
+			owners[s.LeaseKey()] = append(owners[s.LeaseKey()], p.Name) // lease keys: shard ids repeat across streams
 		}
 	}
 	return owners, errors.Join(errs...)
