@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -32,7 +34,13 @@ func BenchmarkLeaseTableRequests(b *testing.B) {
 	kc := env.KinesisClient()
 	const nShards = 12
 	for i := 0; i < b.N; i++ {
-		for _, nodes := range []int{3, 10} {
+		sizes := []int{3, 10}
+		if s := os.Getenv("KINACTOR_READS_NODES"); s != "" { // e.g. "10"
+			n, err := strconv.Atoi(s)
+			requireNoError(b, err, "KINACTOR_READS_NODES")
+			sizes = []int{n}
+		}
+		for _, nodes := range sizes {
 			name := fmt.Sprintf("reads-%d-%d", nodes, i)
 			localaws.CreateStreamT(b, kc, name, nShards)
 			prod := clusterrun.StartProducer(kc, name, 48, 50)
@@ -49,6 +57,18 @@ func BenchmarkLeaseTableRequests(b *testing.B) {
 			requireNoError(b, err, "balanced")
 			settle := time.NewTimer(30 * time.Second) // let the joins' reads pass
 			<-settle.C
+			ops := []string{"take", "renew", "checkpoint", "release", "create", "delete"}
+			byOp := func() map[string]float64 {
+				out := map[string]float64{}
+				for _, p := range c.Nodes() {
+					m, err := c.Metrics(ctx, p)
+					requireNoError(b, err, "metrics")
+					for _, op := range ops {
+						out[op] += m.Sum("kinactor_lease_writes_total", "op", op)
+					}
+				}
+				return out
+			}
 			count := func() (scans, gets, items, writes float64) {
 				for _, p := range c.Nodes() {
 					m, err := c.Metrics(ctx, p)
@@ -61,9 +81,25 @@ func BenchmarkLeaseTableRequests(b *testing.B) {
 				return
 			}
 			s0, g0, i0, w0 := count()
+			ops0 := byOp()
 			win := time.NewTimer(window) // the observation window
 			<-win.C
 			s1, g1, i1, w1 := count()
+			ops1 := byOp()
+			var parts []string
+			for _, op := range ops {
+				parts = append(parts, fmt.Sprintf("%s %.0f", op, ops1[op]-ops0[op]))
+			}
+			b.Logf("%d nodes: writes by kind: %s", nodes, strings.Join(parts, ", "))
+			if os.Getenv("KINACTOR_READS_MOVES") != "" {
+				for _, p := range c.Nodes() {
+					st, err := c.Status(ctx, p)
+					requireNoError(b, err, "status")
+					for _, mv := range st.Moves {
+						b.Logf("move on %s: %+v", p.Name, mv)
+					}
+				}
+			}
 			perShardHour := func(v float64) float64 { return v * float64(time.Hour) / float64(window) / nShards }
 			b.ReportMetric(perShardHour(s1-s0+g1-g0), fmt.Sprintf("reads/shard-h_%dnodes", nodes))
 			b.ReportMetric(perShardHour(w1-w0), fmt.Sprintf("writes/shard-h_%dnodes", nodes))

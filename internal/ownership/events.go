@@ -149,6 +149,10 @@ func (m *Machine) onSync(now time.Time, e SyncDone, out *effects) {
 	m.syncFails = 0
 	m.opOK(now, ServiceDynamoDB)
 	m.applyRows(now, m.readFrom, e.Leases)
+	for k := range m.confirm {
+		m.dirty[k] = true // a standstill to confirm: the read is in
+	}
+	clear(m.confirm)
 	out.note(-4, "lease table read", "rows", len(e.Leases), "listed", e.Listed, "resync", m.resync)
 	m.nextSync = now.Add(m.syncInterval())
 	if m.leader() {

@@ -21,6 +21,7 @@ type observation struct {
 	owner   string
 	counter int64
 	since   time.Time
+	seen    time.Time // the last observation (news or not)
 }
 
 func newExpiryTracker() *expiryTracker {
@@ -41,13 +42,25 @@ func newExpiryTracker() *expiryTracker {
 func (t *expiryTracker) observe(key, owner string, counter int64, now time.Time, authority bool) bool {
 	o, ok := t.obs[key]
 	if ok && o.owner == owner && o.counter == counter {
+		o.seen = now
+		t.obs[key] = o
 		return false
 	}
 	if ok && counter < o.counter && !authority {
 		return false // an older observation arriving late (a delayed heartbeat)
 	}
-	t.obs[key] = observation{owner: owner, counter: counter, since: now}
+	t.obs[key] = observation{owner: owner, counter: counter, since: now, seen: now}
 	return true
+}
+
+// seenAgo returns how long ago key was last observed (a read of the
+// table, a heartbeat, a write of ours), news or not.
+func (t *expiryTracker) seenAgo(key string, now time.Time) (time.Duration, bool) {
+	o, ok := t.obs[key]
+	if !ok {
+		return 0, false
+	}
+	return now.Sub(o.seen), true
 }
 
 // still returns for how long key has stood still at (owner, counter) as of

@@ -633,8 +633,9 @@ type Machine struct {
 	resync      bool
 	lastSync    time.Time
 	nextSync    time.Time
-	nextRead    time.Time // the discovering node's next read of the table (not only a listing)
-	listOnly    bool      // the sync in flight is a listing without a read
+	nextRead    time.Time       // the discovering node's next read of the table (not only a listing)
+	listOnly    bool            // the sync in flight is a listing without a read
+	confirm     map[string]bool // shards whose standstill waits for a read (plan.go confirmed)
 	syncFails   int
 	unlisted    map[string]int // discovering node: listings in a row that missed a row's shard
 	rowsPending bool
@@ -707,6 +708,7 @@ func New(cfg Config) *Machine {
 		loads:      map[string]int64{},
 		pending:    map[string]pendingMove{},
 		movedAt:    map[string]time.Time{},
+		confirm:    map[string]bool{},
 		rng:        cfg.Rand,
 	}
 	m.health.init()

@@ -355,6 +355,22 @@ func (m *Machine) evaluate(now time.Time, key string, out *effects) {
 		still, ok := m.expiry.still(key, holder, l.Counter, now)
 		return pos, still, ok
 	}
+	// confirmed: the standstill was observed recently (within half a
+	// LeaseExpiry: a live holder writes every third of one). Reads of the table
+	// are rare (see Config.FollowerSyncInterval) and heartbeats reach only
+	// the holder's first successors, so a standstill seen only in an old
+	// copy of the row is confirmed by a read before the take: the read
+	// costs what a take that lost its race would have (it reads too), and
+	// writes nothing.
+	confirmed := func() bool {
+		if ago, ok := m.expiry.seenAgo(key, now); ok && ago >= m.cfg.LeaseExpiry/2 {
+			out.note(-4, "confirming a standstill by a read before taking", "shard", key, "seen_ago", ago)
+			m.confirm[key] = true // looked at again once read
+			m.requestSync(now, out)
+			return false
+		}
+		return true
+	}
 	// wait asks to be woken when a standstill of need is reached.
 	wait := func(need, still time.Duration) {
 		m.expiry.wake(key, now.Add(need-still))
@@ -391,7 +407,9 @@ func (m *Machine) evaluate(now time.Time, key string, out *effects) {
 		}
 		need := time.Duration(max(pos, 1)) * m.cfg.LeaseExpiry
 		if still >= need {
-			take(reason, still)
+			if confirmed() {
+				take(reason, still)
+			}
 			return
 		}
 		wait(need, still)
@@ -408,7 +426,9 @@ func (m *Machine) evaluate(now time.Time, key string, out *effects) {
 		}
 		need := time.Duration(pos+1) * m.cfg.LeaseExpiry
 		if still >= need {
-			take(TakeExpired, still)
+			if confirmed() {
+				take(TakeExpired, still)
+			}
 			return
 		}
 		wait(need, still)

@@ -130,6 +130,7 @@ func (m *Machine) Sizes() map[string]int {
 		"pendingMoves":     len(m.pending),
 		"movedAt":          len(m.movedAt),
 		"heardAt":          len(m.heardAt),
+		"confirm":          len(m.confirm),
 		"eligible":         len(m.eligible),
 		"expiry":           len(m.expiry.obs),
 		"expiryLive":       len(m.expiry.live),

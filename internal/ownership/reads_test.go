@@ -83,7 +83,9 @@ func TestReadsDoNotGrowWithMembers(t *testing.T) {
 // shard, makes the discovering node read the table at once.
 func TestListingShowingAChangeReads(t *testing.T) {
 	ls := rows(2, "")
-	n := newX(t, "a", true)
+	cfg := testConfig("a", true)
+	cfg.LeaseExpiry = time.Hour // no take falls due here: only the listing reads
+	n := &x{t: t, m: New(cfg), now: t0}
 	n.step(Started{})
 	n.step(ViewChanged{Members: members("a", "b")})
 	n.sync(SyncDone{Leases: ls, Listed: true, Shards: []Shard{{ID: ls[0].Key}, {ID: ls[1].Key}}})
@@ -113,5 +115,51 @@ func TestListingShowingAChangeReads(t *testing.T) {
 			t.Fatalf("%s: %+v, want a read with a listing", c.name, r)
 		}
 		n.step(SyncDone{Seq: r.Seq, Listed: true, Leases: ls, Shards: []Shard{{ID: ls[0].Key}, {ID: ls[1].Key}}})
+	}
+}
+
+// A standstill known only from an old read is confirmed by a read before
+// the take: unchanged, the lease is taken at once; renewed meanwhile, it
+// is not (no write that would lose its race).
+func TestStaleStandstillIsConfirmedByARead(t *testing.T) {
+	for _, renewed := range []bool{false, true} {
+		n := newX(t, "a", true)
+		n.step(Started{})
+		n.step(ViewChanged{Members: members("a", "b", "c")})
+		ls := rows(6, "b")
+		n.read(ls)
+		// No heartbeat, no read: past LeaseExpiry (9 s) the first
+		// successor's standstill is only what the first read showed.
+		var effs []Effect
+		for range 40 {
+			n.now = n.now.Add(250 * time.Millisecond)
+			effs = append(effs, n.step(Tick{})...)
+			if _, ok := find[Sync](effs); ok {
+				break
+			}
+		}
+		if len(takes(effs)) != 0 {
+			t.Fatalf("took on an old read: %v", takes(effs))
+		}
+		s := must[Sync](t, effs)
+		again := rows(6, "b")
+		if renewed {
+			for i := range again {
+				again[i].Counter++
+			}
+		}
+		got := takes(n.step(SyncDone{Seq: s.Seq, Listed: s.List, Leases: again}))
+		mine := 0
+		for _, l := range ls {
+			if n.m.successors(l.Key, "b")[0] == "a" {
+				mine++
+			}
+		}
+		switch {
+		case renewed && len(got) != 0:
+			t.Fatalf("took %v although the read shows them renewed", got)
+		case !renewed && (len(got) != mine || mine == 0):
+			t.Fatalf("took %d after the confirming read, want the %d a succeeds", len(got), mine)
+		}
 	}
 }
