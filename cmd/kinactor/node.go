@@ -69,7 +69,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	checkpointInterval := fs.Duration("checkpoint-interval", 0, "write accepted checkpoints at most this often (0 = default 30s)")
 	renewInterval := fs.Duration("renew-interval", 0, "renew a lease with no write for this long; expiry is 3x (0 = default 30s)")
-	syncInterval := fs.Duration("sync-interval", 0, "interval between listings of shards and leases (0 = default 10s)")
+	syncInterval := fs.Duration("sync-interval", 0, "interval between the discovering node's listings of shards; it reads the lease table when a listing shows a change and every 2m, the others every 60s x (members-1) (0 = default 10s)")
 	stallTimeout := fs.Duration("stall-timeout", 0, "a shard without progress (fetch, processor answer, lease write) this long is stalled and moved to another node (0 = default 30s)")
 	processTimeout := fs.Duration("process-timeout", 0, "a batch the processor has not answered this long is a failed delivery (0 = default 5m)")
 	stopTimeout := fs.Duration("stop-timeout", 30*time.Second, "how long the graceful stop may take before leases are left to expire")
