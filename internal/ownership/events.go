@@ -119,6 +119,15 @@ func (m *Machine) onListed(now time.Time, e SyncDone, out *effects) {
 					break
 				}
 			}
+			if !read {
+				// Finished parents whose children all moved on: their rows
+				// go at once, not at the next periodic read.
+				rows := make([]lease.Lease, 0, len(m.leases))
+				for _, l := range m.leases {
+					rows = append(rows, l)
+				}
+				read = len(FinishedParents(rows)) > 0
+			}
 		}
 	}
 	if read {
