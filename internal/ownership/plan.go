@@ -50,19 +50,7 @@ func (k KeySpace) Valid(key string) bool {
 // foreign key, and of the form Kinesis gives shard ids (1 to 128 of
 // A-Z, a-z, 0-9, '_', '.', '-'). Gossip messages naming anything else are
 // refused.
-func IsShardID(key string) bool {
-	if len(key) == 0 || len(key) > 128 {
-		return false
-	}
-	for i := 0; i < len(key); i++ {
-		switch c := key[i]; {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '_', c == '.', c == '-':
-		default:
-			return false
-		}
-	}
-	return true
-}
+func IsShardID(key string) bool { return multistream.IsShardID(key) }
 
 // candidate is a member that may own shards, with what it gossips.
 type candidate struct {
