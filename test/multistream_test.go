@@ -229,6 +229,38 @@ func TestMultiStream(t *testing.T) {
 	if len(ls) != 16 {
 		t.Fatalf("%d rows, want 16 (ms-c's kept)", len(ls))
 	}
+
+	// kinactor status over the streams consumed now: a line per shard with
+	// its stream and owner, and ms-c's kept rows counted.
+	cmd := exec.Command(bin, "status", "--app", app, "--stream", "ms-a,ms-b,ms-d")
+	cmd.Env = append(os.Environ(), localEnv(env)...)
+	out, err := cmd.CombinedOutput()
+	requireNoError(t, err, "kinactor status: "+string(out))
+	t.Logf("kinactor status:\n%s", out)
+	nodes := map[string]bool{}
+	for _, p := range c.Nodes() {
+		nodes[p.Name] = true
+	}
+	lines := map[string]bool{}
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 4 && strings.HasPrefix(f[0], "ms-") && f[2] == "open" {
+			if !nodes[f[3]] {
+				t.Errorf("status line %q: owner %q is not a node of the cluster", line, f[3])
+			}
+			lines[f[0]+"/"+f[1]] = true
+		}
+	}
+	for _, s := range []string{"ms-a", "ms-b", "ms-d"} {
+		for i := 0; i < 4; i++ {
+			if k := fmt.Sprintf("%s/shardId-%012d", s, i); !lines[k] {
+				t.Errorf("status: no open line for %s:\n%s", k, out)
+			}
+		}
+	}
+	if want := "rows kept for streams not named: " + cID + " (4 rows)"; !strings.Contains(string(out), want) {
+		t.Errorf("status: no %q:\n%s", want, out)
+	}
 }
 
 // TestMultiStreamTakesOverAKCLTable: rows written exactly as the Java

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"slices"
@@ -19,20 +20,24 @@ import (
 
 	"github.com/kinactor/kinactor"
 	"github.com/kinactor/kinactor/internal/lease"
+	"github.com/kinactor/kinactor/internal/multistream"
 	"github.com/kinactor/kinactor/internal/stream"
 )
 
 // runStatus implements `kinactor status`: the stream's shards joined with
-// the lease table, and with --http a node's own view (members and shards).
+// the lease table (for a multi-stream application, the named streams'
+// shards joined with their rows, and a count of the rows kept for streams
+// not named), and with --http a node's own view (members and shards).
 func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	app := fs.String("app", "", "application name, i.e. the lease table (required)")
-	streamName := fs.String("stream", "", "Kinesis stream name (required)")
+	streamName := fs.String("stream", "", "Kinesis stream name, or comma-separated names of a multi-stream application (required)")
+	multi := fs.Bool("multi-stream", false, "the table has multi-stream keys even for one --stream (found by itself when it has rows)")
 	httpAddr := fs.String("http", "", "a node's --http host:port: also print its /status")
 	timeout := fs.Duration("timeout", 30*time.Second, "bound on the whole command")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: kinactor status --app NAME --stream NAME [--http HOST:PORT]\n\nflags:\n")
+		fmt.Fprintf(fs.Output(), "usage: kinactor status --app NAME --stream NAME[,NAME...] [--multi-stream] [--http HOST:PORT]\n\nflags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -62,16 +67,104 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			o.DisableValidateResponseChecksum = true
 		}
 	})
-	shards, err := stream.NewClient(stream.NewSDKClient(awsCfg), *streamName, "").ListShards(ctx)
-	if err != nil {
-		return fmt.Errorf("status: stream %s: %w", *streamName, err)
-	}
 	leases, err := lease.NewDynamoStore(ddb, *app).List(ctx)
 	if err != nil {
 		return fmt.Errorf("status: lease table %s: %w", *app, err)
 	}
-	byKey := map[string]lease.Lease{}
+	names, err := statusStreamNames(*streamName)
+	if err != nil {
+		return err
+	}
+	kc := stream.NewSDKClient(awsCfg)
+	if !*multi && len(names) == 1 && !slices.ContainsFunc(leases, func(l lease.Lease) bool { return multistream.IsKey(l.Key) }) {
+		shards, err := stream.NewClient(kc, names[0], "").ListShards(ctx)
+		if err != nil {
+			return fmt.Errorf("status: stream %s: %w", names[0], err)
+		}
+		if err := printShardTable(stdout, shards, leases, nil); err != nil {
+			return err
+		}
+	} else {
+		if l, ok := plainRow(leases); ok {
+			return fmt.Errorf("status: lease table %s holds single-stream rows (row %q): name one --stream, without --multi-stream", *app, l)
+		}
+		var specs []multistream.Spec
+		for _, n := range names {
+			specs = append(specs, multistream.Spec{Name: n})
+		}
+		resolved, err := (&multistream.Resolver{API: kc}).Resolve(ctx, specs)
+		if err != nil {
+			return fmt.Errorf("status: %w", err)
+		}
+		set := multistream.NewSet(kc)
+		set.Update(resolved)
+		shards, err := set.ListShards(ctx)
+		if err != nil {
+			return fmt.Errorf("status: listing streams %s: %w", strings.Join(names, ","), err)
+		}
+		named := map[string]string{} // stream id → name
+		for _, r := range resolved {
+			named[r.ID.String()] = r.ID.Name
+		}
+		if err := printShardTable(stdout, shards, leases, named); err != nil {
+			return err
+		}
+	}
+	if *httpAddr == "" {
+		return nil
+	}
+
+	st, err := fetchNodeStatus(ctx, *httpAddr)
+	if err != nil {
+		return fmt.Errorf("status: --http %s: %w", *httpAddr, err)
+	}
+	fmt.Fprintln(stdout)
+	return printNodeStatus(stdout, st)
+}
+
+// statusStreamNames splits --stream: one name or comma-separated names,
+// none empty and each a valid stream name.
+func statusStreamNames(flagValue string) ([]string, error) {
+	var out []string
+	for _, n := range strings.Split(flagValue, ",") {
+		n = strings.TrimSpace(n)
+		if !multistream.ValidName(n) {
+			return nil, fmt.Errorf("status: invalid --stream %q: %q is not a stream name", flagValue, n)
+		}
+		if !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}
+
+// plainRow returns the key of a row that is not a multi-stream key, if any.
+func plainRow(leases []lease.Lease) (string, bool) {
 	for _, l := range leases {
+		if !multistream.IsKey(l.Key) {
+			return l.Key, true
+		}
+	}
+	return "", false
+}
+
+// printShardTable prints one line per shard: every shard listed and every
+// row of the table not listed (past retention). named is nil for a
+// single-stream table; for a multi-stream one it maps the stream ids
+// (account:name:epoch) of the named streams to their names: the table
+// then has a stream column, shard ids are printed without their stream,
+// and the rows of other streams (kept for a later return) are counted
+// under the table, by stream.
+func printShardTable(w io.Writer, shards []stream.Shard, leases []lease.Lease, named map[string]string) error {
+	byKey := map[string]lease.Lease{}
+	others := map[string]int{} // rows of streams not named, by stream id
+	for _, l := range leases {
+		if named != nil {
+			if _, ok := named[multistream.StreamOf(l.Key)]; !ok {
+				others[multistream.StreamOf(l.Key)]++
+				continue
+			}
+		}
 		byKey[l.Key] = l
 	}
 	ids := []string{}
@@ -80,13 +173,26 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		ids = append(ids, s.ID)
 		open[s.ID] = !s.Closed()
 	}
-	for _, l := range leases {
-		if _, ok := open[l.Key]; !ok {
-			ids = append(ids, l.Key) // a lease of a shard past retention
+	for k := range byKey {
+		if _, ok := open[k]; !ok {
+			ids = append(ids, k) // a lease of a shard past retention
 		}
 	}
 	slices.Sort(ids)
-	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	short := func(ids []string) []string {
+		if named == nil {
+			return ids
+		}
+		out := make([]string, len(ids))
+		for i, id := range ids {
+			out[i] = multistream.ShardOf(id)
+		}
+		return out
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	if named != nil {
+		fmt.Fprint(tw, "stream\t")
+	}
 	fmt.Fprintln(tw, "shard\tstate\towner\tcounter\tcheckpoint\tparents\tchildren")
 	for _, id := range ids {
 		state := "closed"
@@ -118,21 +224,22 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 				children = append(children, s.ID)
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", id, state, owner, counter, cp, joinOrDash(parents), joinOrDash(children))
+		if named != nil {
+			fmt.Fprintf(tw, "%s\t", named[multistream.StreamOf(id)])
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", multistream.ShardOf(id), state, owner, counter, cp, joinOrDash(short(parents)), joinOrDash(short(children)))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	if *httpAddr == "" {
-		return nil
+	if len(others) > 0 {
+		var parts []string
+		for _, sid := range slices.Sorted(maps.Keys(others)) {
+			parts = append(parts, fmt.Sprintf("%s (%s)", sid, pluralCount(others[sid], "row")))
+		}
+		fmt.Fprintf(w, "\nrows kept for streams not named: %s\n", strings.Join(parts, ", "))
 	}
-
-	st, err := fetchNodeStatus(ctx, *httpAddr)
-	if err != nil {
-		return fmt.Errorf("status: --http %s: %w", *httpAddr, err)
-	}
-	fmt.Fprintln(stdout)
-	return printNodeStatus(stdout, st)
+	return nil
 }
 
 // printNodeStatus prints a node's /status: its members, its health (when it

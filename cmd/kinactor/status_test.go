@@ -15,6 +15,8 @@ import (
 
 	"github.com/kinactor/kinactor"
 	"github.com/kinactor/kinactor/cluster"
+	"github.com/kinactor/kinactor/internal/lease"
+	"github.com/kinactor/kinactor/internal/stream"
 )
 
 // cannedStatus is a node's /status as kinactor.NodeStatus encodes it: one
@@ -231,6 +233,58 @@ func TestShortDuration(t *testing.T) {
 	} {
 		if got := shortDuration(c.d); got != c.want {
 			t.Errorf("shortDuration(%s) = %q, want %q", c.d, got, c.want)
+		}
+	}
+}
+
+// TestShardTableMultiStream: a multi-stream table printed for the streams
+// named: a stream column, shard ids without their stream (parents and
+// children too), a row past retention as expired, and the rows of a
+// stream not named counted under the table, not printed.
+func TestShardTableMultiStream(t *testing.T) {
+	a, b, gone := "111122223333:orders:1700000000", "111122223333:clicks:1700000001", "111122223333:old:1600000000"
+	shards := []stream.Shard{
+		{ID: a + ":shardId-000000000000", EndingSequenceNumber: "9"},
+		{ID: a + ":shardId-000000000001", ParentShardID: a + ":shardId-000000000000"},
+		{ID: b + ":shardId-000000000000"},
+	}
+	leases := []lease.Lease{
+		{Key: a + ":shardId-000000000000", Checkpoint: lease.Checkpoint{SequenceNumber: lease.CheckpointShardEnd}, Counter: 7, ChildShardIDs: []string{a + ":shardId-000000000001"}},
+		{Key: a + ":shardId-000000000001", Owner: "n1", Counter: 3, Checkpoint: lease.Checkpoint{SequenceNumber: "49590338271490256608559692538361571095921575989136588898"}},
+		{Key: b + ":shardId-000000000007", Owner: "n2", Counter: 2},
+		{Key: gone + ":shardId-000000000000"},
+		{Key: gone + ":shardId-000000000001"},
+	}
+	var out bytes.Buffer
+	if err := printShardTable(&out, shards, leases, map[string]string{a: "orders", b: "clicks"}); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		`(?m)^stream\s+shard\s+state\s+owner`,
+		`(?m)^clicks\s+shardId-000000000000\s+open\s+-\s+-\s+-\s+-\s+-$`,
+		`(?m)^clicks\s+shardId-000000000007\s+expired\s+n2\s+2\s`,
+		`(?m)^orders\s+shardId-000000000000\s+finished\s+-\s+7\s+SHARD_END\s+-\s+shardId-000000000001$`,
+		`(?m)^orders\s+shardId-000000000001\s+open\s+n1\s+3\s+\S+\s+shardId-000000000000\s+-$`,
+		`(?m)^rows kept for streams not named: ` + gone + ` \(2 rows\)$`,
+	}
+	for _, re := range want {
+		if !regexp.MustCompile(re).MatchString(out.String()) {
+			t.Errorf("no line matching %s in:\n%s", re, out.String())
+		}
+	}
+	if strings.Contains(out.String(), "111122223333:orders") {
+		t.Errorf("shard ids printed with their stream:\n%s", out.String())
+	}
+}
+
+func TestStatusStreamNames(t *testing.T) {
+	got, err := statusStreamNames("a, b,a")
+	if err != nil || !reflect.DeepEqual(got, []string{"a", "b"}) {
+		t.Fatalf("statusStreamNames: %v, %v", got, err)
+	}
+	for _, bad := range []string{"a,,b", "a,b c", "x:y"} {
+		if _, err := statusStreamNames(bad); err == nil || !strings.Contains(err.Error(), "--stream") || !strings.Contains(err.Error(), bad) {
+			t.Errorf("statusStreamNames(%q): %v, want an error naming --stream and the value", bad, err)
 		}
 	}
 }
