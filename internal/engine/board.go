@@ -19,8 +19,8 @@ type Board struct {
 
 // Load is a shard's measured load: what its reads carry and how busy its
 // processor is, smoothed (an exponentially weighted moving average with
-// LoadHalfLife). Measured is false until the shard has run for one
-// sampling interval.
+// LoadHalfLife). Measured is false until the shard has run for two
+// sampling intervals (the first, its start, is not counted).
 type Load struct {
 	RecordsPerSec float64 `json:"records_per_second"`
 	BytesPerSec   float64 `json:"bytes_per_second"`
@@ -59,6 +59,7 @@ type shardLive struct {
 	load       Load
 	sampledAt  time.Time
 	lastCounts [3]int64
+	warm       bool // the first whole interval has passed (see Sample)
 }
 
 // read counts one fetch's records and bytes.
@@ -139,7 +140,8 @@ func (b *Board) Stalled() []string {
 
 // Sample folds what every running shard read and processed since the last
 // sample into its load averages. The first call for a shard only starts
-// its clock; the second makes it Measured. Call it at a steady interval
+// its clock, the second starts it again (the interval between them holds
+// the shard's start, not its load); the third makes it Measured. Call it at a steady interval
 // (the coordinator does, every LoadSampleInterval).
 func (b *Board) Sample(now time.Time) {
 	b.mu.Lock()
@@ -152,6 +154,18 @@ func (b *Board) Sample(now time.Time) {
 		}
 		dt := now.Sub(l.sampledAt)
 		if dt <= 0 {
+			continue
+		}
+		if !l.warm {
+			// The shard's first whole interval holds its start: the
+			// backlog since the last checkpoint read at once, or the
+			// take and first fetch. Measured from it, a shard just
+			// handed over looked up to a third heavier (or lighter)
+			// than it is, and the others moved load to or from its new
+			// owner for it. It is left out; until the next sample the
+			// assignment keeps the weight the previous holder sent.
+			l.warm = true
+			l.sampledAt, l.lastCounts = now, c
 			continue
 		}
 		sec := dt.Seconds()

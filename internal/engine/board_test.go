@@ -14,6 +14,15 @@ func TestBoardSampleLoad(t *testing.T) {
 	if v := b.Shards()[0]; v.Load.Measured {
 		t.Fatalf("measured after the first sample: %+v", v.Load)
 	}
+	// The first interval (the shard's start: a backlog read at once) is
+	// not its load.
+	l.read(5000, 8<<20)
+	l.worked(4 * time.Second)
+	t0 = t0.Add(5 * time.Second)
+	b.Sample(t0)
+	if v := b.Shards()[0]; v.Load.Measured {
+		t.Fatalf("measured from the start-up interval: %+v", v.Load)
+	}
 	l.read(500, 1<<20)
 	l.worked(2500 * time.Millisecond)
 	b.Sample(t0.Add(5 * time.Second))
