@@ -261,6 +261,33 @@ func TestMultiStream(t *testing.T) {
 	if want := "rows kept for streams not named: " + cID + " (4 rows)"; !strings.Contains(string(out), want) {
 		t.Errorf("status: no %q:\n%s", want, out)
 	}
+
+	// kinactor forget deletes ms-c's kept rows, and refuses a stream that
+	// is consumed.
+	forget := func(args ...string) (string, error) {
+		cmd := exec.Command(bin, append([]string{"forget", "--app", app}, args...)...)
+		cmd.Env = append(os.Environ(), localEnv(env)...)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := forget("--stream", "ms-a", "--settle", "0s"); err == nil || !strings.Contains(out, "still consumed") {
+		t.Fatalf("forget of a consumed stream: %v\n%s", err, out)
+	}
+	out2, err := forget("--stream", "ms-c", "--settle", "2s")
+	requireNoError(t, err, "kinactor forget: "+out2)
+	if !strings.Contains(out2, "deleted 4 rows of stream ms-c") {
+		t.Fatalf("forget: %s", out2)
+	}
+	ls, err = store.List(ctx)
+	requireNoError(t, err, "reading the lease table")
+	for _, l := range ls {
+		if multistream.StreamOf(l.Key) == cID {
+			t.Fatalf("row %s of ms-c left after forget", l.Key)
+		}
+	}
+	if len(ls) != 12 {
+		t.Fatalf("%d rows after forget, want 12 (ms-a, ms-b, ms-d)", len(ls))
+	}
 }
 
 // TestMultiStreamTakesOverAKCLTable: rows written exactly as the Java

@@ -5,6 +5,7 @@
 //	kinactor node    run one cluster member (ledger or log processor)
 //	kinactor produce write numbered records to a stream
 //	kinactor status  print the lease table, shards and a node's view
+//	kinactor forget  delete a removed stream's rows from a multi-stream table
 //	kinactor reshard split or merge shards, or change the shard count
 //	kinactor failover-bench  kill and replace nodes of a local cluster, measure
 //	kinactor chaos   run a chaos scenario against a local cluster, verify the ledgers
@@ -40,6 +41,7 @@ var commands = []command{
 	{"node", "run one cluster member consuming a stream until interrupted", runNode},
 	{"produce", "write numbered JSON records over partition keys to a stream", runProduce},
 	{"status", "print the lease table and shards, and a node's members and shards", runStatus},
+	{"forget", "delete the rows a multi-stream lease table keeps for a stream no node consumes any more", runForget},
 	{"reshard", "split or merge shards, or change the shard count, and wait until ACTIVE", runReshard},
 	{"failover-bench", "kill and replace node processes of a local cluster repeatedly; report idle time, duplicates, losses", runFailoverBench},
 	{"chaos", "run a chaos scenario (kills, partitions, throttling, resharding) against a local cluster and verify the ledgers", runChaos},

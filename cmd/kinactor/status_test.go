@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -286,5 +287,45 @@ func TestStatusStreamNames(t *testing.T) {
 		if _, err := statusStreamNames(bad); err == nil || !strings.Contains(err.Error(), "--stream") || !strings.Contains(err.Error(), bad) {
 			t.Errorf("statusStreamNames(%q): %v, want an error naming --stream and the value", bad, err)
 		}
+	}
+}
+
+// TestForgetRules: what `kinactor forget` deletes: the released rows of
+// the stream of that name (every epoch), nothing while one is owned or
+// when one is written or appears during the wait, and nothing from a
+// single-stream table.
+func TestForgetRules(t *testing.T) {
+	old, again, other := "111122223333:orders:1600000000", "111122223333:orders:1700000000", "111122223333:clicks:1700000000"
+	leases := []lease.Lease{
+		{Key: again + ":shardId-000000000001", Counter: 4},
+		{Key: old + ":shardId-000000000000", Counter: 9},
+		{Key: other + ":shardId-000000000000", Owner: "n1", Counter: 3},
+	}
+	rows, err := rowsToForget("t", "orders", leases)
+	if err != nil || len(rows) != 2 || rows[0].Key != old+":shardId-000000000000" || rows[1].Key != again+":shardId-000000000001" {
+		t.Fatalf("rowsToForget: %+v, %v; want orders' two rows in key order", rows, err)
+	}
+	if err := unchanged("orders", rows, leases); err != nil {
+		t.Fatalf("unchanged rows: %v", err)
+	}
+	if _, err := rowsToForget("t", "clicks", leases); err == nil || !strings.Contains(err.Error(), "owner n1") {
+		t.Fatalf("an owned row: %v, want an error naming its owner", err)
+	}
+	if _, err := rowsToForget("t", "orders", append(leases, lease.Lease{Key: "shardId-000000000000"})); err == nil || !strings.Contains(err.Error(), "not a multi-stream table") {
+		t.Fatalf("a single-stream row: %v", err)
+	}
+	taken := slices.Clone(leases)
+	taken[0].Owner, taken[0].Counter = "n2", 5
+	if err := unchanged("orders", rows, taken); err == nil || !strings.Contains(err.Error(), again+":shardId-000000000001") {
+		t.Fatalf("a row taken during the wait: %v", err)
+	}
+	written := slices.Clone(leases)
+	written[1].Counter = 10
+	if err := unchanged("orders", rows, written); err == nil || !strings.Contains(err.Error(), "counter 9, then 10") {
+		t.Fatalf("a row written during the wait: %v", err)
+	}
+	appeared := append(slices.Clone(leases), lease.Lease{Key: again + ":shardId-000000000002"})
+	if err := unchanged("orders", rows, appeared); err == nil || !strings.Contains(err.Error(), "appeared") {
+		t.Fatalf("a row created during the wait: %v", err)
 	}
 }
