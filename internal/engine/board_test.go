@@ -27,7 +27,7 @@ func TestBoardSampleLoad(t *testing.T) {
 	l.worked(2500 * time.Millisecond)
 	b.Sample(t0.Add(5 * time.Second))
 	got := b.Shards()[0].Load
-	want := Load{RecordsPerSec: 100, BytesPerSec: (1 << 20) / 5.0, Busy: 0.5, Measured: true}
+	want := Load{RecordsPerSec: 100, BytesPerSec: (1 << 20) / 5.0, Busy: 0.5, Measured: true, weight: (1<<20)/5.0/ShardReadLimit + 0.5}
 	if got != want {
 		t.Fatalf("first interval: got %+v, want %+v", got, want)
 	}
@@ -43,7 +43,12 @@ func TestBoardSampleLoad(t *testing.T) {
 			t.Errorf("%s after an idle half-life: %v, want %v", name, pair[0], pair[1])
 		}
 	}
-	if w := (Load{BytesPerSec: ShardReadLimit, Busy: 0.25}).Weight(); w != 1.25 {
+	// The weight balancing uses is averaged over WeightHalfLife: after an
+	// idle LoadHalfLife it keeps 2^(-LoadHalfLife/WeightHalfLife) of itself.
+	if w, keep := got.Weight(), want.weight*math.Exp2(-LoadHalfLife.Seconds()/WeightHalfLife.Seconds()); math.Abs(w-keep) > 1e-9 {
+		t.Errorf("weight after an idle half-life: %v, want %v", w, keep)
+	}
+	if w := weightOf(ShardReadLimit, 0.25); w != 1.25 {
 		t.Errorf("Weight: %v, want 1.25", w)
 	}
 }

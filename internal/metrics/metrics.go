@@ -101,7 +101,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		RecordsProcessed:    prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "records_processed_total", Help: "Records acknowledged by the processor."}, shard),
 		BytesProcessed:      prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "bytes_processed_total", Help: "Record payload bytes acknowledged by the processor."}, shard),
 		MillisBehindLatest:  prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "millis_behind_latest", Help: "MillisBehindLatest of the last GetRecords per shard."}, shard),
-		ShardLoad:           prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "shard_load", Help: "Measured load weight per shard run here: bytes/s read ÷ 2 MiB/s + the processor's busy fraction, smoothed (half-life 30 s)."}, shard),
+		ShardLoad:           prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "shard_load", Help: "Measured load weight per shard run here: bytes/s read ÷ 2 MiB/s + the processor's busy fraction, averaged (half-life 2 minutes)."}, shard),
 		LeaseReads:          prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "lease_reads_total", Help: "Read requests sent to the lease table: get (one row) and scan (one page of a full read), retries included."}, []string{"op"}),
 		LeaseReadItems:      prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "lease_read_items_total", Help: "Rows returned by the lease table's read requests, by op."}, []string{"op"}),
 		GetRecordsLatency:   prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "get_records_duration_seconds", Help: "GetRecords call latency.", Buckets: lat}),
