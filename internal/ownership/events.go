@@ -569,7 +569,7 @@ func (m *Machine) queueBeat(l lease.Lease) {
 	if cp, ok := m.acked[l.Key]; ok && !cp.IsSentinel() {
 		beat.Seq, beat.Sub = cp.SequenceNumber, cp.SubSequenceNumber
 	}
-	dests := firstN(m.successors(l.Key, m.cfg.Me), 2)
+	dests := firstN(m.successors(l.Key, m.cfg.Me), beatSuccessors)
 	if h := m.heir(l.Key); h != "" && !slices.Contains(dests, h) {
 		dests = append(dests, h)
 	}
@@ -582,6 +582,9 @@ func (m *Machine) queueBeat(l lease.Lease) {
 		b[l.Key] = beat
 	}
 }
+
+// beatSuccessors is how many of a holder's successors get its heartbeats.
+const beatSuccessors = 2
 
 func firstN(s []string, n int) []string {
 	if len(s) > n {

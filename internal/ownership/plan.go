@@ -350,11 +350,16 @@ func (m *Machine) evaluate(now time.Time, key string, out *effects) {
 	// copy of the row is confirmed by a read before the take: the read
 	// costs what a take that lost its race would have (it reads too), and
 	// writes nothing.
-	confirmed := func() bool {
+	//
+	// mayRead false: the standstill waits for the next read this node
+	// makes anyway (see the expiry case below) instead of asking for one.
+	confirmed := func(mayRead bool) bool {
 		if ago, ok := m.expiry.seenAgo(key, now); ok && ago >= m.cfg.LeaseExpiry/2 {
-			out.note(-4, "confirming a standstill by a read before taking", "shard", key, "seen_ago", ago)
 			m.confirm[key] = true // looked at again once read
-			m.requestSync(now, out)
+			if mayRead {
+				out.note(-4, "confirming a standstill by a read before taking", "shard", key, "seen_ago", ago)
+				m.requestSync(now, out)
+			}
 			return false
 		}
 		return true
@@ -395,7 +400,7 @@ func (m *Machine) evaluate(now time.Time, key string, out *effects) {
 		}
 		need := time.Duration(max(pos, 1)) * m.cfg.LeaseExpiry
 		if still >= need {
-			if confirmed() {
+			if confirmed(true) {
 				take(reason, still)
 			}
 			return
@@ -414,7 +419,15 @@ func (m *Machine) evaluate(now time.Time, key string, out *effects) {
 		}
 		need := time.Duration(pos+1) * m.cfg.LeaseExpiry
 		if still >= need {
-			if confirmed() {
+			// Only the successors that get the holder's heartbeats ask
+			// for a read to confirm a standstill. The others see the row
+			// only in reads, so at every (pos+1) LeaseExpiry past their
+			// last one their copy showed a standstill that was not there,
+			// and asking for a read each time doubled the reads of a
+			// 10-node cluster (167 scans an hour instead of 90). They are
+			// the third line (the holder and its first two successors have
+			// all failed to move the shard on) and act on their next read.
+			if confirmed(!m.cfg.Clustered || pos < beatSuccessors) {
 				take(TakeExpired, still)
 			}
 			return

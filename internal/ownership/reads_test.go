@@ -1,6 +1,8 @@
 package ownership
 
 import (
+	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -160,6 +162,141 @@ func TestStaleStandstillIsConfirmedByARead(t *testing.T) {
 			t.Fatalf("took %v although the read shows them renewed", got)
 		case !renewed && (len(got) != mine || mine == 0):
 			t.Fatalf("took %d after the confirming read, want the %d a succeeds", len(got), mine)
+		}
+	}
+}
+
+// TestFarSuccessorWaitsForItsOwnRead: a successor beyond the first two
+// gets no heartbeats, so its copy of a row is as old as its last read and
+// shows a standstill (pos+1) LeaseExpiry later. It must not ask for a
+// read each time (that doubled a 10-node cluster's reads): it waits for
+// its next regular read and takes if that shows the row still.
+func TestFarSuccessorWaitsForItsOwnRead(t *testing.T) {
+	names := []string{"b", "c", "d", "e", "f", "g", "h", "i", "j", "x"}
+	n := newX(t, "x", true)
+	n.step(Started{})
+	n.step(ViewChanged{Members: members(names...)})
+	var ls []lease.Lease
+	for i := 0; len(ls) < 4 && i < 1000; i++ {
+		l := lease.Lease{Key: fmt.Sprintf("shardId-%012d", i), Owner: "b", Counter: 1, Checkpoint: lease.Checkpoint{SequenceNumber: "TRIM_HORIZON"}}
+		if slices.Index(n.m.successors(l.Key, "b"), "x") >= beatSuccessors {
+			ls = append(ls, l)
+		}
+	}
+	n.read(ls)
+	if n.m.leader() {
+		t.Fatal("x leads: the test wants a follower")
+	}
+	effs := n.tick(5 * time.Minute) // well past (pos+1) × LeaseExpiry, before its next read
+	if _, ok := find[Sync](effs); ok {
+		t.Fatalf("a far successor asked for a read to confirm a standstill its old copy shows")
+	}
+	if got := takes(effs); len(got) != 0 {
+		t.Fatalf("took on an old copy: %v", got)
+	}
+	var s Sync
+	for range 4 * 60 * 10 { // its regular read comes within FollowerSyncInterval × 9
+		effs = n.tick(250 * time.Millisecond)
+		if v, ok := find[Sync](effs); ok {
+			s = v
+			break
+		}
+	}
+	if s.Seq == 0 {
+		t.Fatal("no regular read within 10 minutes")
+	}
+	got := takes(n.step(SyncDone{Seq: s.Seq, Listed: s.List, Leases: ls}))
+	if len(got) != len(ls) {
+		t.Fatalf("took %v after its read showed the rows still, want all %d", got, len(ls))
+	}
+}
+
+// TestReadsWithHoldersDoNotGrowWithMembers: as above, with every row held
+// by its assigned member, which writes it every third of a LeaseExpiry
+// (3 s here, 30 s with the defaults) and sends its
+// heartbeats to its first two successors only (as queueBeat does): the
+// successors beyond them see the rows only in their reads, and must not
+// read more for it.
+func TestReadsWithHoldersDoNotGrowWithMembers(t *testing.T) {
+	const nShards = 12
+	for _, size := range []int{3, 10} {
+		var names []string
+		var cands []Candidate
+		for i := range size {
+			names = append(names, string(rune('a'+i)))
+			cands = append(cands, Candidate{Name: names[i], Weight: 1})
+		}
+		var keys []string
+		var shards []Shard
+		for i := range nShards {
+			keys = append(keys, fmt.Sprintf("shardId-%012d", i))
+			shards = append(shards, Shard{ID: keys[i]})
+		}
+		owner := Assign(keys, cands)
+		total := 0
+		for _, me := range names {
+			n := newX(t, me, true)
+			n.step(Started{})
+			n.step(ViewChanged{Members: members(names...)})
+			counter := int64(1)
+			table := func() []lease.Lease {
+				var ls []lease.Lease
+				for _, k := range keys {
+					ls = append(ls, lease.Lease{Key: k, Owner: owner[k], Counter: counter, Checkpoint: lease.Checkpoint{SequenceNumber: "TRIM_HORIZON"}})
+				}
+				return ls
+			}
+			n.read(table())
+			reads, taken := 0, 0
+			answer := func(effs []Effect, count bool) {
+				for len(effs) > 0 {
+					var next []Effect
+					for _, e := range effs {
+						if tk, ok := e.(Take); ok && tk.Lease.Owner != me {
+							taken++
+						}
+						s, ok := e.(Sync)
+						if !ok {
+							continue
+						}
+						done := SyncDone{Seq: s.Seq, Listed: s.List, Shards: shards}
+						if s.ListOnly {
+							done.Unread = true
+						} else {
+							done.Leases = table()
+							if count {
+								reads++
+							}
+						}
+						next = append(next, n.step(done)...)
+					}
+					effs = next
+				}
+			}
+			start := n.now
+			for end := n.now.Add(70 * time.Minute); n.now.Before(end); {
+				n.now = n.now.Add(250 * time.Millisecond)
+				count := n.now.Sub(start) > 10*time.Minute
+				if n.now.Sub(start)%(3*time.Second) == 0 {
+					counter++ // every holder writes its rows
+					for _, k := range keys {
+						h := owner[k]
+						if h == me || !slices.Contains(firstN(rendezvous(k, n.m.cands, h), beatSuccessors), me) {
+							continue
+						}
+						answer(n.step(MessageReceived{From: h, Msg: Message{App: app, Type: MsgHeartbeat, Leases: []Beat{{Shard: k, Counter: counter}}}}), count)
+					}
+				}
+				answer(n.step(Tick{}), count)
+			}
+			if taken > 0 {
+				t.Fatalf("%d members: %s took %d live leases", size, me, taken)
+			}
+			total += reads
+		}
+		t.Logf("%d members, rows held: %d reads an hour (%.1f per shard-hour)", size, total, float64(total)/nShards)
+		if total < 80 || total > 95 {
+			t.Fatalf("%d members, rows held: %d reads of the table in an hour, want ~90 whatever the size", size, total)
 		}
 	}
 }
