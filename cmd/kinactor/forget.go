@@ -6,13 +6,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 
 	"github.com/kinactor/kinactor/internal/lease"
 	"github.com/kinactor/kinactor/internal/multistream"
@@ -65,11 +63,7 @@ func runForget(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return fmt.Errorf("forget: loading AWS config: %w", err)
 	}
-	ddb := dynamodb.NewFromConfig(awsCfg, func(o *dynamodb.Options) {
-		if os.Getenv("AWS_ENDPOINT_URL_DYNAMODB") != "" || os.Getenv("AWS_ENDPOINT_URL") != "" {
-			o.DisableValidateResponseChecksum = true // local servers omit the CRC32 header
-		}
-	})
+	ddb := dynamoClient(awsCfg)
 	store := lease.NewDynamoStore(ddb, *app)
 	list := func() ([]lease.Lease, error) {
 		ls, err := store.List(ctx)

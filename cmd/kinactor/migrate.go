@@ -6,12 +6,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 
 	"github.com/kinactor/kinactor/internal/backoff"
 	"github.com/kinactor/kinactor/internal/migrate"
@@ -89,12 +87,7 @@ flags:
 	if err != nil {
 		return fmt.Errorf("migrate: loading AWS config: %w", err)
 	}
-	ddb := dynamodb.NewFromConfig(awsCfg, func(o *dynamodb.Options) {
-		// Local DynamoDB servers omit the CRC32 header; real AWS sends it.
-		if os.Getenv("AWS_ENDPOINT_URL_DYNAMODB") != "" || os.Getenv("AWS_ENDPOINT_URL") != "" {
-			o.DisableValidateResponseChecksum = true
-		}
-	})
+	ddb := dynamoClient(awsCfg)
 	lineage := throttleRetrying{stream.NewClient(stream.NewSDKClient(awsCfg), *streamName, "")}
 	_, err = migrate.FromVMware(ctx, ddb, *table, *to, migrate.Options{Force: *force, Out: stdout, Stream: lineage, StreamName: *streamName})
 	if errors.Is(err, migrate.ErrLiveLeases) {

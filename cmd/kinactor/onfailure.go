@@ -5,11 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 
 	"github.com/kinactor/kinactor"
@@ -64,12 +62,7 @@ func failureDestination(ctx context.Context, spec failure.Spec, awsCfg aws.Confi
 		}
 		return kinactor.FailureStream(kc, spec.Target), nil
 	case failure.KindDynamoDB:
-		ddb := dynamodb.NewFromConfig(awsCfg, func(o *dynamodb.Options) {
-			// Local DynamoDB servers omit the CRC32 header; real AWS sends it.
-			if os.Getenv("AWS_ENDPOINT_URL_DYNAMODB") != "" || os.Getenv("AWS_ENDPOINT_URL") != "" || o.BaseEndpoint != nil {
-				o.DisableValidateResponseChecksum = true
-			}
-		})
+		ddb := dynamoClient(awsCfg)
 		d, err := kinactor.FailureTable(ctx, ddb, spec.Target)
 		if err != nil {
 			return nil, fmt.Errorf("node: --on-failure %q: %w", spec.String(), err)

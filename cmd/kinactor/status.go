@@ -9,14 +9,12 @@ import (
 	"io"
 	"maps"
 	"net/http"
-	"os"
 	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 
 	"github.com/kinactor/kinactor"
 	"github.com/kinactor/kinactor/internal/lease"
@@ -61,12 +59,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return fmt.Errorf("status: loading AWS config: %w", err)
 	}
-	ddb := dynamodb.NewFromConfig(awsCfg, func(o *dynamodb.Options) {
-		// Local DynamoDB servers omit the CRC32 header; real AWS sends it.
-		if os.Getenv("AWS_ENDPOINT_URL_DYNAMODB") != "" || os.Getenv("AWS_ENDPOINT_URL") != "" {
-			o.DisableValidateResponseChecksum = true
-		}
-	})
+	ddb := dynamoClient(awsCfg)
 	leases, err := lease.NewDynamoStore(ddb, *app).List(ctx)
 	if err != nil {
 		return fmt.Errorf("status: lease table %s: %w", *app, err)
